@@ -1,0 +1,215 @@
+//! `lathe`: the command line client of a lathe-node's REST API (`CONTRACT.md`, section `lathe`).
+//!
+//! # Layout
+//! - `main.rs`: the arguments (clap) and the exit codes: 0 ok, 1 failed (the server's error or an unreachable
+//!   node, one line on stderr), 2 bad usage (clap's own).
+//! - `client.rs`: the REST calls and the mapping of HTTP and transport failures to [`client::CliError`].
+//! - `commands/`: one file per group of commands; each prints a human table, or the server's JSON with `--json`.
+//! - `table.rs`: aligned text tables; `sse.rs`: the Server-Sent Events line parser used by `kv watch`.
+
+mod client;
+mod commands;
+mod sse;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The REST address used when neither `--addr` nor `LATHE_ADDR` is given.
+const DEFAULT_ADDR: &str = "127.0.0.1:7500";
+
+/// The end of `lathe --help`.
+const AFTER_HELP: &str = "Exit codes: 0 done, 1 failed (the server's error or an unreachable node, on stderr), 2 bad usage.";
+
+/// Command line client of a Lathe cluster: talks to any lathe-node's REST API.
+#[derive(Debug, Parser)]
+#[command(name = "lathe", version, about, propagate_version = true, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// REST address (HOST:PORT) of any lathe-node of the cluster
+    #[arg(long, global = true, env = "LATHE_ADDR", default_value = DEFAULT_ADDR, value_name = "HOST:PORT")]
+    pub(crate) addr: String,
+
+    /// Print the server's JSON instead of human tables (for scripts)
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Deploy a topology file (PUT /v1/topology): validates, stores and schedules it
+    Deploy {
+        /// The topology TOML file, e.g. config/my_topology.toml
+        file: PathBuf,
+    },
+    /// Health of the node at --addr and a summary of the cluster's members
+    Status,
+    /// The cluster's nodes: status, addresses, tags, task catalog and the scheduler leader
+    Members,
+    /// The task instances of every functional group
+    Tasks,
+    /// The supervision tree of the cluster, with each actor's status and restarts
+    Tree {
+        /// Only the tree of this node
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+    },
+    /// Read and change the registry (keys are /-separated paths, values are JSON)
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KvCommand {
+    /// Print the value stored at PATH (404 if absent)
+    Get {
+        /// Registry path, e.g. /task/http/lb/backend_distribution
+        path: String,
+    },
+    /// Store VALUE at PATH
+    Put {
+        /// Registry path, e.g. /task/http/lb/backend_distribution
+        path: String,
+        /// A JSON value, e.g. '{"a": 1}', '[1, 2]', 42, true or '"text"'. Anything that does not parse as JSON is
+        /// stored as a JSON string: `lathe kv put /x hello` stores "hello"
+        value: String,
+        /// Only write if the key's current version is V (0: only create it)
+        #[arg(long, value_name = "V")]
+        cas: Option<u64>,
+    },
+    /// Delete the key at PATH
+    Delete {
+        /// Registry path
+        path: String,
+        /// Also delete every key under PATH
+        #[arg(long)]
+        recurse: bool,
+        /// Only delete if the key's current version is V
+        #[arg(long, value_name = "V")]
+        cas: Option<u64>,
+    },
+    /// List every key under PATH with its version and value
+    List {
+        /// Registry path prefix (default: the whole registry)
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Print one line per change under PATH until interrupted (Ctrl-C)
+    Watch {
+        /// Registry path prefix
+        path: String,
+        /// Resume after this registry index (no change after it is skipped)
+        #[arg(long, value_name = "N")]
+        index: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(client::CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("lathe: {}", err.one_line());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("lathe").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn addr_defaults_and_global_flags_parse_after_the_subcommand() {
+        let cli = parse(&["kv", "get", "/a/b", "--json", "--addr", "10.0.0.1:7501"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.addr, "10.0.0.1:7501");
+        assert!(matches!(cli.command, Command::Kv(KvCommand::Get { ref path }) if path == "/a/b"));
+    }
+
+    #[test]
+    fn kv_put_takes_a_value_and_an_optional_cas() {
+        let cli = parse(&["kv", "put", "/a", "{\"x\": 1}", "--cas", "0"]).unwrap();
+        match cli.command {
+            Command::Kv(KvCommand::Put { path, value, cas }) => {
+                assert_eq!(
+                    (path.as_str(), value.as_str(), cas),
+                    ("/a", "{\"x\": 1}", Some(0))
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kv_delete_flags_and_watch_index_parse() {
+        let cli = parse(&["kv", "delete", "/a", "--recurse", "--cas", "7"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Kv(KvCommand::Delete {
+                recurse: true,
+                cas: Some(7),
+                ..
+            })
+        ));
+        let cli = parse(&["kv", "watch", "/a", "--index", "42"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Kv(KvCommand::Watch {
+                index: Some(42),
+                ..
+            })
+        ));
+        let cli = parse(&["kv", "list"]).unwrap();
+        assert!(matches!(cli.command, Command::Kv(KvCommand::List { ref path }) if path == "/"));
+    }
+
+    #[test]
+    fn bad_usage_is_a_clap_error_with_exit_code_2() {
+        for args in [
+            &["kv", "put", "/a"][..],
+            &["kv", "frobnicate"],
+            &["kv", "delete", "/a", "--cas", "x"],
+            &[],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "args {args:?}");
+        }
+    }
+
+    #[test]
+    fn deploy_tasks_tree_and_status_parse() {
+        assert!(matches!(
+            parse(&["deploy", "t.toml"]).unwrap().command,
+            Command::Deploy { .. }
+        ));
+        assert!(matches!(parse(&["tasks"]).unwrap().command, Command::Tasks));
+        assert!(matches!(
+            parse(&["tree", "--node", "n1"]).unwrap().command,
+            Command::Tree { node: Some(_) }
+        ));
+        assert!(matches!(
+            parse(&["status"]).unwrap().command,
+            Command::Status
+        ));
+        assert!(matches!(
+            parse(&["members"]).unwrap().command,
+            Command::Members
+        ));
+    }
+}

@@ -1,0 +1,11 @@
+//! Lathe's test harness: real services and real `lathe-node` processes for the integration tests in `tests/`.
+//!
+//! # Layout
+//! - [`node`]: `NodeBuilder` → `NodeProcess` (a real `lathe-node` on free loopback ports) and `Cluster`.
+//! - [`http`]: REST helpers (`get_json`, `put_json`, ...) and `SseReader` for `/v1/watch/...` streams.
+//! - [`wait`]: `wait_until(what, deadline, condition)`: poll a condition, never sleep a fixed time.
+//! - [`zk`]: a real ZooKeeper server started for a test.
+pub mod http;
+pub mod node;
+pub mod wait;
+pub mod zk;
