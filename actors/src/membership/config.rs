@@ -1,0 +1,107 @@
+//! `MembershipConfig`: who this node is, whom it joins, and how fast it decides a peer is gone.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Default period of heartbeats to every remote member.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+/// Default silence after which a peer is `suspect`.
+pub const DEFAULT_SUSPECT_AFTER: Duration = Duration::from_secs(1);
+/// Default silence after which a peer is `dead`.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(3);
+
+/// Everything membership needs to know about this node.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// The node's name (`--name`), unique in the cluster.
+    pub name: String,
+    /// The cluster listen address (`--bind`), with a concrete port.
+    pub cluster_addr: SocketAddr,
+    /// The REST address (`--http`), advertised to peers.
+    pub http_addr: SocketAddr,
+    /// Seeds to join, `HOST:PORT` each (`--join`).
+    pub join: Vec<String>,
+    /// The shared secret (`--cookie`).
+    pub cookie: String,
+    /// The node's tags (`--tag`).
+    pub tags: Vec<String>,
+    /// `HOST:PORT[,HOST:PORT...][/CHROOT]` (`--zookeeper`).
+    pub zookeeper: Option<String>,
+    pub heartbeat_interval: Duration,
+    pub suspect_after: Duration,
+    pub dead_after: Duration,
+}
+
+impl MembershipConfig {
+    /// A config with default timings, no seeds, no tags and no ZooKeeper.
+    pub fn new(
+        name: impl Into<String>,
+        cluster_addr: SocketAddr,
+        http_addr: SocketAddr,
+        cookie: impl Into<String>,
+    ) -> Self {
+        MembershipConfig {
+            name: name.into(),
+            cluster_addr,
+            http_addr,
+            join: Vec::new(),
+            cookie: cookie.into(),
+            tags: Vec::new(),
+            zookeeper: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            suspect_after: DEFAULT_SUSPECT_AFTER,
+            dead_after: DEFAULT_DEAD_AFTER,
+        }
+    }
+
+    /// Checks what cannot work, with a message naming the offending setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.name.is_empty() || !self.name.chars().all(allowed) {
+            anyhow::bail!("name {:?} must be non-empty [A-Za-z0-9._-]", self.name);
+        }
+        if self.cluster_addr.port() == 0 {
+            anyhow::bail!(
+                "cluster address {} needs a concrete port",
+                self.cluster_addr
+            );
+        }
+        if self.heartbeat_interval.is_zero() {
+            anyhow::bail!("heartbeat interval must be positive");
+        }
+        if self.suspect_after <= self.heartbeat_interval || self.dead_after <= self.suspect_after {
+            anyhow::bail!(
+                "timings must satisfy heartbeat interval ({:?}) < suspect after ({:?}) \
+                 < dead after ({:?})",
+                self.heartbeat_interval,
+                self.suspect_after,
+                self.dead_after
+            );
+        }
+        if let Some(seed) = self.join.iter().find(|s| s.rsplit_once(':').is_none()) {
+            anyhow::bail!("join address {seed:?} is not HOST:PORT");
+        }
+        Ok(())
+    }
+
+    /// The hostname ractor_cluster advertises: the bind IP (so peers' transitive connects reach
+    /// it), or the machine's hostname when bound to the unspecified address.
+    pub(crate) fn advertised_host(&self) -> String {
+        let ip = self.cluster_addr.ip();
+        if !ip.is_unspecified() {
+            return ip.to_string();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    }
+
+    /// Whether `addr` is this node's own cluster listener.
+    pub(crate) fn is_own_address(&self, addr: &SocketAddr) -> bool {
+        addr.port() == self.cluster_addr.port()
+            && (addr.ip() == self.cluster_addr.ip()
+                || (self.cluster_addr.ip().is_unspecified() && addr.ip().is_loopback()))
+    }
+}

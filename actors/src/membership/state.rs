@@ -1,0 +1,346 @@
+//! The membership actor's state, and what each event does to it. Nothing in here waits on I/O:
+//! connects and ZooKeeper run in tasks, peers are reached with casts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use ractor_cluster::NodeServerMessage;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::actor::MembershipMsg;
+use super::config::MembershipConfig;
+use super::connect::{spawn_connect, Attempt, Reconnector, Target};
+use super::handle::Shared;
+use super::leave::Leaving;
+use super::metrics::MembershipMetrics;
+use super::peer::{cast_remote, node_group, MEMBERS_GROUP};
+use super::sessions::{
+    Applied, CloseVerdict, Closed, SessionEvent, SessionTracker, UnauthenticatedClose,
+};
+use super::table::{HeartbeatOutcome, MemberTable, Transition};
+use super::types::{
+    unix_ms, JoinState, MemberInfo, MemberStatus, MemberView, PeerMessage, Refusal,
+    SessionDirection,
+};
+use super::zookeeper::ZkEvent;
+
+/// How many refusals are remembered (the oldest are forgotten first).
+const MAX_REFUSALS: usize = 100;
+
+pub(crate) struct MembershipState {
+    pub(crate) config: MembershipConfig,
+    /// This node's ractor node name, `name@host`.
+    pub(crate) own_node: String,
+    pub(crate) node_server: ActorRef<NodeServerMessage>,
+    pub(crate) peer: Option<ActorRef<PeerMessage>>,
+    pub(crate) table: MemberTable,
+    pub(crate) sessions: SessionTracker,
+    pub(crate) reconnect: Reconnector,
+    pub(crate) published: watch::Sender<Vec<MemberView>>,
+    pub(crate) join: watch::Sender<JoinState>,
+    /// This node's info for the ZooKeeper task.
+    pub(crate) own_info: watch::Sender<MemberInfo>,
+    /// Tells the ZooKeeper task to delete the member node and end.
+    pub(crate) leaving_signal: watch::Sender<bool>,
+    pub(crate) zookeeper: Option<JoinHandle<()>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) metrics: MembershipMetrics,
+    pub(crate) leaving: Option<Leaving>,
+    /// When the heartbeat timer last fired, to notice this process being paused.
+    pub(crate) last_tick: Instant,
+}
+
+impl MembershipState {
+    pub(crate) fn send_heartbeat(&self) {
+        if self.leaving.is_none() {
+            cast_remote(
+                MEMBERS_GROUP,
+                &PeerMessage::Heartbeat(self.table.own().clone()),
+            );
+        }
+    }
+
+    pub(crate) fn on_heartbeat_tick(&mut self, now: Instant) {
+        let since_last_tick =
+            now.saturating_duration_since(std::mem::replace(&mut self.last_tick, now));
+        if since_last_tick >= self.config.suspect_after {
+            let pause = since_last_tick.saturating_sub(self.config.heartbeat_interval);
+            tracing::warn!(
+                pause_ms = pause.as_millis() as u64,
+                "this node stood still: peers' silence meanwhile is forgiven"
+            );
+            self.table.on_local_pause(pause);
+        }
+        self.send_heartbeat();
+        let transitions = self.table.tick(now);
+        self.changed(transitions, now);
+    }
+
+    pub(crate) fn on_peer(
+        &mut self,
+        message: PeerMessage,
+        myself: &ActorRef<MembershipMsg>,
+        now: Instant,
+    ) {
+        match message {
+            PeerMessage::Heartbeat(info) => {
+                let name = info.name.clone();
+                let (outcome, transitions) = self.table.on_heartbeat(info, now);
+                if let HeartbeatOutcome::Refute { incarnation } = outcome {
+                    cast_remote(
+                        &node_group(&name),
+                        &PeerMessage::Refute { name, incarnation },
+                    );
+                }
+                self.changed(transitions, now);
+            }
+            PeerMessage::Leave { name, incarnation } => {
+                let transitions = self.table.on_leave(&name, incarnation);
+                cast_remote(
+                    &node_group(&name),
+                    &PeerMessage::LeaveAck {
+                        from: self.config.name.clone(),
+                    },
+                );
+                self.changed(transitions, now);
+            }
+            PeerMessage::LeaveAck { from } => {
+                if let Some(leaving) = &mut self.leaving {
+                    leaving.awaiting_peers.remove(&from);
+                }
+                self.finish_leave_if_done(myself);
+            }
+            PeerMessage::Refute { name, incarnation } => {
+                let fenced = self.shared.fenced.load(Ordering::SeqCst);
+                if name == self.config.name && self.leaving.is_none() && !fenced {
+                    tracing::info!(
+                        held_dead_at = incarnation,
+                        "a peer holds this node dead: refuting with a newer incarnation"
+                    );
+                    self.bump_incarnation(incarnation);
+                    self.send_heartbeat();
+                }
+            }
+        }
+    }
+
+    /// Raises this node's incarnation above `at_least` (and above its current one).
+    pub(crate) fn bump_incarnation(&mut self, at_least: u64) {
+        let mut own = self.table.own().clone();
+        own.incarnation = own.incarnation.max(at_least) + 1;
+        self.table.set_own(own.clone());
+        self.own_info.send_replace(own);
+    }
+
+    pub(crate) fn on_session(
+        &mut self,
+        event: SessionEvent,
+        myself: &ActorRef<MembershipMsg>,
+        now: Instant,
+    ) {
+        let (peer_addr, peer_node) = (&event.peer_addr, &event.peer_node);
+        tracing::debug!(kind = ?event.kind, %peer_addr, ?peer_node, "cluster session event");
+        match self.sessions.apply(&event, now) {
+            Applied::Opened | Applied::Closed(Closed::Unknown) => {}
+            Applied::Up(member) => {
+                tracing::info!(%peer_addr, ?peer_node, "cluster session established");
+                self.join.send_if_modified(|join| {
+                    replace_if(join, |j| *j != JoinState::Joined, JoinState::Joined)
+                });
+                if let Some(member) = member {
+                    let transitions = self.table.on_session_up(&member, now);
+                    self.changed(transitions, now);
+                }
+            }
+            Applied::Closed(Closed::Established { member }) => {
+                tracing::info!(%peer_addr, ?peer_node, "cluster session closed");
+                if let Some(member) = member {
+                    let transitions = self.table.on_session_closed(&member, now);
+                    self.changed(transitions, now);
+                }
+            }
+            Applied::Closed(Closed::Unauthenticated) => {
+                let delay = super::sessions::REFUSAL_GRACE + std::time::Duration::from_millis(50);
+                myself.send_after(delay, || MembershipMsg::ClassifyCloses);
+            }
+        }
+    }
+
+    pub(crate) fn on_classify(&mut self, now: Instant) {
+        for (close, verdict) in self.sessions.take_due(&self.own_node, now) {
+            match verdict {
+                CloseVerdict::Refused => self.refused(close),
+                verdict => tracing::debug!(
+                    peer_addr = %close.peer_addr,
+                    peer_node = ?close.peer_node,
+                    ?verdict,
+                    "unauthenticated cluster session closed"
+                ),
+            }
+        }
+    }
+
+    fn refused(&mut self, close: UnauthenticatedClose) {
+        let direction = if close.is_server {
+            SessionDirection::Incoming
+        } else {
+            SessionDirection::Outgoing
+        };
+        let seed = direction == SessionDirection::Outgoing
+            && self.reconnect.is_seed_addr(&close.peer_addr);
+        let (peer, node) = (&close.peer_addr, close.peer_node.as_deref().unwrap_or("?"));
+        let lifetime_ms = close.lifetime.as_millis() as u64;
+        match direction {
+            SessionDirection::Outgoing => tracing::error!(
+                peer_addr = %peer,
+                peer_node = node,
+                seed,
+                lifetime_ms,
+                "refused by cluster peer {peer} ({node}): cookie mismatch, \
+                 the session closed before it authenticated"
+            ),
+            SessionDirection::Incoming => tracing::error!(
+                peer_addr = %peer,
+                peer_node = node,
+                listen_addr = close.connection_string.as_deref().unwrap_or("?"),
+                lifetime_ms,
+                "refused cluster peer {peer} ({node}): cookie mismatch, \
+                 the session closed before it authenticated"
+            ),
+        }
+        let refusal = Refusal {
+            peer_addr: close.peer_addr,
+            peer_node: close.peer_node,
+            direction,
+            seed,
+            at_ms: unix_ms(),
+        };
+        if let Ok(mut refusals) = self.shared.refusals.lock() {
+            if refusals.len() >= MAX_REFUSALS {
+                refusals.remove(0);
+            }
+            refusals.push(refusal.clone());
+        }
+        if seed && !self.sessions.any_established() {
+            self.join.send_replace(JoinState::Refused(refusal));
+        }
+    }
+
+    pub(crate) fn on_reconnect_tick(&mut self, myself: &ActorRef<MembershipMsg>, now: Instant) {
+        if self.leaving.is_some() {
+            return;
+        }
+        for target in self.reconnect.plan(&self.table, &self.sessions, now) {
+            let config = self.config.clone();
+            let own = move |addr: &std::net::SocketAddr| config.is_own_address(addr);
+            spawn_connect(self.node_server.clone(), own, target, myself.clone());
+        }
+    }
+
+    pub(crate) fn on_connected(&mut self, target: Target, attempt: Attempt, now: Instant) {
+        let retry_in = self.reconnect.done(&target, &attempt, now);
+        match (&target, &attempt) {
+            (_, Attempt::Opened(addr)) => {
+                tracing::debug!(target = %target.address(), %addr, "cluster connection opened")
+            }
+            (Target::Seed(seed), Attempt::OwnAddress) => {
+                tracing::info!(%seed, "seed is this node itself, skipping it");
+                if !self.reconnect.has_seeds() {
+                    self.join.send_if_modified(|join| {
+                        replace_if(join, |j| *j == JoinState::Joining, JoinState::Founding)
+                    });
+                }
+            }
+            (Target::Seed(seed), Attempt::Failed(error)) => {
+                tracing::warn!(%seed, %error, ?retry_in, "cannot reach seed")
+            }
+            (Target::Member { name, addr, .. }, Attempt::Failed(error)) => {
+                tracing::debug!(member = %name, %addr, %error, "cannot reach member")
+            }
+            (Target::Member { .. }, Attempt::OwnAddress) => {}
+        }
+    }
+
+    pub(crate) fn on_zookeeper(
+        &mut self,
+        event: ZkEvent,
+        myself: &ActorRef<MembershipMsg>,
+        now: Instant,
+    ) {
+        match event {
+            ZkEvent::Registered => {
+                if self.shared.fenced.swap(false, Ordering::SeqCst) {
+                    tracing::info!("member node re-created in zookeeper: no longer fenced");
+                }
+            }
+            ZkEvent::Listing(listing) => {
+                let transitions = self.table.on_zookeeper(Some(listing), now);
+                self.changed(transitions, now);
+            }
+            ZkEvent::Unavailable(reason) => {
+                tracing::debug!(%reason, "no zookeeper listing: membership runs on heartbeats");
+                self.table.on_zookeeper(None, now);
+            }
+            ZkEvent::Expired => {
+                self.shared.fenced.store(true, Ordering::SeqCst);
+                self.table.on_zookeeper(None, now);
+                // Peers hold this node dead once its member node vanished; come back newer.
+                let current = self.table.own().incarnation;
+                self.bump_incarnation(current);
+            }
+            ZkEvent::Left => {
+                if let Some(leaving) = &mut self.leaving {
+                    leaving.awaiting_zookeeper = false;
+                }
+                self.finish_leave_if_done(myself);
+            }
+        }
+    }
+
+    /// Logs status changes and publishes the member list when it changed.
+    pub(crate) fn changed(&mut self, transitions: Vec<Transition>, now: Instant) {
+        for t in &transitions {
+            let member = t.name.as_str();
+            match (t.from, t.to) {
+                (None, to) => tracing::info!(member, status = to.as_str(), "member joined"),
+                (_, MemberStatus::Dead) => tracing::warn!(member, cause = ?t.cause, "member dead"),
+                (_, MemberStatus::Suspect) => tracing::warn!(member, "member suspect"),
+                (_, MemberStatus::Alive) => tracing::info!(member, "member alive"),
+            }
+        }
+        self.publish(now);
+    }
+
+    /// Publishes the member list if anything but heartbeat ages changed; updates the gauge.
+    pub(crate) fn publish(&mut self, now: Instant) {
+        let views = self.table.views(now);
+        let strip = |v: &MemberView| MemberView {
+            last_heartbeat_ms_ago: None,
+            ..v.clone()
+        };
+        self.published.send_if_modified(|current| {
+            let same = current.len() == views.len()
+                && current
+                    .iter()
+                    .zip(&views)
+                    .all(|(a, b)| strip(a) == strip(b));
+            if !same {
+                *current = views;
+            }
+            !same
+        });
+        self.metrics.set(&self.table.counts());
+    }
+}
+
+/// Replaces `value` by `new` if `condition` holds; returns whether it did.
+fn replace_if<T>(value: &mut T, condition: impl FnOnce(&T) -> bool, new: T) -> bool {
+    let replace = condition(value);
+    if replace {
+        *value = new;
+    }
+    replace
+}

@@ -1,0 +1,366 @@
+//! The member table: pure status bookkeeping, driven by events and an injected clock (`now`).
+//!
+//! ```text
+//!            heartbeat                 late heartbeat / session closed
+//!  (new) ──────────────▶ alive ◀──────────────────────────▶ suspect
+//!                          │      heartbeat within suspect_after │
+//!                          └──── leave / ZK node vanished ───────┤
+//!                                                                ▼ silence ≥ dead_after
+//!                                                              dead ── heartbeat with a newer
+//!                                                                       incarnation ──▶ alive
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::types::{MemberInfo, MemberStatus, MemberView};
+use super::zookeeper::ZkListing;
+
+/// The two thresholds that turn silence into a status.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) suspect_after: Duration,
+    pub(crate) dead_after: Duration,
+}
+
+/// Why a member is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeathCause {
+    Silence,
+    Left,
+    ZookeeperVanished,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    info: MemberInfo,
+    status: MemberStatus,
+    last_heartbeat: Option<Instant>,
+    first_seen: Instant,
+    session_closed: bool,
+    in_zookeeper: bool,
+    /// Set while dead: the incarnation it died at, and why.
+    death: Option<(u64, DeathCause)>,
+}
+
+/// What became of a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeartbeatOutcome {
+    Accepted,
+    /// From an older process of that name, or from a member whose ZooKeeper node is still gone.
+    Stale,
+    /// From a member held dead at this incarnation: ignored; the sender should refute it.
+    Refute {
+        incarnation: u64,
+    },
+}
+
+/// A status change, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Transition {
+    pub(crate) name: String,
+    pub(crate) from: Option<MemberStatus>,
+    pub(crate) to: MemberStatus,
+    pub(crate) cause: Option<DeathCause>,
+}
+
+/// Every member this node knows, itself included.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberTable {
+    own: MemberInfo,
+    timing: Timing,
+    members: BTreeMap<String, Record>,
+    /// The member names in the latest ZooKeeper listing; `None` while ZooKeeper is not watched.
+    zookeeper_view: Option<BTreeSet<String>>,
+}
+
+impl MemberTable {
+    pub(crate) fn new(own: MemberInfo, timing: Timing) -> Self {
+        MemberTable {
+            own,
+            timing,
+            members: BTreeMap::new(),
+            zookeeper_view: None,
+        }
+    }
+
+    pub(crate) fn own(&self) -> &MemberInfo {
+        &self.own
+    }
+
+    /// Replaces this node's own info (after an incarnation bump).
+    pub(crate) fn set_own(&mut self, own: MemberInfo) {
+        self.own = own;
+    }
+
+    pub(crate) fn on_heartbeat(
+        &mut self,
+        info: MemberInfo,
+        now: Instant,
+    ) -> (HeartbeatOutcome, Vec<Transition>) {
+        if info.name == self.own.name {
+            return (HeartbeatOutcome::Stale, Vec::new());
+        }
+        let Some(record) = self.members.get_mut(&info.name) else {
+            return (
+                HeartbeatOutcome::Accepted,
+                self.admit(Record::heard(info, now), now),
+            );
+        };
+        if let Some((dead_at, cause)) = record.death {
+            if info.incarnation <= dead_at {
+                return (
+                    HeartbeatOutcome::Refute {
+                        incarnation: dead_at,
+                    },
+                    Vec::new(),
+                );
+            }
+            let vanished = cause == DeathCause::ZookeeperVanished
+                && self
+                    .zookeeper_view
+                    .as_ref()
+                    .is_some_and(|v| !v.contains(&info.name));
+            if vanished {
+                return (HeartbeatOutcome::Stale, Vec::new());
+            }
+            record.death = None;
+            record.status = MemberStatus::Suspect;
+        } else if info.incarnation < record.info.incarnation {
+            return (HeartbeatOutcome::Stale, Vec::new());
+        }
+        record.info = info;
+        record.last_heartbeat = Some(now);
+        record.session_closed = false;
+        let name = record.info.name.clone();
+        (HeartbeatOutcome::Accepted, self.evaluate(&name, now))
+    }
+
+    /// Inserts a member not known before (or back from the dead) and reports it as new.
+    fn admit(&mut self, record: Record, now: Instant) -> Vec<Transition> {
+        let name = record.info.name.clone();
+        self.members.insert(name.clone(), record);
+        self.evaluate(&name, now);
+        let to = self.members[&name].status;
+        vec![Transition {
+            name,
+            from: None,
+            to,
+            cause: None,
+        }]
+    }
+
+    /// The last authenticated cluster session to `name` closed.
+    pub(crate) fn on_session_closed(&mut self, name: &str, now: Instant) -> Vec<Transition> {
+        match self.members.get_mut(name) {
+            Some(record) => record.session_closed = true,
+            None => return Vec::new(),
+        }
+        self.evaluate(name, now)
+    }
+
+    /// A cluster session to `name` authenticated.
+    pub(crate) fn on_session_up(&mut self, name: &str, now: Instant) -> Vec<Transition> {
+        match self.members.get_mut(name) {
+            Some(record) => record.session_closed = false,
+            None => return Vec::new(),
+        }
+        self.evaluate(name, now)
+    }
+
+    /// `name` announced it is leaving.
+    pub(crate) fn on_leave(&mut self, name: &str, incarnation: u64) -> Vec<Transition> {
+        match self.members.get_mut(name) {
+            Some(record) if incarnation >= record.info.incarnation && record.death.is_none() => {
+                record.info.incarnation = incarnation;
+                vec![record.kill(DeathCause::Left)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A new ZooKeeper listing (`None`: ZooKeeper is unreachable, absence proves nothing).
+    pub(crate) fn on_zookeeper(
+        &mut self,
+        listing: Option<ZkListing>,
+        now: Instant,
+    ) -> Vec<Transition> {
+        let Some(listing) = listing else {
+            self.zookeeper_view = None;
+            return Vec::new();
+        };
+        let mut changes = Vec::new();
+        for (name, info) in &listing {
+            let Some(info) = info.as_ref().filter(|_| *name != self.own.name) else {
+                continue;
+            };
+            match self.members.get_mut(name) {
+                Some(record)
+                    if record
+                        .death
+                        .is_some_and(|(dead_at, _)| info.incarnation > dead_at) =>
+                {
+                    changes.extend(self.admit(Record::listed(info.clone(), now), now));
+                }
+                Some(record) => record.in_zookeeper = true,
+                None => changes.extend(self.admit(Record::listed(info.clone(), now), now)),
+            }
+        }
+        for record in self.members.values_mut() {
+            if record.in_zookeeper && !listing.contains_key(&record.info.name) {
+                record.in_zookeeper = false;
+                if record.death.is_none() {
+                    changes.push(record.kill(DeathCause::ZookeeperVanished));
+                }
+            }
+        }
+        self.zookeeper_view = Some(listing.into_keys().collect());
+        changes
+    }
+
+    /// This process itself stood still for `pause` (frozen, swapped out): the silence of peers
+    /// during it proves nothing, so it does not count towards suspect or dead.
+    pub(crate) fn on_local_pause(&mut self, pause: Duration) {
+        for record in self.members.values_mut().filter(|r| r.death.is_none()) {
+            record.first_seen += pause;
+            record.last_heartbeat = record.last_heartbeat.map(|t| t + pause);
+        }
+    }
+
+    /// Re-evaluates every member against the clock.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Transition> {
+        let names: Vec<String> = self.members.keys().cloned().collect();
+        names
+            .iter()
+            .flat_map(|name| self.evaluate(name, now))
+            .collect()
+    }
+
+    fn evaluate(&mut self, name: &str, now: Instant) -> Vec<Transition> {
+        let timing = self.timing;
+        let Some(record) = self.members.get_mut(name) else {
+            return Vec::new();
+        };
+        if record.death.is_some() {
+            return Vec::new();
+        }
+        let silence =
+            now.saturating_duration_since(record.last_heartbeat.unwrap_or(record.first_seen));
+        if silence >= timing.dead_after {
+            return vec![record.kill(DeathCause::Silence)];
+        }
+        let to = if record.session_closed
+            || record.last_heartbeat.is_none()
+            || silence >= timing.suspect_after
+        {
+            MemberStatus::Suspect
+        } else {
+            MemberStatus::Alive
+        };
+        record.transition(to).into_iter().collect()
+    }
+
+    /// Status of a member (this node is always alive).
+    #[cfg(test)]
+    pub(crate) fn status(&self, name: &str) -> Option<MemberStatus> {
+        if name == self.own.name {
+            return Some(MemberStatus::Alive);
+        }
+        self.members.get(name).map(|r| r.status)
+    }
+
+    /// Other members with their status, for reconnecting and leaving.
+    pub(crate) fn peers(&self) -> impl Iterator<Item = (&MemberInfo, MemberStatus)> {
+        self.members.values().map(|r| (&r.info, r.status))
+    }
+
+    /// The `/v1/members` list, sorted by name.
+    pub(crate) fn views(&self, now: Instant) -> Vec<MemberView> {
+        let own = view(&self.own, MemberStatus::Alive, None, true);
+        let others = self.members.values().map(|r| {
+            let ago = r
+                .last_heartbeat
+                .map(|t| now.saturating_duration_since(t).as_millis() as u64);
+            view(&r.info, r.status, ago, false)
+        });
+        let mut all: Vec<MemberView> = std::iter::once(own).chain(others).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// How many members have each status (this node counts as alive).
+    pub(crate) fn counts(&self) -> [(MemberStatus, usize); 3] {
+        let count = |s| self.members.values().filter(|r| r.status == s).count();
+        [
+            (MemberStatus::Alive, count(MemberStatus::Alive) + 1),
+            (MemberStatus::Suspect, count(MemberStatus::Suspect)),
+            (MemberStatus::Dead, count(MemberStatus::Dead)),
+        ]
+    }
+}
+
+impl Record {
+    fn heard(info: MemberInfo, now: Instant) -> Self {
+        Record {
+            last_heartbeat: Some(now),
+            in_zookeeper: false,
+            ..Record::listed(info, now)
+        }
+    }
+
+    fn listed(info: MemberInfo, now: Instant) -> Self {
+        Record {
+            info,
+            status: MemberStatus::Suspect,
+            last_heartbeat: None,
+            first_seen: now,
+            session_closed: false,
+            in_zookeeper: true,
+            death: None,
+        }
+    }
+
+    fn kill(&mut self, cause: DeathCause) -> Transition {
+        self.death = Some((self.info.incarnation, cause));
+        let from = self.status;
+        self.status = MemberStatus::Dead;
+        Transition {
+            name: self.info.name.clone(),
+            from: Some(from),
+            to: MemberStatus::Dead,
+            cause: Some(cause),
+        }
+    }
+
+    fn transition(&mut self, to: MemberStatus) -> Option<Transition> {
+        if self.status == to {
+            return None;
+        }
+        let from = std::mem::replace(&mut self.status, to);
+        Some(Transition {
+            name: self.info.name.clone(),
+            from: Some(from),
+            to,
+            cause: None,
+        })
+    }
+}
+
+fn view(info: &MemberInfo, status: MemberStatus, ago: Option<u64>, is_self: bool) -> MemberView {
+    MemberView {
+        name: info.name.clone(),
+        pid: info.pid,
+        cluster_addr: info.cluster_addr,
+        http_addr: info.http_addr,
+        tags: info.tags.clone(),
+        status,
+        leader: false,
+        catalog: Vec::new(),
+        last_heartbeat_ms_ago: ago,
+        is_self,
+        incarnation: info.incarnation,
+        started_at_ms: info.started_at_ms,
+    }
+}

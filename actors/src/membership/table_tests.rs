@@ -1,0 +1,210 @@
+//! Status transitions of the member table, driven by an injected clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::table::{DeathCause, HeartbeatOutcome, MemberTable, Timing};
+use super::types::{MemberInfo, MemberStatus};
+
+const SUSPECT: Duration = Duration::from_secs(1);
+const DEAD: Duration = Duration::from_secs(3);
+
+fn info(name: &str, incarnation: u64) -> MemberInfo {
+    let port = 7000 + name.len() as u16;
+    MemberInfo {
+        name: name.to_string(),
+        pid: 42,
+        cluster_addr: ([127, 0, 0, 1], port).into(),
+        http_addr: ([127, 0, 0, 1], port + 100).into(),
+        tags: vec!["t".to_string()],
+        started_at_ms: 1_000,
+        incarnation,
+    }
+}
+
+fn table() -> MemberTable {
+    MemberTable::new(
+        info("me", 1),
+        Timing {
+            suspect_after: SUSPECT,
+            dead_after: DEAD,
+        },
+    )
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn a_first_heartbeat_admits_an_alive_member() {
+    let (mut t, t0) = (table(), Instant::now());
+    let (outcome, changes) = t.on_heartbeat(info("b", 5), t0);
+    assert_eq!(outcome, HeartbeatOutcome::Accepted);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].from, changes[0].to),
+        (None, MemberStatus::Alive)
+    );
+    assert_eq!(t.status("b"), Some(MemberStatus::Alive));
+    assert_eq!(t.status("me"), Some(MemberStatus::Alive));
+}
+
+#[test]
+fn silence_turns_alive_into_suspect_then_dead() {
+    let (mut t, t0) = (table(), Instant::now());
+    t.on_heartbeat(info("b", 5), t0);
+    assert!(t.tick(t0 + ms(999)).is_empty());
+    let changes = t.tick(t0 + SUSPECT);
+    assert_eq!(changes[0].to, MemberStatus::Suspect);
+    assert!(t.tick(t0 + DEAD - ms(1)).is_empty());
+    let changes = t.tick(t0 + DEAD);
+    assert_eq!(
+        (changes[0].to, changes[0].cause),
+        (MemberStatus::Dead, Some(DeathCause::Silence))
+    );
+    assert!(
+        t.tick(t0 + DEAD * 10).is_empty(),
+        "dead stays dead and listed"
+    );
+    assert_eq!(t.views(t0 + DEAD * 10).len(), 2);
+}
+
+#[test]
+fn a_closed_session_makes_suspect_at_once_and_a_heartbeat_brings_it_back() {
+    let (mut t, t0) = (table(), Instant::now());
+    t.on_heartbeat(info("b", 5), t0);
+    assert_eq!(
+        t.on_session_closed("b", t0 + ms(10))[0].to,
+        MemberStatus::Suspect
+    );
+    assert!(
+        t.tick(t0 + ms(500)).is_empty(),
+        "still suspect while the session is closed"
+    );
+    t.on_heartbeat(info("b", 5), t0 + ms(600));
+    assert_eq!(t.status("b"), Some(MemberStatus::Alive));
+}
+
+#[test]
+fn a_dead_member_comes_back_only_with_a_newer_incarnation() {
+    let (mut t, t0) = (table(), Instant::now());
+    t.on_heartbeat(info("b", 5), t0);
+    t.tick(t0 + DEAD);
+    let later = t0 + DEAD + ms(100);
+    let (outcome, changes) = t.on_heartbeat(info("b", 5), later);
+    assert_eq!(outcome, HeartbeatOutcome::Refute { incarnation: 5 });
+    assert!(changes.is_empty());
+    assert_eq!(t.status("b"), Some(MemberStatus::Dead));
+    let (outcome, changes) = t.on_heartbeat(info("b", 6), later);
+    assert_eq!(outcome, HeartbeatOutcome::Accepted);
+    assert_eq!(changes[0].to, MemberStatus::Alive);
+}
+
+#[test]
+fn heartbeats_from_an_older_process_are_ignored() {
+    let (mut t, t0) = (table(), Instant::now());
+    t.on_heartbeat(info("b", 9), t0);
+    let mut old = info("b", 3);
+    old.pid = 7;
+    assert_eq!(t.on_heartbeat(old, t0 + ms(10)).0, HeartbeatOutcome::Stale);
+    assert_eq!(t.views(t0)[0].pid, 42);
+}
+
+#[test]
+fn leaving_is_dead_at_once() {
+    let (mut t, t0) = (table(), Instant::now());
+    t.on_heartbeat(info("b", 5), t0);
+    let changes = t.on_leave("b", 5);
+    assert_eq!(
+        (changes[0].to, changes[0].cause),
+        (MemberStatus::Dead, Some(DeathCause::Left))
+    );
+    assert!(
+        t.on_session_closed("b", t0 + ms(5)).is_empty(),
+        "a later session close changes nothing"
+    );
+    assert!(t.on_leave("nobody", 1).is_empty());
+}
+
+#[test]
+fn zookeeper_lists_members_and_their_vanishing_kills() {
+    let (mut t, t0) = (table(), Instant::now());
+    let listing = |names: &[&str]| -> BTreeMap<String, Option<MemberInfo>> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), Some(info(n, 5))))
+            .collect()
+    };
+    let changes = t.on_zookeeper(Some(listing(&["me", "b"])), t0);
+    assert_eq!(
+        (changes.len(), changes[0].to),
+        (1, MemberStatus::Suspect),
+        "known from zookeeper only"
+    );
+    assert_eq!(t.views(t0)[0].last_heartbeat_ms_ago, None);
+    t.on_heartbeat(info("b", 5), t0 + ms(100));
+    assert_eq!(t.status("b"), Some(MemberStatus::Alive));
+
+    assert!(
+        t.on_zookeeper(None, t0 + ms(200)).is_empty(),
+        "zookeeper down proves nothing"
+    );
+    let changes = t.on_zookeeper(Some(listing(&["me"])), t0 + ms(300));
+    assert_eq!(changes[0].cause, Some(DeathCause::ZookeeperVanished));
+    // Newer heartbeats do not revive it while its member node is still gone...
+    assert_eq!(
+        t.on_heartbeat(info("b", 6), t0 + ms(400)).0,
+        HeartbeatOutcome::Stale
+    );
+    // ...but its member node re-created with a newer incarnation does.
+    let mut back = listing(&["me"]);
+    back.insert("b".to_string(), Some(info("b", 6)));
+    t.on_zookeeper(Some(back), t0 + ms(500));
+    t.on_heartbeat(info("b", 6), t0 + ms(600));
+    assert_eq!(t.status("b"), Some(MemberStatus::Alive));
+}
+
+#[test]
+fn members_never_seen_in_zookeeper_are_not_killed_by_a_listing() {
+    let (mut t, t0) = (table(), Instant::now());
+    t.on_heartbeat(info("b", 5), t0);
+    assert!(t
+        .on_zookeeper(Some(BTreeMap::new()), t0 + ms(10))
+        .is_empty());
+    assert_eq!(t.status("b"), Some(MemberStatus::Alive));
+}
+
+#[test]
+fn views_are_sorted_with_self_and_counted() {
+    let (mut t, t0) = (table(), Instant::now());
+    t.on_heartbeat(info("zed", 5), t0);
+    t.on_heartbeat(info("abe", 5), t0);
+    t.on_leave("zed", 5);
+    let views = t.views(t0 + ms(20));
+    let names: Vec<_> = views.iter().map(|v| (v.name.as_str(), v.is_self)).collect();
+    assert_eq!(names, [("abe", false), ("me", true), ("zed", false)]);
+    assert_eq!(views[0].last_heartbeat_ms_ago, Some(20));
+    assert_eq!(views[1].last_heartbeat_ms_ago, None);
+    assert!(!views[0].leader && views[0].catalog.is_empty());
+    let json = serde_json::to_value(&views[2]).unwrap();
+    assert_eq!(json["status"], "dead");
+    assert_eq!(json["cluster_addr"], "127.0.0.1:7003");
+    let counts = t.counts();
+    assert_eq!(counts.map(|(_, n)| n), [2, 0, 1]);
+}
+
+#[test]
+fn a_local_pause_is_not_held_against_peers() {
+    let (mut t, t0) = (table(), Instant::now());
+    t.on_heartbeat(info("b", 5), t0);
+    t.on_local_pause(Duration::from_secs(10));
+    assert!(t.tick(t0 + Duration::from_secs(10) + ms(500)).is_empty());
+    assert_eq!(t.status("b"), Some(MemberStatus::Alive));
+    assert_eq!(
+        t.tick(t0 + Duration::from_secs(10) + DEAD)[0].to,
+        MemberStatus::Dead
+    );
+}
