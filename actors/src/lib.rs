@@ -1,0 +1,8 @@
+//! Lathe's actors: the metadata registry (feed and shards), cluster membership and the REST server.
+//!
+//! Each actor lives in its own file beside its message enum; callers use the typed handles
+//! ([`registry::RegistryHandle`], [`membership::MembershipHandle`]) rather than messages.
+
+pub mod http;
+pub mod membership;
+pub mod registry;

@@ -1,0 +1,124 @@
+//! `StoreServer`: serves the founding node's embedded store to the nodes that joined it.
+
+use std::sync::Arc;
+
+use lathe::KeyPath;
+use lathe_store::{Snapshot, Store, StoreError, StoreEvent};
+use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+
+use super::follower::FollowerMsg;
+use super::{FOLLOWER_GROUP, STORE_SERVER_GROUP};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutRequest {
+    pub key: KeyPath,
+    pub value: serde_json::Value,
+    pub cas: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    pub key: KeyPath,
+    pub cas: Option<u64>,
+    pub recurse: bool,
+}
+
+/// What joined nodes ask the founding node's store.
+#[derive(RactorClusterMessage)]
+pub enum StoreRequest {
+    #[rpc]
+    Snapshot(RpcReplyPort<Result<Snapshot, StoreError>>),
+    #[rpc]
+    Put(PutRequest, RpcReplyPort<Result<u64, StoreError>>),
+    #[rpc]
+    Delete(DeleteRequest, RpcReplyPort<Result<Option<u64>, StoreError>>),
+}
+
+pub(crate) struct StoreServer;
+
+pub(crate) struct ServerState {
+    store: Arc<dyn Store>,
+    pusher: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the store server for `store` on the founding node.
+pub async fn start_store_server(
+    store: Arc<dyn Store>,
+    parent: Option<ActorCell>,
+) -> anyhow::Result<ActorRef<StoreRequest>> {
+    let (server, _) = match parent {
+        Some(parent) => Actor::spawn_linked(None, StoreServer, store, parent).await?,
+        None => Actor::spawn(None, StoreServer, store).await?,
+    };
+    Ok(server)
+}
+
+impl Actor for StoreServer {
+    type Msg = StoreRequest;
+    type State = ServerState;
+    type Arguments = Arc<dyn Store>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<StoreRequest>,
+        store: Arc<dyn Store>,
+    ) -> Result<ServerState, ActorProcessingErr> {
+        let mut events = store.events();
+        // Followers re-sync from a snapshot on their own, so only changes are pushed.
+        let pusher = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let StoreEvent::Changes(changes) = event {
+                    push_to_followers(&changes);
+                }
+            }
+        });
+        pg::join(STORE_SERVER_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(ServerState { store, pusher })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<StoreRequest>,
+        request: StoreRequest,
+        state: &mut ServerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let store = state.store.clone();
+        // Store calls run off the handler: RocksDB syncs to disk on every write.
+        tokio::spawn(async move {
+            match request {
+                StoreRequest::Snapshot(reply) => {
+                    let _ = reply.send(store.snapshot().await);
+                }
+                StoreRequest::Put(put, reply) => {
+                    let _ = reply.send(store.put(&put.key, &put.value, put.cas).await);
+                }
+                StoreRequest::Delete(delete, reply) => {
+                    let result = store.delete(&delete.key, delete.cas, delete.recurse).await;
+                    let _ = reply.send(result);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<StoreRequest>,
+        state: &mut ServerState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.pusher.abort();
+        Ok(())
+    }
+}
+
+fn push_to_followers(changes: &[lathe_store::StoredEntry]) {
+    for cell in pg::get_members(&FOLLOWER_GROUP.to_string()) {
+        if cell.get_id().is_local() {
+            continue;
+        }
+        let follower: ActorRef<FollowerMsg> = cell.into();
+        let _ = follower.cast(FollowerMsg::Push(changes.to_vec()));
+    }
+}

@@ -1,0 +1,307 @@
+//! The in-memory replica of (a slice of) the registry: values, tombstones and recent changes.
+//!
+//! Pure data, no actors: the feed holds one for the whole key space and each shard one for its
+//! slice. Every mutation goes through [`Replica::apply`], which drops anything not newer than what
+//! the replica already has for that key, so the same change arriving twice (an event after a
+//! re-list, a coalesced read) is applied and fanned out once.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+use lathe::{Change, Entry, KeyPath};
+use lathe_store::{Snapshot, StoredEntry};
+
+/// How many recent changes a replica keeps for subscribers resuming from an index.
+pub(crate) const DEFAULT_RING_CAPACITY: usize = 8192;
+
+#[derive(Debug, Clone)]
+struct Slot {
+    version: u64,
+    /// `None`: a tombstone, kept so an older write arriving late is recognised as old.
+    value: Option<serde_json::Value>,
+    tombstone_since: Option<Instant>,
+}
+
+/// Keys with their versions, plus a ring of the most recent changes.
+#[derive(Debug)]
+pub(crate) struct Replica {
+    slots: BTreeMap<String, Slot>,
+    ring: VecDeque<Change>,
+    ring_capacity: usize,
+    /// Every change with a version above `floor` is in the ring.
+    floor: u64,
+    index: u64,
+}
+
+impl Replica {
+    pub(crate) fn new(ring_capacity: usize) -> Self {
+        Replica {
+            slots: BTreeMap::new(),
+            ring: VecDeque::new(),
+            ring_capacity: ring_capacity.max(1),
+            floor: 0,
+            index: 0,
+        }
+    }
+
+    /// Replaces the contents with `entries` (a listing consistent with `index`). The ring starts
+    /// empty: subscribers resuming from before `index` get a snapshot.
+    pub(crate) fn load(&mut self, entries: impl IntoIterator<Item = StoredEntry>, index: u64) {
+        self.slots.clear();
+        self.ring.clear();
+        let now = Instant::now();
+        let mut max = index;
+        for entry in entries {
+            max = max.max(entry.version);
+            let tombstone_since = entry.value.is_none().then_some(now);
+            self.slots.insert(
+                entry.key.as_str().to_string(),
+                Slot {
+                    version: entry.version,
+                    value: entry.value,
+                    tombstone_since,
+                },
+            );
+        }
+        self.index = max;
+        self.floor = max;
+    }
+
+    /// The global index this replica has seen up to.
+    pub(crate) fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Raises the index without a change in this replica (a change elsewhere in the key space).
+    pub(crate) fn advance(&mut self, index: u64) {
+        self.index = self.index.max(index);
+    }
+
+    /// Applies one write or tombstone. Returns the change to fan out, or `None` when it is not
+    /// newer than what the replica holds, or deletes a key that held no value.
+    pub(crate) fn apply(&mut self, entry: StoredEntry) -> Option<Change> {
+        let key = entry.key.as_str();
+        let previous_live = match self.slots.get(key) {
+            Some(slot) if slot.version >= entry.version => return None,
+            Some(slot) => slot.value.is_some(),
+            None => false,
+        };
+        self.index = self.index.max(entry.version);
+        let is_delete = entry.value.is_none();
+        self.slots.insert(
+            key.to_string(),
+            Slot {
+                version: entry.version,
+                value: entry.value.clone(),
+                tombstone_since: is_delete.then(Instant::now),
+            },
+        );
+        if is_delete && !previous_live {
+            return None;
+        }
+        let change = Change {
+            key: entry.key,
+            value: entry.value,
+            version: entry.version,
+        };
+        self.remember(change.clone());
+        Some(change)
+    }
+
+    fn remember(&mut self, change: Change) {
+        if self.ring.len() == self.ring_capacity {
+            if let Some(oldest) = self.ring.pop_front() {
+                self.floor = self.floor.max(oldest.version);
+            }
+        }
+        self.ring.push_back(change);
+    }
+
+    /// Brings the replica to `snapshot` and returns the changes that took, in version order:
+    /// newer entries, and deletes (at the snapshot's index) of live keys the snapshot lacks.
+    pub(crate) fn resync(&mut self, snapshot: Snapshot) -> Vec<StoredEntry> {
+        let mut listed = std::collections::HashSet::new();
+        let mut updates: Vec<StoredEntry> = Vec::new();
+        for entry in snapshot.entries {
+            listed.insert(entry.key.as_str().to_string());
+            let newer = self
+                .slots
+                .get(entry.key.as_str())
+                .is_none_or(|slot| slot.version < entry.version);
+            if newer {
+                updates.push(entry);
+            }
+        }
+        for (key, slot) in &self.slots {
+            if slot.value.is_some() && !listed.contains(key) && slot.version <= snapshot.index {
+                if let Ok(key) = KeyPath::parse(key) {
+                    updates.push(StoredEntry {
+                        key,
+                        value: None,
+                        version: snapshot.index,
+                    });
+                }
+            }
+        }
+        updates.sort_by_key(|e| e.version);
+        self.advance(snapshot.index);
+        updates
+    }
+
+    /// The live entry at `key`.
+    pub(crate) fn get(&self, key: &KeyPath) -> Option<Entry> {
+        let slot = self.slots.get(key.as_str())?;
+        Some(Entry {
+            key: key.clone(),
+            value: slot.value.clone()?,
+            version: slot.version,
+        })
+    }
+
+    /// Every live entry at or under `prefix`, in key order.
+    pub(crate) fn list(&self, prefix: &KeyPath) -> Vec<Entry> {
+        let live = |(key, slot): (&String, &Slot)| {
+            let value = slot.value.clone()?;
+            Some(Entry {
+                key: KeyPath::parse(key).ok()?,
+                value,
+                version: slot.version,
+            })
+        };
+        if prefix.is_root() {
+            return self.slots.iter().filter_map(live).collect();
+        }
+        // Keys under "/a" are "/a" itself and the range ["/a/", "/a0"): '0' follows '/'.
+        let exact = self.slots.get_key_value(prefix.as_str());
+        let lower = format!("{}/", prefix.as_str());
+        let upper = format!("{}0", prefix.as_str());
+        let below = self.slots.range::<str, _>((
+            Bound::Included(lower.as_str()),
+            Bound::Excluded(upper.as_str()),
+        ));
+        exact.into_iter().chain(below).filter_map(live).collect()
+    }
+
+    /// The changes under `prefix` after `from`, or `None` when `from` is older than the ring.
+    pub(crate) fn changes_since(&self, prefix: &KeyPath, from: u64) -> Option<Vec<Change>> {
+        if from < self.floor {
+            return None;
+        }
+        let start = self.ring.partition_point(|c| c.version <= from);
+        Some(
+            self.ring
+                .range(start..)
+                .filter(|c| c.key.is_under(prefix))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Forgets tombstones older than `ttl` (the store collects them after the same delay).
+    pub(crate) fn sweep_tombstones(&mut self, ttl: Duration) {
+        let now = Instant::now();
+        self.slots.retain(|_, slot| {
+            slot.tombstone_since
+                .is_none_or(|since| now.duration_since(since) < ttl)
+        });
+    }
+
+    pub(crate) fn live_keys(&self) -> usize {
+        self.slots.values().filter(|s| s.value.is_some()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn put(key: &str, value: serde_json::Value, version: u64) -> StoredEntry {
+        StoredEntry {
+            key: KeyPath::parse(key).unwrap(),
+            value: Some(value),
+            version,
+        }
+    }
+
+    fn tomb(key: &str, version: u64) -> StoredEntry {
+        StoredEntry {
+            key: KeyPath::parse(key).unwrap(),
+            value: None,
+            version,
+        }
+    }
+
+    #[test]
+    fn applies_only_newer_changes() {
+        let mut r = Replica::new(16);
+        assert!(r.apply(put("/a", json!(1), 5)).is_some());
+        assert!(r.apply(put("/a", json!(0), 4)).is_none());
+        assert!(r.apply(put("/a", json!(1), 5)).is_none());
+        assert!(
+            r.apply(tomb("/b", 6)).is_none(),
+            "deleting an absent key is no change"
+        );
+        assert!(r.apply(tomb("/a", 7)).is_some());
+        assert!(
+            r.apply(put("/a", json!(0), 6)).is_none(),
+            "late write under a tombstone"
+        );
+        assert_eq!(r.get(&KeyPath::parse("/a").unwrap()), None);
+        assert_eq!(r.index(), 7);
+    }
+
+    #[test]
+    fn lists_segment_wise() {
+        let mut r = Replica::new(16);
+        for (i, k) in ["/a", "/a/b", "/a-x", "/a/b/c", "/ab", "/a0"]
+            .iter()
+            .enumerate()
+        {
+            r.apply(put(k, json!(i), i as u64 + 1));
+        }
+        let keys: Vec<String> = r
+            .list(&KeyPath::parse("/a").unwrap())
+            .into_iter()
+            .map(|e| e.key.to_string())
+            .collect();
+        assert_eq!(keys, vec!["/a", "/a/b", "/a/b/c"]);
+        assert_eq!(r.list(&KeyPath::root()).len(), 6);
+    }
+
+    #[test]
+    fn resumes_from_the_ring_or_says_too_old() {
+        let mut r = Replica::new(3);
+        r.load(vec![put("/x", json!(0), 10)], 10);
+        assert_eq!(r.changes_since(&KeyPath::root(), 9), None);
+        for v in 11..=14 {
+            r.apply(put("/y", json!(v), v));
+        }
+        // capacity 3: 11 fell out, so from 10 is too old but from 11 is complete
+        assert_eq!(r.changes_since(&KeyPath::root(), 10), None);
+        let since: Vec<u64> = r
+            .changes_since(&KeyPath::root(), 11)
+            .unwrap()
+            .iter()
+            .map(|c| c.version)
+            .collect();
+        assert_eq!(since, vec![12, 13, 14]);
+    }
+
+    #[test]
+    fn resync_reports_new_and_vanished_keys_in_order() {
+        let mut r = Replica::new(16);
+        r.load(vec![put("/a", json!(1), 1), put("/b", json!(2), 2)], 2);
+        let snapshot = Snapshot {
+            entries: vec![put("/a", json!(1), 1), put("/c", json!(3), 5)],
+            index: 7,
+        };
+        let updates = r.resync(snapshot);
+        let got: Vec<(String, u64, bool)> = updates
+            .iter()
+            .map(|e| (e.key.to_string(), e.version, e.value.is_some()))
+            .collect();
+        assert_eq!(got, vec![("/c".into(), 5, true), ("/b".into(), 7, false)]);
+    }
+}
