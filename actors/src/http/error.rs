@@ -1,0 +1,50 @@
+//! API errors: a status and a lowercase message, answered as `{"error": "..."}`.
+
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use crate::registry::RegistryError;
+use lathe_store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    pub fn into_response(self) -> Response {
+        let body = warp::reply::json(&serde_json::json!({ "error": self.message }));
+        warp::reply::with_status(body, self.status).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> Self {
+        let status = match &error {
+            RegistryError::Store(StoreError::CasMismatch { .. }) => StatusCode::CONFLICT,
+            RegistryError::Store(StoreError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            RegistryError::Store(StoreError::Unavailable(_)) | RegistryError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}

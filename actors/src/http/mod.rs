@@ -1,0 +1,162 @@
+//! The REST API every node serves (warp): `/v1/kv`, `/v1/watch`, `/v1/members`, `/v1/health`,
+//! `/metrics`. Routes are matched by hand in [`route`] so that every unknown path, wrong method,
+//! bad path, bad body or oversized value gets one clear `{"error": "..."}` answer.
+//!
+//! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
+
+mod error;
+mod kv;
+mod query;
+mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use warp::http::{Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+pub use error::ApiError;
+
+use crate::registry::RegistryHandle;
+
+/// Where `/v1/members` comes from; implemented by the node over its membership actor.
+#[async_trait::async_trait]
+pub trait MemberDirectory: Send + Sync + 'static {
+    /// The JSON document `GET /v1/members` answers with.
+    async fn members_json(&self) -> serde_json::Value;
+}
+
+/// Everything the REST handlers need.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub node_name: String,
+    pub registry: RegistryHandle,
+    pub members: Arc<dyn MemberDirectory>,
+    pub metrics: prometheus::Registry,
+    /// The largest value a PUT accepts, in bytes (413 above).
+    pub max_value_bytes: usize,
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    context: ApiContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let context = Arc::new(context);
+    let api = warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::body::stream().map(|stream| BodyStream::new(stream)))
+        .and(warp::any().map(move || context.clone()))
+        .then(
+            |method: Method,
+             path: warp::path::FullPath,
+             query: String,
+             body: BodyStream,
+             context: Arc<ApiContext>| async move {
+                route(method, path.as_str(), &query, body, context).await
+            },
+        );
+    warp::serve(api)
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
+
+/// A request body, read lazily so oversized values are refused without buffering them whole.
+pub(crate) struct BodyStream(
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, warp::Error>> + Send>>,
+);
+
+async fn route(
+    method: Method,
+    path: &str,
+    query: &str,
+    body: BodyStream,
+    context: Arc<ApiContext>,
+) -> Response {
+    let result = match (path, &method) {
+        ("/v1/health", &Method::GET) => Ok(health(&context)),
+        ("/metrics", &Method::GET) => metrics(&context),
+        ("/v1/members", &Method::GET) => {
+            Ok(warp::reply::json(&context.members.members_json().await).into_response())
+        }
+        _ if kv::is_kv_path(path) => kv::handle(&context, &method, path, query, body).await,
+        _ if watch::is_watch_path(path) && method == Method::GET => {
+            watch::handle(&context, path, query).await
+        }
+        _ if watch::is_watch_path(path) || known_path(path) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such route: {method} {path}"),
+        )),
+    };
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+fn known_path(path: &str) -> bool {
+    matches!(path, "/v1/health" | "/metrics" | "/v1/members")
+}
+
+fn health(context: &ApiContext) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "node": context.node_name,
+        "index": context.registry.index(),
+        "store": context.registry.store_kind(),
+    });
+    warp::reply::json(&body).into_response()
+}
+
+fn metrics(context: &ApiContext) -> Result<Response, ApiError> {
+    use prometheus::Encoder;
+    let encoder = prometheus::TextEncoder::new();
+    let mut buffer = Vec::new();
+    encoder
+        .encode(&context.metrics.gather(), &mut buffer)
+        .map_err(|e| ApiError::internal(format!("cannot encode metrics: {e}")))?;
+    let mut response = Response::new(buffer.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    Ok(response)
+}
+
+impl BodyStream {
+    fn new<B: bytes::Buf + Send + 'static>(
+        stream: impl futures::Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    ) -> Self {
+        BodyStream(Box::pin(stream.map(|chunk| {
+            chunk.map(|mut buf| {
+                let n = buf.remaining();
+                buf.copy_to_bytes(n)
+            })
+        })))
+    }
+
+    /// Reads the whole body, refusing it with 413 as soon as it passes `limit` bytes.
+    pub(crate) async fn read_limited(mut self, limit: usize) -> Result<Bytes, ApiError> {
+        let mut collected = Vec::new();
+        while let Some(chunk) = self.0.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+            if collected.len() + chunk.len() > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("value is over the limit of {limit} bytes"),
+                ));
+            }
+            collected.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(collected))
+    }
+}

@@ -1,0 +1,132 @@
+//! `NodeSupervisor`: the root of a node's supervision tree (drawn in the crate doc).
+//!
+//! It starts the subsystems in dependency order (membership, registry, HTTP), and if a subsystem's
+//! own supervisor gives up, it fails too: a node with a broken registry must not keep answering.
+//! Stopping it drains the node: HTTP stops accepting, the node leaves the cluster, the registry
+//! stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lathe_actors::http::{serve, ApiContext, MemberDirectory};
+use lathe_actors::membership::{start_membership, MembershipConfig, MembershipHandle};
+use lathe_actors::registry::{start_registry, RegistryConfig, RegistryHandle};
+use lathe_store::Store;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor_cluster::RactorMessage;
+use tokio::sync::watch;
+
+/// How long a draining node waits for open HTTP requests (watch streams never end by themselves).
+const HTTP_DRAIN: Duration = Duration::from_secs(3);
+
+#[derive(RactorMessage)]
+pub enum NodeSupervisorMsg {}
+
+pub struct NodeSupervisor;
+
+pub struct NodeSupervisorArgs {
+    pub name: String,
+    pub store: Arc<dyn Store>,
+    pub registry: RegistryConfig,
+    pub membership: MembershipConfig,
+    pub http_listener: tokio::net::TcpListener,
+    pub max_value_bytes: usize,
+    pub metrics: prometheus::Registry,
+}
+
+pub struct NodeSupervisorState {
+    registry: RegistryHandle,
+    membership: MembershipHandle,
+    http_shutdown: watch::Sender<bool>,
+    http: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = NodeSupervisorMsg;
+    type State = NodeSupervisorState;
+    type Arguments = NodeSupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: NodeSupervisorArgs,
+    ) -> Result<NodeSupervisorState, ActorProcessingErr> {
+        let membership = start_membership(
+            args.membership,
+            args.metrics.clone(),
+            Some(myself.get_cell()),
+        )
+        .await?;
+        let (registry, _) = start_registry(
+            args.registry,
+            args.store,
+            &args.metrics,
+            Some(myself.get_cell()),
+        )
+        .await?;
+        let context = ApiContext {
+            node_name: args.name,
+            registry: registry.clone(),
+            members: Arc::new(Members(membership.clone())),
+            metrics: args.metrics,
+            max_value_bytes: args.max_value_bytes,
+        };
+        let (http_shutdown, mut stop) = watch::channel(false);
+        let http = tokio::spawn(serve(args.http_listener, context, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }));
+        Ok(NodeSupervisorState {
+            registry,
+            membership,
+            http_shutdown,
+            http: Some(http),
+        })
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        _state: &mut NodeSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => Err(format!(
+                "subsystem {} failed: {error}",
+                cell.get_name().unwrap_or_else(|| cell.get_id().to_string())
+            )
+            .into()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => Err(format!(
+                "subsystem {} stopped: {}",
+                cell.get_name().unwrap_or_else(|| cell.get_id().to_string()),
+                reason.unwrap_or_else(|| "no reason given".into())
+            )
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut NodeSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state.http_shutdown.send(true);
+        if let Some(mut http) = state.http.take() {
+            if tokio::time::timeout(HTTP_DRAIN, &mut http).await.is_err() {
+                http.abort();
+            }
+        }
+        state.membership.shutdown().await;
+        tracing::info!(index = state.registry.index(), "node drained");
+        Ok(())
+    }
+}
+
+struct Members(MembershipHandle);
+
+#[async_trait::async_trait]
+impl MemberDirectory for Members {
+    async fn members_json(&self) -> serde_json::Value {
+        serde_json::json!({ "members": self.0.members().await })
+    }
+}
