@@ -8,6 +8,7 @@
 //! replaces it.
 
 mod config;
+mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,8 +93,8 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| default_name(cluster_addr.port()));
-    let store = open_store(&config, &name).await?;
     let metrics = prometheus::Registry::new();
+    let store = open_store(&config, &name, &metrics).await?;
     let mut membership = MembershipConfig::new(&name, cluster_addr, http_addr, &config.cookie);
     membership.join = config.join.clone();
     membership.tags = config.tags.clone();
@@ -111,7 +112,7 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     let (node, handle) = Actor::spawn(Some(format!("lathe.node.{name}")), NodeSupervisor, args)
         .await
-        .context("cannot start the node")?;
+        .map_err(|e| anyhow::anyhow!("cannot start the node: {}", startup_error(&e)))?;
     tracing::info!(%name, cluster = %cluster_addr, http = %http_addr, "lathe-node serving");
     println!("lathe-node {name}: cluster {cluster_addr}, http http://{http_addr}");
     let mut handle = handle;
@@ -126,13 +127,20 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 }
 
-async fn open_store(config: &NodeConfig, name: &str) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(
+    config: &NodeConfig,
+    name: &str,
+    metrics: &prometheus::Registry,
+) -> anyhow::Result<Arc<dyn Store>> {
     use anyhow::Context;
     if let Some(zk) = &config.zookeeper {
-        let store = ZkStore::connect(zk, ZK_SESSION_TIMEOUT)
-            .await
-            .with_context(|| format!("--zookeeper: cannot open the registry at {zk}"))?;
-        return Ok(Arc::new(store));
+        let store = Arc::new(
+            ZkStore::connect(zk, ZK_SESSION_TIMEOUT)
+                .await
+                .with_context(|| format!("--zookeeper: cannot open the registry at {zk}"))?,
+        );
+        metrics.register(Box::new(metrics::ZkRequests::new(store.clone())?))?;
+        return Ok(store);
     }
     if !config.join.is_empty() {
         tracing::info!("no --zookeeper: using the embedded registry of the founding node");
@@ -162,6 +170,20 @@ fn concrete_cluster_addr(bind: std::net::SocketAddr) -> std::io::Result<std::net
     }
     let probe = std::net::TcpListener::bind(bind)?;
     probe.local_addr()
+}
+
+/// ractor wraps a failed `pre_start` once per level of the tree ("Actor panicked during startup
+/// '...'"); the innermost message is the one that says what is wrong.
+fn startup_error(error: &ractor::SpawnErr) -> String {
+    const WRAPPER: &str = "Actor panicked during startup '";
+    let mut text = error.to_string();
+    while let Some(inner) = text
+        .strip_prefix(WRAPPER)
+        .and_then(|t| t.strip_suffix('\''))
+    {
+        text = inner.to_string();
+    }
+    text
 }
 
 fn default_name(port: u16) -> String {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lathe_actors::http::{serve, ApiContext, MemberDirectory};
-use lathe_actors::membership::{start_membership, MembershipConfig, MembershipHandle};
+use lathe_actors::membership::{start_membership, JoinState, MembershipConfig, MembershipHandle};
 use lathe_actors::registry::{start_registry, RegistryConfig, RegistryHandle};
 use lathe_store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -18,6 +18,9 @@ use tokio::sync::watch;
 
 /// How long a draining node waits for open HTTP requests (watch streams never end by themselves).
 const HTTP_DRAIN: Duration = Duration::from_secs(3);
+/// How long a joining node waits to hear from its seeds before carrying on without them
+/// (membership keeps retrying; with ZooKeeper the node finds its peers there).
+const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(RactorMessage)]
 pub enum NodeSupervisorMsg {}
@@ -51,12 +54,16 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         args: NodeSupervisorArgs,
     ) -> Result<NodeSupervisorState, ActorProcessingErr> {
+        let joining = !args.membership.join.is_empty();
         let membership = start_membership(
             args.membership,
             args.metrics.clone(),
             Some(myself.get_cell()),
         )
         .await?;
+        if joining {
+            wait_for_join(&membership).await?;
+        }
         let (registry, _) = start_registry(
             args.registry,
             args.store,
@@ -119,6 +126,35 @@ impl Actor for NodeSupervisor {
         state.membership.shutdown().await;
         tracing::info!(index = state.registry.index(), "node drained");
         Ok(())
+    }
+}
+
+/// Waits until a seed accepted this node; a refusal (wrong cookie) fails the start-up with a
+/// message saying so, rather than leaving a node that can never join.
+async fn wait_for_join(membership: &MembershipHandle) -> Result<(), ActorProcessingErr> {
+    let mut state = membership.join_state();
+    let outcome = tokio::time::timeout(
+        JOIN_WAIT,
+        state.wait_for(|s| matches!(s, JoinState::Joined | JoinState::Refused(_))),
+    )
+    .await;
+    match outcome {
+        Ok(Ok(state)) => match &*state {
+            JoinState::Refused(refusal) => Err(format!(
+                "--join: the cluster at {} refused this node (check --cookie)",
+                refusal.peer_addr
+            )
+            .into()),
+            _ => Ok(()),
+        },
+        Ok(Err(_)) => Err("membership stopped while joining".into()),
+        Err(_) => {
+            tracing::warn!(
+                wait = ?JOIN_WAIT,
+                "no --join seed answered yet: carrying on, membership keeps trying"
+            );
+            Ok(())
+        }
     }
 }
 
