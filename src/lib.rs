@@ -5,9 +5,23 @@
 //!
 //! # Layout
 //! - [`registry`]: registry paths ([`KeyPath`]), entries, changes and the errors of the registry API.
+//! - [`task`]: the plain [`Task`] (may block; runs on its own thread).
+//! - [`http`]: [`HttpTask`], requests, responses and the `X-Lathe-*` headers.
+//! - [`context`]: [`TaskContext`]: identity, group metadata, service discovery, forwarding.
+//! - [`catalog`]: task types (crate, version, task path) and the [`http_task!`] / [`task!`] macros.
+//! - [`layout`]: where Lathe keeps its own state in the registry, and those records.
 //! - [`supervision`]: restart policies shared by supervisors.
 
+pub mod catalog;
+pub mod context;
+pub mod http;
+pub mod layout;
 pub mod registry;
 pub mod supervision;
+pub mod task;
 
+pub use catalog::{Catalog, TaskDescriptor, TaskType};
+pub use context::{Endpoint, LookupError, TaskContext, TaskIdentity, TaskRef, TaskRuntime};
+pub use http::{HttpTask, Request, RequestExt, Response};
 pub use registry::{Change, ChangeOp, Entry, KeyPath, KeyPathError};
+pub use task::{Task, TaskError, TaskResult};

@@ -1,0 +1,156 @@
+//! [`TaskContext`]: what a running instance knows and can ask of Lathe.
+//!
+//! Its identity (group, index, node, task type); its group's metadata from the registry
+//! (`ctx.lookup("backend_distribution")`), kept current by a registry subscription and announced
+//! through [`TaskContext::metadata_changed`]; live instances of any group (`ctx.get_ref(group)`),
+//! served from a node-local cache that is filled on a miss and refreshed by subscriptions;
+//! forwarding of HTTP requests; and whether the instance is being stopped.
+//!
+//! The context is implemented by the node (`TaskRuntime`), so this crate stays free of the HTTP
+//! client, the registry and the actor system.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::catalog::TaskType;
+use crate::http::{Request, Response};
+
+/// Who this instance is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskIdentity {
+    /// The functional group's name, its TOML table path: `task.http.lb`.
+    pub group: String,
+    /// This instance's index in the group, `0..tasks`.
+    pub index: u32,
+    /// The node running it.
+    pub node: String,
+    pub task_type: TaskType,
+}
+
+/// One live instance of a group, as service discovery knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub group: String,
+    pub index: u32,
+    pub node: String,
+    /// `HOST:PORT` of an HTTP instance.
+    pub http: Option<String>,
+    /// The crate version of the instance.
+    pub version: String,
+}
+
+/// The live instances of one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub group: String,
+    pub instances: Vec<Endpoint>,
+}
+
+impl TaskRef {
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+    }
+}
+
+/// Why a lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no group named {0}")]
+    NoSuchGroup(String),
+    #[error("metadata key {key} of group {group} is not a {expected}: {reason}")]
+    WrongType {
+        group: String,
+        key: String,
+        expected: &'static str,
+        reason: String,
+    },
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What the node provides behind a [`TaskContext`].
+#[async_trait]
+pub trait TaskRuntime: Send + Sync + 'static {
+    /// The group's metadata key, as JSON.
+    fn lookup(&self, key: &str) -> Option<serde_json::Value>;
+    /// Bumps whenever the group's metadata changes.
+    fn metadata_changed(&self) -> watch::Receiver<u64>;
+    /// The live instances of `group` (a name like `task.http.frontpage.v4-2-1`).
+    async fn get_ref(&self, group: &str) -> Result<TaskRef, LookupError>;
+    /// Sends `request` to one live instance of `target`.
+    async fn forward(&self, request: Request, target: &TaskRef) -> Response;
+    /// True once the instance is asked to stop.
+    fn is_stopping(&self) -> bool;
+}
+
+/// The context handed to every task method.
+#[derive(Clone)]
+pub struct TaskContext {
+    identity: Arc<TaskIdentity>,
+    runtime: Arc<dyn TaskRuntime>,
+}
+
+impl TaskContext {
+    pub fn new(identity: TaskIdentity, runtime: Arc<dyn TaskRuntime>) -> Self {
+        TaskContext {
+            identity: Arc::new(identity),
+            runtime,
+        }
+    }
+
+    pub fn identity(&self) -> &TaskIdentity {
+        &self.identity
+    }
+
+    /// The group's metadata key as JSON (`None` when absent).
+    pub fn lookup_value(&self, key: &str) -> Option<serde_json::Value> {
+        self.runtime.lookup(key)
+    }
+
+    /// The group's metadata key as a `T` (`None` when absent).
+    pub fn lookup<T: DeserializeOwned>(&self, key: &str) -> Option<Result<T, LookupError>> {
+        let value = self.runtime.lookup(key)?;
+        Some(
+            serde_json::from_value(value).map_err(|e| LookupError::WrongType {
+                group: self.identity.group.clone(),
+                key: key.to_string(),
+                expected: std::any::type_name::<T>(),
+                reason: e.to_string(),
+            }),
+        )
+    }
+
+    /// A receiver that changes whenever the group's metadata changes.
+    pub fn metadata_changed(&self) -> watch::Receiver<u64> {
+        self.runtime.metadata_changed()
+    }
+
+    /// The live instances of `group`.
+    pub async fn get_ref(&self, group: &str) -> Result<TaskRef, LookupError> {
+        self.runtime.get_ref(group).await
+    }
+
+    /// Forwards `request` to one live instance of `target` and returns its response (502 when
+    /// no instance answers).
+    pub async fn forward(&self, request: Request, target: &TaskRef) -> Response {
+        self.runtime.forward(request, target).await
+    }
+
+    /// True once Lathe asks the instance to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.runtime.is_stopping()
+    }
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("identity", &self.identity)
+            .finish()
+    }
+}

@@ -1,0 +1,120 @@
+//! Where Lathe keeps its own state in the registry (all under the reserved `/lathe`), and the
+//! records stored there. The scheduler, the task supervisors, the REST API and `lathe-agent` agree
+//! on these paths through this module.
+//!
+//! ```text
+//! /lathe/topology                          the deployed topology (source TOML and parsed groups)
+//! /lathe/scheduler/leader                  {"node": NAME} of the live scheduler
+//! /lathe/assignments/<node>/<group>/<i>    Assignment: instance i of group runs on node
+//! /lathe/instances/<group>/<i>             InstanceStatus, written by the node running it
+//! /lathe/endpoints/<group path>/<i>        Endpoint of a running instance (service discovery)
+//! /<group path>/<key>                      group metadata (`backend_distribution`, ...)
+//! ```
+//!
+//! A group's name is its TOML table path (`task.http.frontpage.v4-2-1`); its path replaces the dots
+//! with slashes (`/task/http/frontpage/v4-2-1`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::TaskType;
+use crate::registry::{KeyPath, KeyPathError};
+
+pub const TOPOLOGY: &str = "/lathe/topology";
+pub const SCHEDULER_LEADER: &str = "/lathe/scheduler/leader";
+pub const ASSIGNMENTS: &str = "/lathe/assignments";
+pub const INSTANCES: &str = "/lathe/instances";
+pub const ENDPOINTS: &str = "/lathe/endpoints";
+
+fn path(raw: String) -> KeyPath {
+    // Callers pass validated node and group names; a bad one is a programming error upstream,
+    // caught by the topology and flag validation.
+    KeyPath::parse(&raw).unwrap_or_else(|e| panic!("invalid registry path {raw:?}: {e}"))
+}
+
+/// `task.http.lb` → `/task/http/lb`.
+pub fn group_path(group: &str) -> Result<KeyPath, KeyPathError> {
+    KeyPath::parse(&group.replace('.', "/"))
+}
+
+/// `/lathe/assignments/<node>`: every assignment of one node.
+pub fn node_assignments(node: &str) -> KeyPath {
+    path(format!("{ASSIGNMENTS}/{node}"))
+}
+
+pub fn assignment(node: &str, group: &str, index: u32) -> KeyPath {
+    path(format!("{ASSIGNMENTS}/{node}/{group}/{index}"))
+}
+
+pub fn instance(group: &str, index: u32) -> KeyPath {
+    path(format!("{INSTANCES}/{group}/{index}"))
+}
+
+/// `/lathe/endpoints/<group path>`: the live endpoints of one group.
+pub fn group_endpoints(group: &str) -> KeyPath {
+    path(format!("{ENDPOINTS}/{}", group.replace('.', "/")))
+}
+
+pub fn endpoint(group: &str, index: u32) -> KeyPath {
+    path(format!("{ENDPOINTS}/{}/{index}", group.replace('.', "/")))
+}
+
+/// Instance `index` of `group` is to run on `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub group: String,
+    pub index: u32,
+    pub node: String,
+    pub task_type: TaskType,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Not placed: no live node can run it (the reason says why).
+    Pending,
+    Starting,
+    Running,
+    /// Crashed and is being restarted.
+    Restarting,
+    /// Beyond its restart intensity: not restarted until redeployed or retried.
+    Failed,
+    Stopped,
+}
+
+/// What the node running an instance reports about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub group: String,
+    pub index: u32,
+    pub node: Option<String>,
+    pub task_type: TaskType,
+    pub status: InstanceState,
+    /// `HOST:PORT` of an HTTP instance.
+    pub endpoint: Option<String>,
+    pub restarts: u32,
+    /// Why it is pending or failed.
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_group_name() {
+        assert_eq!(
+            group_path("task.http.frontpage.v4-2-1").unwrap().as_str(),
+            "/task/http/frontpage/v4-2-1"
+        );
+        assert_eq!(
+            endpoint("task.http.lb", 2).as_str(),
+            "/lathe/endpoints/task/http/lb/2"
+        );
+        assert_eq!(
+            assignment("n1", "task.http.lb", 0).as_str(),
+            "/lathe/assignments/n1/task.http.lb/0"
+        );
+        assert!(instance("task.http.lb", 1).is_reserved());
+    }
+}
