@@ -96,6 +96,8 @@ impl Actor for Membership {
             tags: config.tags.clone(),
             started_at_ms,
             incarnation: started_at_ms,
+            catalog: config.catalog.clone(),
+            holds_registry: config.holds_registry,
         };
         let peer_args = PeerArgs {
             name: config.name.clone(),

@@ -30,6 +30,10 @@ pub struct MembershipConfig {
     pub heartbeat_interval: Duration,
     pub suspect_after: Duration,
     pub dead_after: Duration,
+    /// The task types this node can run, advertised to every peer.
+    pub catalog: Vec<lathe::TaskType>,
+    /// Whether this node holds the embedded registry (and so leads a cluster without ZooKeeper).
+    pub holds_registry: bool,
 }
 
 impl MembershipConfig {
@@ -51,6 +55,8 @@ impl MembershipConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             suspect_after: DEFAULT_SUSPECT_AFTER,
             dead_after: DEFAULT_DEAD_AFTER,
+            catalog: Vec::new(),
+            holds_registry: false,
         }
     }
 

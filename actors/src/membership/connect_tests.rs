@@ -21,6 +21,8 @@ fn info(name: &str, port: u16) -> MemberInfo {
         tags: Vec::new(),
         started_at_ms: 1,
         incarnation: 1,
+        catalog: Vec::new(),
+        holds_registry: false,
     }
 }
 

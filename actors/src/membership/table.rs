@@ -10,7 +10,7 @@
 //!                                                                       incarnation ──▶ alive
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -72,8 +72,11 @@ pub(crate) struct MemberTable {
     own: MemberInfo,
     timing: Timing,
     members: BTreeMap<String, Record>,
-    /// The member names in the latest ZooKeeper listing; `None` while ZooKeeper is not watched.
-    zookeeper_view: Option<BTreeSet<String>>,
+    /// The members in the latest ZooKeeper listing with the zxids that created their nodes;
+    /// `None` while ZooKeeper is not watched.
+    zookeeper_view: Option<BTreeMap<String, i64>>,
+    /// The leader by the last ZooKeeper listing, kept while ZooKeeper is unreachable.
+    zookeeper_leader: Option<String>,
 }
 
 impl MemberTable {
@@ -83,6 +86,7 @@ impl MemberTable {
             timing,
             members: BTreeMap::new(),
             zookeeper_view: None,
+            zookeeper_leader: None,
         }
     }
 
@@ -122,7 +126,7 @@ impl MemberTable {
                 && self
                     .zookeeper_view
                     .as_ref()
-                    .is_some_and(|v| !v.contains(&info.name));
+                    .is_some_and(|v| !v.contains_key(&info.name));
             if vanished {
                 return (HeartbeatOutcome::Stale, Vec::new());
             }
@@ -192,8 +196,8 @@ impl MemberTable {
             return Vec::new();
         };
         let mut changes = Vec::new();
-        for (name, info) in &listing {
-            let Some(info) = info.as_ref().filter(|_| *name != self.own.name) else {
+        for (name, member) in &listing {
+            let Some(info) = member.info.as_ref().filter(|_| *name != self.own.name) else {
                 continue;
             };
             match self.members.get_mut(name) {
@@ -216,8 +220,33 @@ impl MemberTable {
                 }
             }
         }
-        self.zookeeper_view = Some(listing.into_keys().collect());
+        self.zookeeper_leader = listing
+            .iter()
+            .min_by_key(|(name, member)| (member.czxid, name.as_str()))
+            .map(|(name, _)| name.clone());
+        self.zookeeper_view = Some(
+            listing
+                .into_iter()
+                .map(|(name, member)| (name, member.czxid))
+                .collect(),
+        );
         changes
+    }
+
+    /// The scheduler leader. With ZooKeeper: the member whose ephemeral node is the oldest (the
+    /// last listing's choice while ZooKeeper is unreachable: a new leader needs ZooKeeper).
+    /// Without: the live node that holds the embedded registry.
+    pub(crate) fn leader(&self) -> Option<String> {
+        if self.zookeeper_leader.is_some() {
+            return self.zookeeper_leader.clone();
+        }
+        if self.own.holds_registry {
+            return Some(self.own.name.clone());
+        }
+        self.members
+            .values()
+            .find(|r| r.info.holds_registry && r.status != MemberStatus::Dead)
+            .map(|r| r.info.name.clone())
     }
 
     /// This process itself stood still for `pause` (frozen, swapped out): the silence of peers
@@ -278,6 +307,7 @@ impl MemberTable {
 
     /// The `/v1/members` list, sorted by name.
     pub(crate) fn views(&self, now: Instant) -> Vec<MemberView> {
+        let leader = self.leader();
         let own = view(&self.own, MemberStatus::Alive, None, true);
         let others = self.members.values().map(|r| {
             let ago = r
@@ -287,6 +317,9 @@ impl MemberTable {
         });
         let mut all: Vec<MemberView> = std::iter::once(own).chain(others).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
+        for member in &mut all {
+            member.leader = leader.as_deref() == Some(member.name.as_str());
+        }
         all
     }
 
@@ -357,7 +390,7 @@ fn view(info: &MemberInfo, status: MemberStatus, ago: Option<u64>, is_self: bool
         tags: info.tags.clone(),
         status,
         leader: false,
-        catalog: Vec::new(),
+        catalog: info.catalog.clone(),
         last_heartbeat_ms_ago: ago,
         is_self,
         incarnation: info.incarnation,

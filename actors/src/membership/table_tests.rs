@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::table::{DeathCause, HeartbeatOutcome, MemberTable, Timing};
 use super::types::{MemberInfo, MemberStatus};
+use super::zookeeper::ZkMember;
 
 const SUSPECT: Duration = Duration::from_secs(1);
 const DEAD: Duration = Duration::from_secs(3);
@@ -21,6 +22,8 @@ fn info(name: &str, incarnation: u64) -> MemberInfo {
         tags: vec!["t".to_string()],
         started_at_ms: 1_000,
         incarnation,
+        catalog: Vec::new(),
+        holds_registry: false,
     }
 }
 
@@ -32,6 +35,13 @@ fn table() -> MemberTable {
             dead_after: DEAD,
         },
     )
+}
+
+fn member(info: MemberInfo, czxid: i64) -> ZkMember {
+    ZkMember {
+        info: Some(info),
+        czxid,
+    }
 }
 
 fn ms(n: u64) -> Duration {
@@ -132,10 +142,11 @@ fn leaving_is_dead_at_once() {
 #[test]
 fn zookeeper_lists_members_and_their_vanishing_kills() {
     let (mut t, t0) = (table(), Instant::now());
-    let listing = |names: &[&str]| -> BTreeMap<String, Option<MemberInfo>> {
+    let listing = |names: &[&str]| -> BTreeMap<String, ZkMember> {
         names
             .iter()
-            .map(|n| (n.to_string(), Some(info(n, 5))))
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), member(info(n, 5), i as i64)))
             .collect()
     };
     let changes = t.on_zookeeper(Some(listing(&["me", "b"])), t0);
@@ -161,7 +172,7 @@ fn zookeeper_lists_members_and_their_vanishing_kills() {
     );
     // ...but its member node re-created with a newer incarnation does.
     let mut back = listing(&["me"]);
-    back.insert("b".to_string(), Some(info("b", 6)));
+    back.insert("b".to_string(), member(info("b", 6), 9));
     t.on_zookeeper(Some(back), t0 + ms(500));
     t.on_heartbeat(info("b", 6), t0 + ms(600));
     assert_eq!(t.status("b"), Some(MemberStatus::Alive));
@@ -207,4 +218,38 @@ fn a_local_pause_is_not_held_against_peers() {
         t.tick(t0 + Duration::from_secs(10) + DEAD)[0].to,
         MemberStatus::Dead
     );
+}
+
+#[test]
+fn the_oldest_zookeeper_member_leads_and_keeps_leading_while_zookeeper_is_away() {
+    let (mut t, t0) = (table(), Instant::now());
+    assert_eq!(t.leader(), None, "no zookeeper listing and no registry holder");
+    let listing: BTreeMap<String, ZkMember> = [("me", 20), ("b", 10), ("c", 30)]
+        .iter()
+        .map(|(n, z)| (n.to_string(), member(info(n, 5), *z)))
+        .collect();
+    t.on_zookeeper(Some(listing), t0);
+    assert_eq!(t.leader().as_deref(), Some("b"));
+    let views = t.views(t0);
+    assert_eq!(
+        views.iter().filter(|v| v.leader).map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        vec!["b"]
+    );
+    t.on_zookeeper(None, t0 + ms(10));
+    assert_eq!(t.leader().as_deref(), Some("b"), "no new leader without zookeeper");
+    let without_b: BTreeMap<String, ZkMember> = [("me", 20), ("c", 30)]
+        .iter()
+        .map(|(n, z)| (n.to_string(), member(info(n, 5), *z)))
+        .collect();
+    t.on_zookeeper(Some(without_b), t0 + ms(20));
+    assert_eq!(t.leader().as_deref(), Some("me"));
+}
+
+#[test]
+fn without_zookeeper_the_registry_holder_leads() {
+    let (mut t, t0) = (table(), Instant::now());
+    let mut founder = info("f", 5);
+    founder.holds_registry = true;
+    t.on_heartbeat(founder, t0);
+    assert_eq!(t.leader().as_deref(), Some("f"));
 }

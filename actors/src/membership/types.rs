@@ -22,6 +22,13 @@ pub struct MemberInfo {
     /// Starts at `started_at_ms` and grows by one each time the node refutes being declared dead,
     /// so a restarted process or a node back from a partition always carries a newer one.
     pub incarnation: u64,
+    /// The task types this node's binary can run.
+    #[serde(default)]
+    pub catalog: Vec<lathe::TaskType>,
+    /// Whether this node holds the embedded registry (the founding node of a cluster without
+    /// ZooKeeper); that node is the scheduler leader of such a cluster.
+    #[serde(default)]
+    pub holds_registry: bool,
 }
 
 /// How a node looks from here.
@@ -56,10 +63,11 @@ pub struct MemberView {
     pub http_addr: SocketAddr,
     pub tags: Vec<String>,
     pub status: MemberStatus,
-    /// Whether this node is the scheduler leader (always false until the scheduler exists).
+    /// Whether this node is the scheduler leader: with ZooKeeper, the member whose ephemeral node
+    /// is the oldest; without, the founding node that holds the registry.
     pub leader: bool,
-    /// The task types this node can run (empty until the catalog exists).
-    pub catalog: Vec<serde_json::Value>,
+    /// The task types this node can run.
+    pub catalog: Vec<lathe::TaskType>,
     /// Milliseconds since the last heartbeat from that node; `None` for this node itself and for
     /// nodes only known from ZooKeeper so far.
     pub last_heartbeat_ms_ago: Option<u64>,

@@ -23,7 +23,16 @@ const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Member nodes present in ZooKeeper, with their info when it parses.
-pub(crate) type ZkListing = BTreeMap<String, Option<MemberInfo>>;
+pub(crate) type ZkListing = BTreeMap<String, ZkMember>;
+
+/// One member node as listed in ZooKeeper.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ZkMember {
+    /// Its info, when the node's data parses.
+    pub(crate) info: Option<MemberInfo>,
+    /// The zxid that created the ephemeral node: the oldest one names the scheduler leader.
+    pub(crate) czxid: i64,
+}
 
 /// What the ZooKeeper task tells the membership actor.
 #[derive(Debug, Clone)]
@@ -238,13 +247,19 @@ async fn read_members(client: &Client, children: &[String]) -> Result<ZkListing,
     let mut members = BTreeMap::new();
     for child in children {
         match client.get_data(&format!("{MEMBERS_PATH}/{child}")).await {
-            Ok((data, _)) => {
+            Ok((data, stat)) => {
                 let info = serde_json::from_slice::<MemberInfo>(&data)
                     .inspect_err(|error| {
                         tracing::warn!(member = %child, %error, "unparsable member node in zookeeper")
                     })
                     .ok();
-                members.insert(child.clone(), info);
+                members.insert(
+                    child.clone(),
+                    ZkMember {
+                        info,
+                        czxid: stat.czxid,
+                    },
+                );
             }
             Err(ZkError::NoNode) => {}
             Err(err) => return Err(err),
