@@ -160,7 +160,8 @@ fn membership_wrong_cookie_is_refused_and_logged_on_both_sides() {
 fn membership_zookeeper_discovers_members_without_seeds_and_survives_its_loss() {
     let _serial = serial();
     // `make test` installs ZooKeeper: a missing one is a failure, not a skip.
-    let mut zk = lathe_tests::zk::ZkServer::start().expect("start zookeeper (apt-get install zookeeper)");
+    let mut zk =
+        lathe_tests::zk::ZkServer::start().expect("start zookeeper (apt-get install zookeeper)");
     let connect = format!("{}/lathe-membership-test", zk.connect_string());
     let (pa, pb) = (free_port(), free_port());
     let a = Node::start(Spec::new("a", pa, "secret", vec![]).zookeeper(&connect));
@@ -191,7 +192,8 @@ fn membership_zookeeper_discovers_members_without_seeds_and_survives_its_loss() 
 fn membership_zookeeper_session_expiry_fences_the_node_until_it_re_registers() {
     let _serial = serial();
     // `make test` installs ZooKeeper: a missing one is a failure, not a skip.
-    let zk = lathe_tests::zk::ZkServer::start().expect("start zookeeper (apt-get install zookeeper)");
+    let zk =
+        lathe_tests::zk::ZkServer::start().expect("start zookeeper (apt-get install zookeeper)");
     let connect = format!("{}/lathe-fencing-test", zk.connect_string());
     let (pa, pb) = (free_port(), free_port());
     let a = Node::start(Spec::new("a", pa, "secret", vec![]).zookeeper(&connect));
