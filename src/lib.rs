@@ -11,6 +11,7 @@
 //! - [`catalog`]: task types (crate, version, task path) and the [`http_task!`] / [`task!`] macros.
 //! - [`layout`]: where Lathe keeps its own state in the registry, and those records.
 //! - [`supervision`]: restart policies shared by supervisors.
+//! - [`topology`]: the topology TOML, parsed and validated into groups, and diffs between two.
 
 pub mod catalog;
 pub mod context;
@@ -19,6 +20,7 @@ pub mod layout;
 pub mod registry;
 pub mod supervision;
 pub mod task;
+pub mod topology;
 
 pub use catalog::{Catalog, TaskDescriptor, TaskType};
 pub use context::{Endpoint, LookupError, TaskContext, TaskIdentity, TaskRef, TaskRuntime};
