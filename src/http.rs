@@ -48,6 +48,16 @@ pub fn text(status: u16, body: impl Into<Bytes>) -> Response {
     response
 }
 
+/// A response with `status` and a JSON `body` (`{"error": "..."}` for Lathe's own errors).
+pub fn json(status: u16, body: &serde_json::Value) -> Response {
+    let mut response = text(status, body.to_string());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// Helpers on requests.
 pub trait RequestExt {
     /// The non-empty segments of the path: `/get/index` → `["get", "index"]`.

@@ -1,0 +1,218 @@
+//! The HTTP/1.1 server of one `HttpTask` instance (hyper, keep-alive): reads each request in full,
+//! calls `handle`, answers 500 if the handler panics, and stamps the response with `X-Lathe-Task`
+//! and `X-Lathe-Version` unless it already names its producer (a forwarded response keeps the
+//! target's). Stopping stops accepting and lets open connections finish within a deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use http::HeaderValue;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use lathe::http::{json, text, HttpTask, Response, TASK_HEADER, VERSION_HEADER};
+use lathe::TaskContext;
+use prometheus::{Histogram, IntCounter};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::metrics::TaskMetrics;
+
+/// The largest request body an instance reads.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// How long to wait before accepting again after an accept error (out of file descriptors).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// One instance's request path: its task, context, stamp and metrics.
+pub(crate) struct HttpInstance {
+    task: Arc<dyn HttpTask>,
+    ctx: TaskContext,
+    task_header: Option<HeaderValue>,
+    version_header: Option<HeaderValue>,
+    metrics: TaskMetrics,
+    duration: Histogram,
+    panics: IntCounter,
+}
+
+impl HttpInstance {
+    pub(crate) fn new(task: Arc<dyn HttpTask>, ctx: TaskContext, metrics: TaskMetrics) -> Self {
+        let identity = ctx.identity();
+        let group = identity.group.as_str();
+        HttpInstance {
+            task_header: HeaderValue::from_str(&format!("{group}/{}", identity.index)).ok(),
+            version_header: HeaderValue::from_str(&identity.task_type.version).ok(),
+            duration: metrics.http_duration.with_label_values(&[group]),
+            panics: metrics.handler_panics.with_label_values(&[group]),
+            metrics,
+            task,
+            ctx,
+        }
+    }
+
+    async fn answer(&self, request: hyper::Request<Incoming>) -> Response {
+        let started = Instant::now();
+        let mut response = match read_in_full(request).await {
+            Ok(request) => self.call(request).await,
+            Err(response) => response,
+        };
+        let headers = response.headers_mut();
+        for (name, value) in [
+            (TASK_HEADER, &self.task_header),
+            (VERSION_HEADER, &self.version_header),
+        ] {
+            if let (false, Some(value)) = (headers.contains_key(name), value) {
+                headers.insert(name, value.clone());
+            }
+        }
+        self.duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .http_requests
+            .with_label_values(&[
+                self.ctx.identity().group.as_str(),
+                response.status().as_str(),
+            ])
+            .inc();
+        response
+    }
+
+    async fn call(&self, request: lathe::Request) -> Response {
+        match AssertUnwindSafe(self.task.handle(&self.ctx, request))
+            .catch_unwind()
+            .await
+        {
+            Ok(response) => response,
+            Err(panic) => {
+                self.panics.inc();
+                let identity = self.ctx.identity();
+                tracing::error!(group = %identity.group, index = identity.index, panic = %panic_message(&*panic), "request handler panicked: answering 500");
+                text(500, "the task panicked while handling the request")
+            }
+        }
+    }
+}
+
+async fn read_in_full(request: hyper::Request<Incoming>) -> Result<lathe::Request, Response> {
+    let (head, body) = request.into_parts();
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(body) => Ok(http::Request::from_parts(head, body.to_bytes())),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(json(
+            413,
+            &serde_json::json!({"error": format!("request body over {MAX_BODY_BYTES} bytes")}),
+        )),
+        Err(error) => Err(json(
+            400,
+            &serde_json::json!({"error": format!("cannot read the request body: {error}")}),
+        )),
+    }
+}
+
+/// A panic payload as text.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_string()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a non-string panic payload".to_string()
+    }
+}
+
+/// A serving instance. Dropping it stops the server at once (open connections are asked to close
+/// after their current request); [`HttpServer::drain`] does it gracefully.
+pub(crate) struct HttpServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<Duration>>,
+    serving: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Serves `instance` on `listener` until stopped.
+    pub(crate) fn start(
+        listener: TcpListener,
+        instance: Arc<HttpInstance>,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel();
+        let serving = tokio::spawn(accept_loop(listener, instance, stopped));
+        Ok(HttpServer {
+            addr,
+            stop: Some(stop),
+            serving,
+        })
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, then waits up to `deadline` for open requests to finish.
+    pub(crate) async fn drain(mut self, deadline: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(deadline);
+        }
+        let _ = (&mut self.serving).await;
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    instance: Arc<HttpInstance>,
+    mut stopped: oneshot::Receiver<Duration>,
+) {
+    let graceful = GracefulShutdown::new();
+    let deadline = loop {
+        let (stream, _) = tokio::select! {
+            deadline = &mut stopped => break deadline.unwrap_or(Duration::ZERO),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "task http server cannot accept: pausing");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let instance = instance.clone();
+        let service = service_fn(move |request| {
+            let instance = instance.clone();
+            async move {
+                let response = instance.answer(request).await;
+                Ok::<_, Infallible>(response.map(Full::<Bytes>::new))
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "task http connection ended with an error");
+            }
+        });
+    };
+    drop(listener);
+    if tokio::time::timeout(deadline, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?deadline,
+            "task http server: connections still open after the drain deadline"
+        );
+    }
+}

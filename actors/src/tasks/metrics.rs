@@ -1,0 +1,78 @@
+//! The task runtime's Prometheus metrics: HTTP traffic of task instances and instance counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// `(group, version, status)` → number of instances.
+pub(crate) type InstanceCounts = BTreeMap<(String, String, &'static str), i64>;
+
+#[derive(Clone)]
+pub(crate) struct TaskMetrics {
+    pub(crate) http_requests: IntCounterVec,
+    pub(crate) http_duration: HistogramVec,
+    pub(crate) handler_panics: IntCounterVec,
+    instances: IntGaugeVec,
+}
+
+impl TaskMetrics {
+    pub(crate) fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "lathe_http_requests_total",
+                "Requests answered by HTTP task instances on this node",
+            ),
+            &["group", "code"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "lathe_http_request_duration_seconds",
+                "Time HTTP task instances on this node took to answer a request",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 10.0,
+            ]),
+            &["group"],
+        )?;
+        let handler_panics = IntCounterVec::new(
+            Opts::new(
+                "lathe_task_handler_panics_total",
+                "Requests whose handler panicked (answered 500) on this node",
+            ),
+            &["group"],
+        )?;
+        let instances = IntGaugeVec::new(
+            Opts::new(
+                "lathe_task_instances",
+                "Task instances assigned to this node, by state",
+            ),
+            &["group", "version", "status"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(handler_panics.clone()))?;
+        registry.register(Box::new(instances.clone()))?;
+        Ok(TaskMetrics {
+            http_requests,
+            http_duration,
+            handler_panics,
+            instances,
+        })
+    }
+
+    /// Sets `lathe_task_instances` to `counts`; label sets no longer present are removed.
+    pub(crate) fn set_instances(&self, previous: &InstanceCounts, counts: &InstanceCounts) {
+        let current: BTreeSet<_> = counts.keys().collect();
+        for gone in previous.keys().filter(|key| !current.contains(key)) {
+            let _ = self
+                .instances
+                .remove_label_values(&[gone.0.as_str(), gone.1.as_str(), gone.2]);
+        }
+        for ((group, version, status), count) in counts {
+            self.instances
+                .with_label_values(&[group.as_str(), version.as_str(), status])
+                .set(*count);
+        }
+    }
+}

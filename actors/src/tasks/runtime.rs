@@ -1,0 +1,107 @@
+//! The node side of `TaskContext`: what every instance on a node shares ([`NodeServices`]) and the
+//! per-instance [`InstanceRuntime`] that implements `lathe::TaskRuntime` over it.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lathe::http::{Request, Response};
+use lathe::{LookupError, TaskRef, TaskRuntime};
+use tokio::sync::watch;
+
+use super::endpoints::EndpointCache;
+use super::forward::Forwarder;
+use super::metadata::{GroupMetadata, MetadataCache};
+use super::metrics::TaskMetrics;
+use super::status::StatusWriter;
+use crate::registry::RegistryHandle;
+
+/// Everything the instances of one node share.
+pub(crate) struct NodeServices {
+    pub(crate) node: String,
+    /// The IP HTTP instances bind (the node's `--http` IP).
+    pub(crate) http_ip: IpAddr,
+    /// The host other nodes reach those instances at.
+    pub(crate) advertised_host: String,
+    pub(crate) registry: RegistryHandle,
+    pub(crate) metadata: MetadataCache,
+    pub(crate) endpoints: Arc<EndpointCache>,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) status: StatusWriter,
+    pub(crate) metrics: TaskMetrics,
+}
+
+impl NodeServices {
+    pub(crate) fn new(
+        node: String,
+        http_ip: IpAddr,
+        registry: RegistryHandle,
+        metrics: TaskMetrics,
+    ) -> Self {
+        NodeServices {
+            advertised_host: advertised_host(http_ip),
+            node,
+            http_ip,
+            metadata: MetadataCache::new(registry.clone()),
+            endpoints: Arc::new(EndpointCache::new(registry.clone())),
+            forwarder: Forwarder::new(),
+            status: StatusWriter::start(registry.clone()),
+            registry,
+            metrics,
+        }
+    }
+}
+
+/// The bind IP, or the machine's hostname when bound to the unspecified address.
+fn advertised_host(ip: IpAddr) -> String {
+    if !ip.is_unspecified() {
+        return ip.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// One instance's runtime: its group's metadata, the node's discovery and forwarding, and its
+/// stop flag.
+pub(crate) struct InstanceRuntime {
+    pub(crate) metadata: Arc<GroupMetadata>,
+    pub(crate) services: Arc<NodeServices>,
+    pub(crate) stopping: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl TaskRuntime for InstanceRuntime {
+    fn lookup(&self, key: &str) -> Option<serde_json::Value> {
+        self.metadata.lookup(key)
+    }
+
+    fn metadata_changed(&self) -> watch::Receiver<u64> {
+        self.metadata.changed()
+    }
+
+    async fn get_ref(&self, group: &str) -> Result<TaskRef, LookupError> {
+        self.services.endpoints.get_ref(group).await
+    }
+
+    async fn forward(&self, request: Request, target: &TaskRef) -> Response {
+        self.services.forwarder.forward(request, target).await
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// Sets the stop flag when dropped: a plain task's thread learns that its actor is gone even
+/// when the actor was killed rather than stopped.
+pub(crate) struct StopOnDrop(pub(crate) Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,408 @@
+//! The `TaskSupervisor`'s table of instances: one slot per assigned instance, its phase, restart
+//! bookkeeping and record, and the decisions that move it — start, stop, replace, restart after a
+//! back-off, fail past the intensity, forget. The actor (`supervisor.rs`) feeds it messages.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use lathe::layout::{InstanceState, InstanceStatus};
+use ractor::{Actor, ActorCell, ActorId, ActorRef};
+
+use super::instance::{TaskActor, TaskActorArgs, TaskActorMsg, FINISHED};
+use super::metrics::InstanceCounts;
+use super::mirror::AbortOnDrop;
+use super::policy::{AfterCrash, RestartPolicy, RestartTracker};
+use super::reconcile::{plan, Current, Desired, InstanceKey, Step};
+use super::supervisor::{TaskSupervisorArgs, TaskSupervisorMsg};
+
+pub(crate) enum Phase {
+    Starting(ActorRef<TaskActorMsg>, u64),
+    Running(ActorRef<TaskActorMsg>, Option<String>),
+    Stopping(ActorRef<TaskActorMsg>, Option<Desired>),
+    BackingOff(u64),
+    Failed,
+    Finished,
+}
+
+pub(crate) struct Slot {
+    desired: Desired,
+    phase: Phase,
+    restarts: u32,
+    tracker: RestartTracker,
+    reason: Option<String>,
+}
+
+pub(crate) struct TaskSupervisorState {
+    pub(crate) args: TaskSupervisorArgs,
+    pub(crate) policies: HashMap<String, RestartPolicy>,
+    slots: BTreeMap<InstanceKey, Slot>,
+    actors: HashMap<ActorId, InstanceKey>,
+    incarnations: u64,
+    counts: InstanceCounts,
+    _assignments: AbortOnDrop,
+}
+
+impl TaskSupervisorState {
+    pub(crate) fn new(args: TaskSupervisorArgs, assignments: AbortOnDrop) -> Self {
+        TaskSupervisorState {
+            args,
+            policies: HashMap::new(),
+            slots: BTreeMap::new(),
+            actors: HashMap::new(),
+            incarnations: 0,
+            counts: InstanceCounts::new(),
+            _assignments: assignments,
+        }
+    }
+
+    /// An instance reports that it serves.
+    pub(crate) fn on_running(
+        &mut self,
+        key: InstanceKey,
+        incarnation: u64,
+        endpoint: Option<String>,
+    ) {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        if let Phase::Starting(actor, started) = &slot.phase {
+            if *started == incarnation {
+                slot.phase = Phase::Running(actor.clone(), endpoint);
+                slot.reason = None;
+                self.write_status(&key);
+            }
+        }
+    }
+
+    /// A back-off ended: start the instance again, unless something else happened meanwhile.
+    pub(crate) async fn on_restart_due(
+        &mut self,
+        myself: &ActorRef<TaskSupervisorMsg>,
+        key: InstanceKey,
+        generation: u64,
+    ) {
+        let due = self
+            .slots
+            .get_mut(&key)
+            .filter(|slot| matches!(slot.phase, Phase::BackingOff(g) if g == generation));
+        if let Some(slot) = due {
+            slot.restarts += 1;
+            self.start(myself, &key).await;
+        }
+    }
+
+    pub(crate) fn statuses(&self) -> Vec<InstanceStatus> {
+        self.slots.keys().map(|key| self.status(key)).collect()
+    }
+
+    /// Asks every live instance to stop; returns them, to wait for.
+    pub(crate) fn stop_all(&self) -> Vec<ActorCell> {
+        let mut draining = Vec::new();
+        for slot in self.slots.values() {
+            if let Phase::Starting(actor, _)
+            | Phase::Running(actor, _)
+            | Phase::Stopping(actor, _) = &slot.phase
+            {
+                let _ = actor.cast(TaskActorMsg::Stop);
+                draining.push(actor.get_cell());
+            }
+        }
+        draining
+    }
+
+    /// After the node's drain: what ran is recorded `stopped`, what was going away is forgotten,
+    /// and the instance metric is cleared.
+    pub(crate) fn mark_node_stopped(&mut self) {
+        let keys: Vec<InstanceKey> = self.slots.keys().cloned().collect();
+        for key in keys {
+            let Some(slot) = self.slots.get_mut(&key) else {
+                continue;
+            };
+            match slot.phase {
+                Phase::Stopping(_, None) => self.forget(&key),
+                Phase::Failed | Phase::Finished => {}
+                _ => {
+                    slot.phase = Phase::Finished;
+                    slot.reason = Some("node stopped".into());
+                    self.write_status(&key);
+                }
+            }
+        }
+        let previous = std::mem::take(&mut self.counts);
+        self.args
+            .services
+            .metrics
+            .set_instances(&previous, &InstanceCounts::new());
+    }
+
+    pub(crate) async fn reconcile(
+        &mut self,
+        myself: &ActorRef<TaskSupervisorMsg>,
+        desired: BTreeMap<InstanceKey, Desired>,
+    ) {
+        let current: BTreeMap<InstanceKey, Current<'_>> = self
+            .slots
+            .iter()
+            .filter_map(|(key, slot)| {
+                let (desired, settled) = match &slot.phase {
+                    // An instance that is going away counts as absent, unless it is replaced.
+                    Phase::Stopping(_, then) => (then.as_ref()?, false),
+                    Phase::Failed | Phase::Finished => (&slot.desired, true),
+                    _ => (&slot.desired, false),
+                };
+                let current = Current {
+                    task_type: &desired.assignment.task_type,
+                    version: desired.version,
+                    settled,
+                };
+                Some((key.clone(), current))
+            })
+            .collect();
+        for step in plan(&desired, &current) {
+            match step {
+                Step::Start(wanted) | Step::Replace(wanted) => {
+                    let key = InstanceKey::of(&wanted.assignment);
+                    self.want(myself, key, Some(wanted)).await;
+                }
+                Step::Stop(key) => self.want(myself, key, None).await,
+            }
+        }
+    }
+
+    /// Moves one instance towards `wanted` (`None`: not assigned here any more).
+    async fn want(
+        &mut self,
+        myself: &ActorRef<TaskSupervisorMsg>,
+        key: InstanceKey,
+        wanted: Option<Desired>,
+    ) {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            if let Some(wanted) = wanted {
+                let slot = self.new_slot(wanted);
+                self.slots.insert(key.clone(), slot);
+                self.start(myself, &key).await;
+            }
+            return;
+        };
+        match (&mut slot.phase, wanted) {
+            (Phase::Starting(actor, _) | Phase::Running(actor, _), then) => {
+                tracing::info!(instance = %key, replaced = then.is_some(), "stopping task instance");
+                let _ = actor.cast(TaskActorMsg::Stop);
+                slot.phase = Phase::Stopping(actor.clone(), then);
+            }
+            (Phase::Stopping(_, then), wanted) => *then = wanted,
+            (_, Some(wanted)) => self.restart_fresh(myself, key, wanted).await,
+            (_, None) => self.forget(&key),
+        }
+    }
+
+    /// Starts the instance afresh: new restart bookkeeping, new task type or assignment version.
+    async fn restart_fresh(
+        &mut self,
+        myself: &ActorRef<TaskSupervisorMsg>,
+        key: InstanceKey,
+        wanted: Desired,
+    ) {
+        let slot = self.new_slot(wanted);
+        self.slots.insert(key.clone(), slot);
+        self.start(myself, &key).await;
+    }
+
+    fn new_slot(&self, desired: Desired) -> Slot {
+        let policy = self
+            .policies
+            .get(&desired.assignment.group)
+            .unwrap_or(&self.args.default_policy)
+            .clone();
+        Slot {
+            desired,
+            phase: Phase::Finished,
+            restarts: 0,
+            tracker: RestartTracker::new(policy),
+            reason: None,
+        }
+    }
+
+    /// Spawns the slot's TaskActor (or fails the slot when its task type is not in the catalog).
+    async fn start(&mut self, myself: &ActorRef<TaskSupervisorMsg>, key: &InstanceKey) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let assignment = slot.desired.assignment.clone();
+        let Some(descriptor) = self.args.catalog.get(&assignment.task_type).cloned() else {
+            let reason = format!(
+                "task type {} not in this node's catalog",
+                assignment.task_type
+            );
+            tracing::warn!(instance = %key, %reason, "cannot run task instance");
+            slot.phase = Phase::Failed;
+            slot.reason = Some(reason);
+            self.write_status(key);
+            return;
+        };
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        let args = TaskActorArgs {
+            assignment,
+            descriptor,
+            services: self.args.services.clone(),
+            supervisor: myself.clone(),
+            incarnation,
+        };
+        match Actor::spawn_linked(None, TaskActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.actors.insert(actor.get_id(), key.clone());
+                slot.phase = Phase::Starting(actor, incarnation);
+                self.write_status(key);
+            }
+            Err(error) => {
+                let reason = format!("cannot start: {error}");
+                self.on_crash(myself, key, reason);
+            }
+        }
+    }
+
+    /// A TaskActor ended: `Ok(reason)` when it stopped, `Err(error)` when it failed.
+    pub(crate) async fn on_exit(
+        &mut self,
+        myself: &ActorRef<TaskSupervisorMsg>,
+        actor: ActorId,
+        exit: Result<Option<String>, String>,
+    ) {
+        let Some(key) = self.actors.remove(&actor) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        match (&mut slot.phase, exit) {
+            (Phase::Stopping(_, then), _) => match then.take() {
+                Some(wanted) => self.restart_fresh(myself, key, wanted).await,
+                None => self.forget(&key),
+            },
+            (_, Ok(Some(reason))) if reason == FINISHED => {
+                tracing::info!(instance = %key, "task instance finished: its run returned");
+                slot.phase = Phase::Finished;
+                slot.reason = Some("run returned before the instance was stopped".into());
+                self.write_status(&key);
+            }
+            (_, exit) => {
+                let reason = match exit {
+                    Err(error) => error,
+                    Ok(reason) => format!(
+                        "stopped unexpectedly: {}",
+                        reason.unwrap_or_else(|| "no reason given".into())
+                    ),
+                };
+                self.on_crash(myself, &key, reason);
+            }
+        }
+    }
+
+    /// Schedules a restart after the back-off, or fails the instance past its intensity.
+    fn on_crash(
+        &mut self,
+        myself: &ActorRef<TaskSupervisorMsg>,
+        key: &InstanceKey,
+        reason: String,
+    ) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        self.args
+            .services
+            .status
+            .forget_endpoint(&key.group, key.index);
+        match slot.tracker.on_crash(Instant::now()) {
+            AfterCrash::RestartAfter(delay) => {
+                tracing::warn!(instance = %key, %reason, ?delay, restarts = slot.restarts, "task instance crashed: restarting");
+                self.incarnations += 1;
+                let generation = self.incarnations;
+                slot.phase = Phase::BackingOff(generation);
+                slot.reason = Some(reason);
+                let key = key.clone();
+                myself.send_after(delay, move || TaskSupervisorMsg::RestartDue {
+                    key,
+                    generation,
+                });
+            }
+            AfterCrash::GiveUp => {
+                let policy = slot.tracker.policy();
+                let reason = format!(
+                    "crashed more than {} times within {:?}, not restarted; last: {reason}",
+                    policy.max_restarts, policy.window
+                );
+                tracing::error!(instance = %key, %reason, "task instance failed");
+                slot.phase = Phase::Failed;
+                slot.reason = Some(reason);
+            }
+        }
+        self.write_status(key);
+    }
+
+    /// Drops an instance that is no longer assigned here, and its records.
+    fn forget(&mut self, key: &InstanceKey) {
+        self.slots.remove(key);
+        let status = &self.args.services.status;
+        status.forget_endpoint(&key.group, key.index);
+        status.forget_instance(&key.group, key.index);
+        tracing::info!(instance = %key, "task instance removed");
+    }
+
+    fn status(&self, key: &InstanceKey) -> InstanceStatus {
+        let slot = &self.slots[key];
+        let (status, endpoint) = match &slot.phase {
+            Phase::Starting(..) => (InstanceState::Starting, None),
+            Phase::Running(_, endpoint) => (InstanceState::Running, endpoint.clone()),
+            Phase::Stopping(..) => (InstanceState::Running, None),
+            Phase::BackingOff(_) => (InstanceState::Restarting, None),
+            Phase::Failed => (InstanceState::Failed, None),
+            Phase::Finished => (InstanceState::Stopped, None),
+        };
+        let assignment = &slot.desired.assignment;
+        InstanceStatus {
+            group: key.group.clone(),
+            index: key.index,
+            node: Some(self.args.services.node.clone()),
+            task_type: assignment.task_type.clone(),
+            status,
+            endpoint,
+            restarts: slot.restarts,
+            reason: slot.reason.clone(),
+        }
+    }
+
+    fn write_status(&self, key: &InstanceKey) {
+        if self.slots.contains_key(key) {
+            self.args.services.status.instance(&self.status(key));
+        }
+    }
+
+    pub(crate) fn publish_counts(&mut self) {
+        let mut counts = InstanceCounts::new();
+        for slot in self.slots.values() {
+            let label = match slot.phase {
+                Phase::Starting(..) => "starting",
+                Phase::Running(..) => "running",
+                Phase::Stopping(..) => "stopping",
+                Phase::BackingOff(_) => "restarting",
+                Phase::Failed => "failed",
+                Phase::Finished => "stopped",
+            };
+            let assignment = &slot.desired.assignment;
+            let key = (
+                assignment.group.clone(),
+                assignment.task_type.version.clone(),
+                label,
+            );
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        if counts != self.counts {
+            self.args
+                .services
+                .metrics
+                .set_instances(&self.counts, &counts);
+            self.counts = counts;
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! `TaskSupervisor`: runs this node's share of the topology.
+//!
+//! ```text
+//! TaskSupervisor         one per node, linked to the NodeSupervisor
+//! │   mirror of /lathe/assignments/<node> → Assignments → plan → start / stop / replace
+//! │   crash → back-off (100 ms doubling, ≤ 5 s) → restart, or `failed` past the intensity
+//! └── TaskActor × n      one per assigned instance (instance.rs)
+//! ```
+//!
+//! It writes each instance's record (`/lathe/instances/<group>/<i>`: starting, running,
+//! restarting, failed) and keeps `lathe_task_instances` current. An instance whose task type is
+//! not in the node's catalog is `failed` with that reason. Stopping the supervisor drains every
+//! instance (endpoints withdrawn, requests finished, `stop()` called) and marks them stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lathe::layout::{self, InstanceStatus};
+use lathe::Catalog;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorMessage;
+
+use super::mirror::spawn_mirror;
+use super::policy::RestartPolicy;
+use super::reconcile::{desired_assignments, Desired, InstanceKey};
+use super::runtime::NodeServices;
+use super::slots::TaskSupervisorState;
+
+/// How long stopping the supervisor waits for its instances to drain.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
+/// How long it then waits for the last instance records to be written.
+const STATUS_FLUSH_DEADLINE: Duration = Duration::from_secs(1);
+
+#[derive(RactorMessage)]
+pub(crate) enum TaskSupervisorMsg {
+    /// Every assignment of this node, as of the latest registry change.
+    Assignments(BTreeMap<InstanceKey, Desired>),
+    /// An instance serves (sent by its TaskActor).
+    Running {
+        group: String,
+        index: u32,
+        incarnation: u64,
+        endpoint: Option<String>,
+    },
+    /// A back-off ended: start the instance again.
+    RestartDue {
+        key: InstanceKey,
+        generation: u64,
+    },
+    /// Restart policies by group name (from the topology); other groups keep the default.
+    SetRestartPolicies(HashMap<String, RestartPolicy>),
+    Instances(RpcReplyPort<Vec<InstanceStatus>>),
+}
+
+pub(crate) struct TaskSupervisor;
+
+pub(crate) struct TaskSupervisorArgs {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) services: Arc<NodeServices>,
+    pub(crate) default_policy: RestartPolicy,
+}
+
+impl Actor for TaskSupervisor {
+    type Msg = TaskSupervisorMsg;
+    type State = TaskSupervisorState;
+    type Arguments = TaskSupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TaskSupervisorMsg>,
+        args: TaskSupervisorArgs,
+    ) -> Result<TaskSupervisorState, ActorProcessingErr> {
+        let services = &args.services;
+        let node = services.node.clone();
+        let assignments = spawn_mirror(
+            services.registry.clone(),
+            layout::node_assignments(&node),
+            move |entries| {
+                let desired = desired_assignments(&node, entries);
+                myself.cast(TaskSupervisorMsg::Assignments(desired)).is_ok()
+            },
+        );
+        tracing::info!(node = %services.node, catalog = args.catalog.len(), "task supervisor watching its assignments");
+        Ok(TaskSupervisorState::new(args, assignments))
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TaskSupervisorMsg>,
+        message: TaskSupervisorMsg,
+        state: &mut TaskSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TaskSupervisorMsg::Assignments(desired) => state.reconcile(&myself, desired).await,
+            TaskSupervisorMsg::Running {
+                group,
+                index,
+                incarnation,
+                endpoint,
+            } => state.on_running(InstanceKey { group, index }, incarnation, endpoint),
+            TaskSupervisorMsg::RestartDue { key, generation } => {
+                state.on_restart_due(&myself, key, generation).await
+            }
+            TaskSupervisorMsg::SetRestartPolicies(policies) => state.policies = policies,
+            TaskSupervisorMsg::Instances(reply) => {
+                let _ = reply.send(state.statuses());
+            }
+        }
+        state.publish_counts();
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<TaskSupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut TaskSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, exit) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, Err(error.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, Ok(reason)),
+            _ => return Ok(()),
+        };
+        state.on_exit(&myself, cell.get_id(), exit).await;
+        state.publish_counts();
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TaskSupervisorMsg>,
+        state: &mut TaskSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let draining = state.stop_all();
+        tracing::info!(
+            instances = draining.len(),
+            "task supervisor stopping: draining instances"
+        );
+        let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+        for actor in draining {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let _ = actor.wait(Some(left)).await;
+        }
+        state.mark_node_stopped();
+        let flush = state.args.services.status.flush();
+        let _ = tokio::time::timeout(STATUS_FLUSH_DEADLINE, flush).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! In-process tests of the task runtime: a registry on an embedded store in a temporary
+//! directory, a task supervisor for one node, small test tasks, and a plain HTTP client.
+
+mod discovery;
+mod lifecycle;
+mod tasks;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use lathe::layout::{self, Assignment, InstanceStatus};
+use lathe::{Catalog, Endpoint, KeyPath, TaskType};
+use lathe_store::embedded::EmbeddedStore;
+
+use super::{start_task_supervisor, RestartPolicy, TaskSupervisorConfig, TaskSupervisorHandle};
+use crate::registry::{start_registry, RegistryConfig, RegistryHandle};
+
+/// A node's task runtime over its own registry.
+pub(super) struct TestNode {
+    pub(super) name: String,
+    pub(super) registry: RegistryHandle,
+    pub(super) tasks: TaskSupervisorHandle,
+    pub(super) metrics: prometheus::Registry,
+    _dir: tempfile::TempDir,
+}
+
+pub(super) fn fast_policy(max_restarts: usize) -> RestartPolicy {
+    RestartPolicy {
+        max_restarts,
+        window: Duration::from_secs(30),
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+    }
+}
+
+pub(super) async fn start_node(name: &str, catalog: Catalog, policy: RestartPolicy) -> TestNode {
+    start_node_over(name, catalog, policy, Vec::new()).await
+}
+
+/// Starts a node over a registry that already holds `records`.
+pub(super) async fn start_node_over(
+    name: &str,
+    catalog: Catalog,
+    policy: RestartPolicy,
+    records: Vec<(KeyPath, serde_json::Value)>,
+) -> TestNode {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("an embedded store"));
+    let metrics = prometheus::Registry::new();
+    let (registry, _) = start_registry(RegistryConfig::default(), store, &metrics, None)
+        .await
+        .expect("the registry starts");
+    for (key, value) in records {
+        registry.put(&key, value, None).await.expect("a record");
+    }
+    let mut config = TaskSupervisorConfig::new(name, "127.0.0.1".parse().unwrap());
+    config.restart = policy;
+    let tasks = start_task_supervisor(config, catalog, registry.clone(), &metrics, None)
+        .await
+        .expect("the task supervisor starts");
+    TestNode {
+        name: name.to_string(),
+        registry,
+        tasks,
+        metrics,
+        _dir: dir,
+    }
+}
+
+impl TestNode {
+    pub(super) async fn assign(&self, group: &str, index: u32, task_type: &TaskType) {
+        let assignment = Assignment {
+            group: group.into(),
+            index,
+            node: self.name.clone(),
+            task_type: task_type.clone(),
+        };
+        let key = layout::assignment(&self.name, group, index);
+        let value = serde_json::to_value(assignment).unwrap();
+        self.registry.put(&key, value, None).await.expect("assign");
+    }
+
+    pub(super) async fn unassign(&self, group: &str, index: u32) {
+        let key = layout::assignment(&self.name, group, index);
+        self.registry
+            .delete(&key, None, false)
+            .await
+            .expect("unassign");
+    }
+
+    pub(super) async fn put(&self, key: &str, value: serde_json::Value) {
+        let key = KeyPath::parse(key).unwrap();
+        self.registry.put(&key, value, None).await.expect("put");
+    }
+
+    pub(super) async fn delete(&self, key: &str) {
+        let key = KeyPath::parse(key).unwrap();
+        self.registry
+            .delete(&key, None, false)
+            .await
+            .expect("delete");
+    }
+
+    pub(super) async fn get<T: serde::de::DeserializeOwned>(&self, key: &KeyPath) -> Option<T> {
+        let (entry, _) = self.registry.get(key).await.expect("get");
+        entry.map(|entry| serde_json::from_value(entry.value).expect("a well-formed record"))
+    }
+
+    pub(super) async fn status(&self, group: &str, index: u32) -> Option<InstanceStatus> {
+        self.get(&layout::instance(group, index)).await
+    }
+
+    pub(super) async fn endpoint(&self, group: &str, index: u32) -> Option<Endpoint> {
+        self.get(&layout::endpoint(group, index)).await
+    }
+
+    /// Waits until the instance serves and returns its HTTP address.
+    pub(super) async fn serving(&self, group: &str, index: u32) -> SocketAddr {
+        let endpoint = eventually("the instance's endpoint", || async {
+            self.endpoint(group, index)
+                .await
+                .filter(|e| e.http.is_some())
+        })
+        .await;
+        endpoint.http.unwrap().parse().expect("HOST:PORT")
+    }
+
+    /// A metric's value, by name and label values.
+    pub(super) fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        use prometheus::proto::MetricType;
+        let families = self.metrics.gather();
+        let family = families.iter().find(|family| family.name() == name)?;
+        let metric = family.get_metric().iter().find(|metric| {
+            labels.iter().all(|(name, value)| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|l| l.name() == *name && l.value() == *value)
+            })
+        })?;
+        Some(match family.get_field_type() {
+            MetricType::COUNTER => metric.get_counter().get_value(),
+            _ => metric.get_gauge().get_value(),
+        })
+    }
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, for at most 10 s.
+pub(super) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) headers: http::HeaderMap,
+    pub(super) body: String,
+}
+
+impl Answer {
+    pub(super) fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+pub(super) async fn http_get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Answer {
+        status: head.status.as_u16(),
+        headers: head.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}

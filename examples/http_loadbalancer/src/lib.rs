@@ -1,0 +1,94 @@
+//! `my::LoadBalancer`: forwards every request to a group chosen by `backend_distribution`.
+//!
+//! See the crate README. The parsed distribution is cached per metadata generation (the counter of
+//! [`lathe::TaskContext::metadata_changed`]), so a request costs one counter read unless the
+//! metadata changed since the previous one.
+
+pub mod distribution;
+
+pub use distribution::{Distribution, DistributionError};
+
+/// The group metadata key the load balancer reads.
+pub const DISTRIBUTION_KEY: &str = "backend_distribution";
+
+pub mod my {
+    use std::sync::{Arc, Mutex};
+
+    use lathe::http::{HttpTask, Request, Response};
+    use lathe::TaskContext;
+
+    use crate::distribution::{Distribution, DistributionError};
+    use crate::DISTRIBUTION_KEY;
+
+    /// The distribution as of one metadata generation.
+    type Parsed = Arc<Result<Distribution, DistributionError>>;
+
+    /// The seed's load balancer.
+    #[derive(Debug, Default)]
+    pub struct LoadBalancer {
+        cached: Mutex<Option<(u64, Parsed)>>,
+    }
+
+    impl LoadBalancer {
+        /// The current distribution: parsed again only when the group's metadata changed.
+        fn distribution(&self, ctx: &TaskContext) -> Parsed {
+            // Read the generation before the value: a change landing in between only makes the
+            // next request parse again.
+            let generation = *ctx.metadata_changed().borrow();
+            let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((seen, parsed)) = cached.as_ref() {
+                if *seen == generation {
+                    return parsed.clone();
+                }
+            }
+            let parsed = match ctx.lookup_value(DISTRIBUTION_KEY) {
+                Some(value) => Distribution::from_value(&value),
+                None => Err(DistributionError::Missing),
+            };
+            match &parsed {
+                Ok(distribution) => tracing::info!(
+                    group = %ctx.identity().group,
+                    groups = ?distribution.groups(),
+                    generation,
+                    "backend distribution in use"
+                ),
+                Err(error) => tracing::warn!(
+                    group = %ctx.identity().group,
+                    generation,
+                    "{error}: answering 503 until the metadata is fixed"
+                ),
+            }
+            let parsed = Arc::new(parsed);
+            *cached = Some((generation, parsed.clone()));
+            parsed
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl HttpTask for LoadBalancer {
+        async fn handle(&self, ctx: &TaskContext, request: Request) -> Response {
+            let parsed = self.distribution(ctx);
+            let distribution = match parsed.as_ref() {
+                Ok(distribution) => distribution,
+                Err(error) => return unavailable(&error.to_string()),
+            };
+            let group = distribution.pick(fastrand::f64());
+            match ctx.get_ref(group).await {
+                Ok(target) => ctx.forward(request, &target).await,
+                Err(error) => unavailable(&format!("cannot resolve group {group}: {error}")),
+            }
+        }
+    }
+
+    fn unavailable(reason: &str) -> Response {
+        lathe::http::json(503, &serde_json::json!({ "error": reason }))
+    }
+}
+
+/// The task types of this crate, for a node's catalog.
+pub fn tasks() -> Vec<lathe::TaskDescriptor> {
+    vec![lathe::http_task!(
+        "my::LoadBalancer",
+        my::LoadBalancer::default
+    )]
+}
