@@ -1,4 +1,5 @@
-//! Lathe's actors: the metadata registry (feed and shards), cluster membership and the REST server.
+//! Lathe's actors: the metadata registry (feed and shards), cluster membership, the task runtime
+//! (task supervisor and task instances) and the REST server.
 //!
 //! Each actor lives in its own file beside its message enum; callers use the typed handles
 //! ([`registry::RegistryHandle`], [`membership::MembershipHandle`]) rather than messages.
@@ -6,3 +7,5 @@
 pub mod http;
 pub mod membership;
 pub mod registry;
+pub mod scheduler;
+pub mod tasks;

@@ -4,6 +4,9 @@
 //! NodeSupervisor
 //! ├── Membership            (actors/membership) NodeServer, heartbeats, ZooKeeper member node
 //! ├── RegistrySupervisor    (actors/registry)   RegistryFeed + RegistryShard × k
+//! ├── Scheduler             (actors/scheduler)  places instances; acts only on the leader
+//! ├── TaskSupervisor        (actors/tasks)      reconciles this node's assignments
+//! │   └── TaskActor × n                          one per instance (HttpTask or Task)
 //! └── HTTP server           (actors/http)       REST API, /metrics
 //! ```
 //!

@@ -1,9 +1,9 @@
 //! `NodeSupervisor`: the root of a node's supervision tree (drawn in the crate doc).
 //!
-//! It starts the subsystems in dependency order (membership, registry, HTTP), and if a subsystem's
-//! own supervisor gives up, it fails too: a node with a broken registry must not keep answering.
-//! Stopping it drains the node: HTTP stops accepting, the node leaves the cluster, the registry
-//! stops.
+//! It starts the subsystems in dependency order (membership, registry, scheduler, tasks, HTTP), and if a
+//! subsystem's own supervisor gives up, it fails too: a node with a broken registry must not keep
+//! answering. Stopping it drains the node: task instances withdraw their endpoints and finish
+//! their requests, HTTP stops accepting, the node leaves the cluster, the registry stops.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use std::time::Duration;
 use lathe_actors::http::{serve, ApiContext, MemberDirectory};
 use lathe_actors::membership::{start_membership, JoinState, MembershipConfig, MembershipHandle};
 use lathe_actors::registry::{start_registry, RegistryConfig, RegistryHandle};
+use lathe_actors::scheduler::actor::{Scheduler, SchedulerArgs};
+use lathe_actors::tasks::{start_task_supervisor, TaskSupervisorConfig, TaskSupervisorHandle};
 use lathe_store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorMessage;
@@ -21,6 +23,8 @@ const HTTP_DRAIN: Duration = Duration::from_secs(3);
 /// How long a joining node waits to hear from its seeds before carrying on without them
 /// (membership keeps retrying; with ZooKeeper the node finds its peers there).
 const JOIN_WAIT: Duration = Duration::from_secs(10);
+/// How long a draining node waits for its task instances to finish their requests and stop.
+const TASK_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(RactorMessage)]
 pub enum NodeSupervisorMsg {}
@@ -35,11 +39,14 @@ pub struct NodeSupervisorArgs {
     pub http_listener: tokio::net::TcpListener,
     pub max_value_bytes: usize,
     pub metrics: prometheus::Registry,
+    /// The task types this node's binary can run.
+    pub catalog: lathe::Catalog,
 }
 
 pub struct NodeSupervisorState {
     registry: RegistryHandle,
     membership: MembershipHandle,
+    tasks: TaskSupervisorHandle,
     http_shutdown: watch::Sender<bool>,
     http: Option<tokio::task::JoinHandle<()>>,
 }
@@ -71,6 +78,21 @@ impl Actor for NodeSupervisor {
             Some(myself.get_cell()),
         )
         .await?;
+        let scheduler = SchedulerArgs {
+            node: args.name.clone(),
+            registry: registry.clone(),
+            membership: membership.clone(),
+        };
+        Actor::spawn_linked(None, Scheduler, scheduler, myself.get_cell()).await?;
+        let http_ip = args.http_listener.local_addr()?.ip();
+        let tasks = start_task_supervisor(
+            TaskSupervisorConfig::new(&args.name, http_ip),
+            args.catalog,
+            registry.clone(),
+            &args.metrics,
+            Some(myself.get_cell()),
+        )
+        .await?;
         let context = ApiContext {
             node_name: args.name,
             registry: registry.clone(),
@@ -85,6 +107,7 @@ impl Actor for NodeSupervisor {
         Ok(NodeSupervisorState {
             registry,
             membership,
+            tasks,
             http_shutdown,
             http: Some(http),
         })
@@ -117,6 +140,8 @@ impl Actor for NodeSupervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut NodeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        // Instances first, while the registry still takes their endpoint withdrawals.
+        state.tasks.shutdown(TASK_DRAIN).await;
         let _ = state.http_shutdown.send(true);
         if let Some(mut http) = state.http.take() {
             if tokio::time::timeout(HTTP_DRAIN, &mut http).await.is_err() {

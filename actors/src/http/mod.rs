@@ -1,5 +1,5 @@
 //! The REST API every node serves (warp): `/v1/kv`, `/v1/watch`, `/v1/members`, `/v1/health`,
-//! `/metrics`. Routes are matched by hand in [`route`] so that every unknown path, wrong method,
+//! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/metrics`. Routes are matched by hand in [`route`] so that every unknown path, wrong method,
 //! bad path, bad body or oversized value gets one clear `{"error": "..."}` answer.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
@@ -7,6 +7,7 @@
 mod error;
 mod kv;
 mod query;
+mod topology;
 mod watch;
 
 use std::future::Future;
@@ -86,6 +87,11 @@ async fn route(
         ("/v1/members", &Method::GET) => {
             Ok(warp::reply::json(&context.members.members_json().await).into_response())
         }
+        ("/v1/topology", _) => topology::topology(&context, &method, query, body).await,
+        ("/v1/tasks", &Method::GET) => topology::tasks(&context, query).await,
+        _ if topology::is_services_path(path) && method == Method::GET => {
+            topology::services(&context, path, query).await
+        }
         _ if kv::is_kv_path(path) => kv::handle(&context, &method, path, query, body).await,
         _ if watch::is_watch_path(path) && method == Method::GET => {
             watch::handle(&context, path, query).await
@@ -103,7 +109,8 @@ async fn route(
 }
 
 fn known_path(path: &str) -> bool {
-    matches!(path, "/v1/health" | "/metrics" | "/v1/members")
+    matches!(path, "/v1/health" | "/metrics" | "/v1/members" | "/v1/tasks")
+        || topology::is_services_path(path)
 }
 
 fn health(context: &ApiContext) -> Response {

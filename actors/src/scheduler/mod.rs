@@ -1,0 +1,5 @@
+//! The scheduler: which node runs each task instance.
+
+pub mod actor;
+pub mod deploy;
+pub mod placement;
