@@ -63,6 +63,8 @@ pub(crate) struct NodeConfig {
     pub(crate) cookie: String,
     pub(crate) registry_shards: usize,
     pub(crate) max_value_bytes: usize,
+    /// A validated topology to deploy once the node serves: (file name, TOML).
+    pub(crate) topology: Option<(String, String)>,
 }
 
 /// A bad flag: which one, and why.
@@ -99,12 +101,10 @@ impl Args {
                 "kafka flows are not available in this build yet",
             ));
         }
-        if self.topology.is_some() {
-            return Err(bad(
-                "--topology",
-                "topologies are not available in this build yet (the scheduler is not built)",
-            ));
-        }
+        let topology = match &self.topology {
+            Some(path) => Some(read_topology(path).map_err(|r| bad("--topology", r))?),
+            None => None,
+        };
         for tag in &self.tags {
             check_segment(tag).map_err(|r| bad("--tag", r))?;
         }
@@ -128,8 +128,21 @@ impl Args {
             cookie: self.cookie,
             registry_shards: self.registry_shards,
             max_value_bytes: self.max_value_bytes,
+            topology,
         })
     }
+}
+
+/// Reads and validates a topology file: its errors carry file:line:column.
+fn read_topology(path: &std::path::Path) -> Result<(String, String), String> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file = path
+        .file_name()
+        .map(|name| name.to_string_lossy().to_string())
+        .unwrap_or_else(|| path.display().to_string());
+    lathe::topology::parse(&file, &source).map_err(|e| e.to_string())?;
+    Ok((file, source))
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {

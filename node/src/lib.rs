@@ -123,6 +123,7 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         max_value_bytes: config.max_value_bytes,
         metrics,
         catalog,
+        topology: config.topology.clone(),
     };
     let (node, handle) = Actor::spawn(Some(format!("lathe.node.{name}")), NodeSupervisor, args)
         .await

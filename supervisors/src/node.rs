@@ -12,6 +12,7 @@ use lathe_actors::http::{serve, ApiContext, MemberDirectory};
 use lathe_actors::membership::{start_membership, JoinState, MembershipConfig, MembershipHandle};
 use lathe_actors::registry::{start_registry, RegistryConfig, RegistryHandle};
 use lathe_actors::scheduler::actor::{Scheduler, SchedulerArgs};
+use lathe_actors::scheduler::deploy::{self, DeployError};
 use lathe_actors::tasks::{start_task_supervisor, TaskSupervisorConfig, TaskSupervisorHandle};
 use lathe_store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -23,6 +24,8 @@ const HTTP_DRAIN: Duration = Duration::from_secs(3);
 /// How long a joining node waits to hear from its seeds before carrying on without them
 /// (membership keeps retrying; with ZooKeeper the node finds its peers there).
 const JOIN_WAIT: Duration = Duration::from_secs(10);
+/// How long a node keeps trying to deploy its `--topology` (the registry may still be syncing).
+const TOPOLOGY_DEPLOY_WAIT: Duration = Duration::from_secs(60);
 /// How long a draining node waits for its task instances to finish their requests and stop.
 const TASK_DRAIN: Duration = Duration::from_secs(5);
 
@@ -41,6 +44,8 @@ pub struct NodeSupervisorArgs {
     pub metrics: prometheus::Registry,
     /// The task types this node's binary can run.
     pub catalog: lathe::Catalog,
+    /// A validated topology to deploy once the registry is up: (file name, TOML).
+    pub topology: Option<(String, String)>,
 }
 
 pub struct NodeSupervisorState {
@@ -84,6 +89,9 @@ impl Actor for NodeSupervisor {
             membership: membership.clone(),
         };
         Actor::spawn_linked(None, Scheduler, scheduler, myself.get_cell()).await?;
+        if let Some((file, source)) = args.topology {
+            tokio::spawn(deploy_on_start(registry.clone(), file, source));
+        }
         let http_ip = args.http_listener.local_addr()?.ip();
         let tasks = start_task_supervisor(
             TaskSupervisorConfig::new(&args.name, http_ip),
@@ -151,6 +159,36 @@ impl Actor for NodeSupervisor {
         state.membership.shutdown().await;
         tracing::info!(index = state.registry.index(), "node drained");
         Ok(())
+    }
+}
+
+/// Deploys `--topology` once the registry takes writes, unless that very topology is already
+/// deployed (every node of a cluster may be started with the same file).
+async fn deploy_on_start(registry: RegistryHandle, file: String, source: String) {
+    let deadline = tokio::time::Instant::now() + TOPOLOGY_DEPLOY_WAIT;
+    loop {
+        let attempt = async {
+            if let Some((record, _)) = deploy::current(&registry).await? {
+                if record.source == source {
+                    return Ok(None);
+                }
+            }
+            deploy::deploy(&registry, &file, &source).await.map(Some)
+        };
+        match attempt.await {
+            Ok(Some(outcome)) => {
+                return tracing::info!(%file, groups = outcome.groups, "--topology deployed")
+            }
+            Ok(None) => return tracing::info!(%file, "--topology is already deployed"),
+            Err(DeployError::Invalid(error)) => {
+                return tracing::error!(%error, "--topology refused")
+            }
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "--topology not deployed yet: retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return tracing::error!(%error, "--topology could not be deployed"),
+        }
     }
 }
 
