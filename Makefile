@@ -9,7 +9,7 @@ CARGO ?= cargo
 # tests themselves on free loopback ports.
 DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config
 
-.PHONY: deps build test run clean lint
+.PHONY: deps build test run clean lint bench
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -30,9 +30,18 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# One node with the embedded registry store (no ZooKeeper needed). Ctrl-C stops it.
+# A local cluster: `lathe up` starts three lathe-node processes with the embedded registry store (no
+# ZooKeeper needed; data and node logs in ./lathe-data/local-<i>), restarts any that dies, deploys
+# config/my_topology.toml and prints where the REST API, the metrics and the load balancer answer.
+# Ctrl-C stops everything it started.
 run: build
-	$(CARGO_TARGET_DIR)/debug/lathe-node --name local-1 --http 127.0.0.1:7500 --data-dir ./lathe-data/local-1
+	exec $(CARGO_TARGET_DIR)/debug/lathe up --nodes 3 --topology config/my_topology.toml
+
+# The benchmark of issue 2: release lathe-node processes and a real ZooKeeper on loopback; prints a
+# markdown table with the goals beside the numbers. BENCH_ARGS="--json bench.json" or "--quick".
+bench: deps
+	$(CARGO) build --release --bins -p lathe-node -p lathe-bench
+	LATHE_NODE_BIN=$(CARGO_TARGET_DIR)/release/lathe-node $(CARGO_TARGET_DIR)/release/lathe-bench $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
