@@ -22,6 +22,8 @@ pub mod supervision;
 pub mod task;
 pub mod topology;
 
+/// Re-exported so task crates can write `#[lathe::async_trait]` on their `HttpTask` impls.
+pub use async_trait::async_trait;
 pub use catalog::{Catalog, TaskDescriptor, TaskType};
 pub use context::{Endpoint, LookupError, TaskContext, TaskIdentity, TaskRef, TaskRuntime};
 pub use http::{HttpTask, Request, RequestExt, Response};
