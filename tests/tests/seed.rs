@@ -126,8 +126,14 @@ fn the_seed_topology_runs_end_to_end() {
     let results = load(&endpoints, "/get/index", 3000);
     for (status, body, task, version) in &results {
         assert_eq!((*status, body.as_str()), (200, ":)"));
-        assert!(task.starts_with("task.http.frontpage.v4-2-"), "X-Lathe-Task {task:?}");
-        assert!(version == "4.2.1" || version == "4.2.2", "X-Lathe-Version {version:?}");
+        assert!(
+            task.starts_with("task.http.frontpage.v4-2-"),
+            "X-Lathe-Task {task:?}"
+        );
+        assert!(
+            version == "4.2.1" || version == "4.2.2",
+            "X-Lathe-Version {version:?}"
+        );
     }
     let share = share_of(&results, "4.2.2");
     println!("v4.2.2 share at 90/10: {:.1} %", share * 100.0);
@@ -144,7 +150,10 @@ fn the_seed_topology_runs_end_to_end() {
     let reply = http::put_json(
         &addr,
         "/v1/kv/task/http/lb/backend_distribution",
-        &json!([["task.http.frontpage.v4-2-1", "task.http.frontpage.v4-2-2"], [50, 50]]),
+        &json!([
+            ["task.http.frontpage.v4-2-1", "task.http.frontpage.v4-2-2"],
+            [50, 50]
+        ]),
     );
     assert_eq!(reply.status, 200, "{}", reply.text);
     let followed = wait_until("the 50/50 split", Duration::from_secs(10), || {
@@ -158,7 +167,10 @@ fn the_seed_topology_runs_end_to_end() {
     assert!((0.44..=0.56).contains(&share), "v4.2.2 share {share}");
     let after = tasks(&addr);
     for (key, task) in &before {
-        assert_eq!(after[key]["restarts"], task["restarts"], "{key:?} restarted");
+        assert_eq!(
+            after[key]["restarts"], task["restarts"],
+            "{key:?} restarted"
+        );
         assert_eq!(after[key]["endpoint"], task["endpoint"], "{key:?} moved");
     }
 
@@ -168,12 +180,18 @@ fn the_seed_topology_runs_end_to_end() {
         "version = \"4.2.2\"\ntasks = 7",
         1,
     );
-    assert_ne!(more, source, "the seed file changed shape: adjust this test");
+    assert_ne!(
+        more, source,
+        "the seed file changed shape: adjust this test"
+    );
     let reply = deploy(&addr, &more);
     assert_eq!(reply.status, 200, "redeploy: {}", reply.text);
     let grown = wait_running(&cluster, 15);
     for (key, task) in &before {
-        assert_eq!(grown[key]["endpoint"], task["endpoint"], "{key:?} was restarted");
+        assert_eq!(
+            grown[key]["endpoint"], task["endpoint"],
+            "{key:?} was restarted"
+        );
         assert_eq!(grown[key]["node"], task["node"], "{key:?} moved");
     }
     let metadata = http::get_json(&addr, "/v1/kv/task/http/lb/backend_distribution");
@@ -194,10 +212,16 @@ fn the_seed_topology_runs_end_to_end() {
     assert_eq!(reply.status, 400, "{}", reply.text);
     let error = reply.error().unwrap_or_default().to_string();
     assert!(error.starts_with("my_topology.toml:1:1:"), "{error}");
-    assert!(error.contains("task.http.lb") && error.contains("tasks"), "{error}");
+    assert!(
+        error.contains("task.http.lb") && error.contains("tasks"),
+        "{error}"
+    );
     let reply = deploy(&addr, "[task.http.lb\ncrate = ");
     assert_eq!(reply.status, 400, "{}", reply.text);
-    assert!(reply.error().unwrap_or_default().starts_with("my_topology.toml:1:"));
+    assert!(reply
+        .error()
+        .unwrap_or_default()
+        .starts_with("my_topology.toml:1:"));
     let deployed = http::request("GET", &addr, "/v1/topology", None);
     assert_eq!(deployed.text, more, "the running topology changed");
     assert_eq!(running(&tasks(&addr)), 15);

@@ -223,7 +223,11 @@ fn a_local_pause_is_not_held_against_peers() {
 #[test]
 fn the_oldest_zookeeper_member_leads_and_keeps_leading_while_zookeeper_is_away() {
     let (mut t, t0) = (table(), Instant::now());
-    assert_eq!(t.leader(), None, "no zookeeper listing and no registry holder");
+    assert_eq!(
+        t.leader(),
+        None,
+        "no zookeeper listing and no registry holder"
+    );
     let listing: BTreeMap<String, ZkMember> = [("me", 20), ("b", 10), ("c", 30)]
         .iter()
         .map(|(n, z)| (n.to_string(), member(info(n, 5), *z)))
@@ -232,11 +236,19 @@ fn the_oldest_zookeeper_member_leads_and_keeps_leading_while_zookeeper_is_away()
     assert_eq!(t.leader().as_deref(), Some("b"));
     let views = t.views(t0);
     assert_eq!(
-        views.iter().filter(|v| v.leader).map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        views
+            .iter()
+            .filter(|v| v.leader)
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>(),
         vec!["b"]
     );
     t.on_zookeeper(None, t0 + ms(10));
-    assert_eq!(t.leader().as_deref(), Some("b"), "no new leader without zookeeper");
+    assert_eq!(
+        t.leader().as_deref(),
+        Some("b"),
+        "no new leader without zookeeper"
+    );
     let without_b: BTreeMap<String, ZkMember> = [("me", 20), ("c", 30)]
         .iter()
         .map(|(n, z)| (n.to_string(), member(info(n, 5), *z)))
