@@ -80,18 +80,22 @@ pub(crate) struct Client {
 impl Client {
     /// `addr` is `HOST:PORT`; a leading `http://` and a trailing `/` are tolerated.
     pub(crate) fn new(addr: &str) -> Self {
+        Client::with_timeouts(addr, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+    }
+
+    /// Like [`Client::new`], with other timeouts for the connection and the whole answer (e.g. short ones to poll
+    /// a node that is starting).
+    pub(crate) fn with_timeouts(addr: &str, connect: Duration, request: Duration) -> Self {
         let addr = addr
             .trim()
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_string();
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout_connect(connect)
+            .timeout(request)
             .build();
-        let stream_agent = ureq::AgentBuilder::new()
-            .timeout_connect(CONNECT_TIMEOUT)
-            .build();
+        let stream_agent = ureq::AgentBuilder::new().timeout_connect(connect).build();
         Client {
             addr,
             agent,

@@ -6,11 +6,13 @@
 //! - `client.rs`: the REST calls and the mapping of HTTP and transport failures to [`client::CliError`].
 //! - `commands/`: one file per group of commands; each prints a human table, or the server's JSON with `--json`.
 //! - `table.rs`: aligned text tables; `sse.rs`: the Server-Sent Events line parser used by `kv watch`.
+//! - `up/`: `lathe up`, a local cluster of supervised `lathe-node` processes (its own exit codes, see there).
 
 mod client;
 mod commands;
 mod sse;
 mod table;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,8 @@ pub(crate) enum Command {
     /// Read and change the registry (keys are /-separated paths, values are JSON)
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Start a local cluster: N lathe-node processes on loopback, restarted when they die, until Ctrl-C
+    Up(up::UpArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +114,9 @@ pub(crate) enum KvCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Up(args) = &cli.command {
+        return up::run(args);
+    }
     match commands::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(client::CliError::BrokenPipe) => ExitCode::SUCCESS,
@@ -189,6 +196,26 @@ mod tests {
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "args {args:?}");
+        }
+    }
+
+    #[test]
+    fn up_needs_a_node_count_and_defaults_to_the_contract_ports() {
+        match parse(&["up", "--nodes", "3", "--topology", "t.toml"])
+            .unwrap()
+            .command
+        {
+            Command::Up(args) => {
+                assert_eq!(
+                    (args.nodes, args.http_base, args.cluster_base),
+                    (3, 7500, 7400)
+                );
+                assert_eq!(args.data_dir, PathBuf::from("lathe-data"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for args in [&["up"][..], &["up", "--nodes", "0"]] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "args {args:?}");
         }
     }
 

@@ -3,7 +3,7 @@
 
 mod cluster;
 mod kv;
-mod topology;
+pub(crate) mod topology;
 mod tree;
 mod watch;
 
@@ -33,6 +33,8 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
         }
         Command::Kv(KvCommand::List { path }) => kv::list(&client, &out, path),
         Command::Kv(KvCommand::Watch { path, index }) => watch::watch(&client, &out, path, *index),
+        // `lathe up` has exit codes of its own: main runs it directly.
+        Command::Up(_) => Err(CliError::Local("lathe up runs from main".into())),
     }
 }
 
