@@ -18,12 +18,23 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 
 use super::deploy;
-use super::placement::{place, NodeCandidate};
+use super::placement::{place, rebalance, NodeCandidate};
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
 
 /// A reconcile also runs this often without a trigger, to repair failed writes.
 const SAFETY_NET: Duration = Duration::from_secs(5);
+/// For this long after gaining leadership, a node that holds assignments but has not shown up in
+/// membership yet keeps them: a restarted leader hears from its peers only after they reconnect,
+/// and moving everything onto the first node up would put every instance on it. (Longer than
+/// membership's default dead_after, so a really dead node is known dead by then.)
+const SETTLE: Duration = Duration::from_secs(5);
+/// At most this many running instances move per reconcile when rebalancing.
+const MAX_MOVES: usize = 2;
+/// An instance that moved stays put this long, so rebalancing settles instead of chasing.
+const HOLD_AFTER_MOVE: Duration = Duration::from_secs(60);
+/// After a reconcile that moved instances, the next one comes this soon.
+const NEXT_STEP: Duration = Duration::from_secs(1);
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
 #[derive(RactorMessage)]
@@ -40,6 +51,8 @@ pub struct ReconcileReport {
     pub placed: usize,
     pub removed: usize,
     pub pending: usize,
+    /// Instances the rebalance moved, (group, index).
+    pub moved: Vec<(String, u32)>,
 }
 
 pub struct Scheduler;
@@ -56,8 +69,12 @@ pub struct SchedulerState {
     membership: MembershipHandle,
     members: Vec<MemberView>,
     leading: bool,
+    /// When this node became leader (for the settle window).
+    leading_since: Option<tokio::time::Instant>,
     running: bool,
     again: bool,
+    /// Instances moved by rebalancing, held still until the instant given.
+    held: BTreeMap<(String, u32), tokio::time::Instant>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -82,8 +99,10 @@ impl Actor for Scheduler {
             membership: args.membership,
             members: Vec::new(),
             leading: false,
+            leading_since: None,
             running: false,
             again: false,
+            held: BTreeMap::new(),
             watchers,
         })
     }
@@ -96,10 +115,15 @@ impl Actor for Scheduler {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SchedulerMsg::MembersChanged(members) => {
-                let leading = members.iter().any(|m| m.is_self && m.leader)
-                    && !state.membership.is_fenced();
+                let leading =
+                    members.iter().any(|m| m.is_self && m.leader) && !state.membership.is_fenced();
                 if leading != state.leading {
                     tracing::info!(node = %state.node, leading, "scheduler leadership changed");
+                    state.leading_since = leading.then(tokio::time::Instant::now);
+                    if leading {
+                        // Once the settle window ends, unheard-of nodes lose their instances.
+                        myself.send_after(SETTLE, || SchedulerMsg::Reconcile);
+                    }
                 }
                 state.leading = leading;
                 state.members = members;
@@ -111,13 +135,24 @@ impl Actor for Scheduler {
             SchedulerMsg::Reconciled(result) => {
                 state.running = false;
                 match result {
-                    Ok(report) if report.placed + report.removed > 0 => tracing::info!(
-                        placed = report.placed,
-                        removed = report.removed,
-                        pending = report.pending,
-                        "assignments reconciled"
-                    ),
-                    Ok(_) => {}
+                    Ok(report) => {
+                        if report.placed + report.removed > 0 {
+                            tracing::info!(
+                                placed = report.placed,
+                                removed = report.removed,
+                                pending = report.pending,
+                                moved = report.moved.len(),
+                                "assignments reconciled"
+                            );
+                        }
+                        if !report.moved.is_empty() {
+                            let until = tokio::time::Instant::now() + HOLD_AFTER_MOVE;
+                            state
+                                .held
+                                .extend(report.moved.into_iter().map(|m| (m, until)));
+                            myself.send_after(NEXT_STEP, || SchedulerMsg::Reconcile);
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "reconcile failed: retrying");
                         myself.send_after(RETRY_AFTER_ERROR, || SchedulerMsg::Reconcile);
@@ -151,11 +186,20 @@ impl SchedulerState {
             return;
         }
         self.running = true;
-        let (registry, node, members) =
-            (self.registry.clone(), self.node.clone(), self.members.clone());
+        let (registry, node, members) = (
+            self.registry.clone(),
+            self.node.clone(),
+            self.members.clone(),
+        );
+        let settling = self
+            .leading_since
+            .is_some_and(|since| since.elapsed() < SETTLE);
+        let now = tokio::time::Instant::now();
+        self.held.retain(|_, until| *until > now);
+        let held: BTreeSet<(String, u32)> = self.held.keys().cloned().collect();
         let scheduler = myself.clone();
         tokio::spawn(async move {
-            let result = reconcile(&registry, &node, &members).await;
+            let result = reconcile(&registry, &node, &members, settling, &held).await;
             let _ = scheduler.cast(SchedulerMsg::Reconciled(result));
         });
     }
@@ -169,7 +213,10 @@ fn watch_members(
     tokio::spawn(async move {
         loop {
             let current = members.borrow_and_update().clone();
-            if scheduler.cast(SchedulerMsg::MembersChanged(current)).is_err() {
+            if scheduler
+                .cast(SchedulerMsg::MembersChanged(current))
+                .is_err()
+            {
                 return;
             }
             if members.changed().await.is_err() {
@@ -204,14 +251,24 @@ fn watch_topology(
 }
 
 /// One pass: place what the topology asks for on the live nodes and write the difference.
+/// While `settling`, nodes with assignments that membership has not listed yet count as live and
+/// nothing is rebalanced; otherwise up to [`MAX_MOVES`] instances not `held` may move between
+/// alive nodes.
 async fn reconcile(
     registry: &RegistryHandle,
     node: &str,
     members: &[MemberView],
+    settling: bool,
+    held: &BTreeSet<(String, u32)>,
 ) -> Result<ReconcileReport, String> {
     let leader_key = key(layout::SCHEDULER_LEADER)?;
     let leader_value = serde_json::json!({ "node": node });
-    if registry.get(&leader_key).await.map_err(|e| e.to_string())?.0.map(|e| e.value)
+    if registry
+        .get(&leader_key)
+        .await
+        .map_err(|e| e.to_string())?
+        .0
+        .map(|e| e.value)
         != Some(leader_value.clone())
     {
         registry
@@ -225,7 +282,8 @@ async fn reconcile(
         .map(|(record, _)| record.topology)
         .unwrap_or_default();
     let current = read_records::<Assignment>(registry, layout::ASSIGNMENTS).await?;
-    let candidates: Vec<NodeCandidate> = members
+    let current_assignments: Vec<Assignment> = current.values().cloned().collect();
+    let mut candidates: Vec<NodeCandidate> = members
         .iter()
         .filter(|m| m.status != MemberStatus::Dead)
         .map(|m| NodeCandidate {
@@ -234,10 +292,38 @@ async fn reconcile(
             tags: m.tags.clone(),
         })
         .collect();
-    let current_assignments: Vec<Assignment> = current.values().cloned().collect();
-    let placement = place(&topology.groups, &candidates, &current_assignments);
-
+    if settling {
+        candidates.extend(unheard_of(members, &current_assignments));
+    }
+    let mut placement = place(&topology.groups, &candidates, &current_assignments);
     let mut report = ReconcileReport::default();
+    if !settling {
+        let alive: Vec<NodeCandidate> = candidates
+            .iter()
+            .filter(|c| {
+                members
+                    .iter()
+                    .any(|m| m.name == c.name && m.status == MemberStatus::Alive)
+            })
+            .cloned()
+            .collect();
+        let (rebalanced, _) = rebalance(
+            &topology.groups,
+            &alive,
+            &placement.assignments,
+            held,
+            MAX_MOVES,
+        );
+        report.moved = placement
+            .assignments
+            .iter()
+            .zip(&rebalanced)
+            .filter(|(before, after)| before.node != after.node)
+            .map(|(_, after)| (after.group.clone(), after.index))
+            .collect();
+        placement.assignments = rebalanced;
+    }
+
     let wanted: BTreeMap<KeyPath, Assignment> = placement
         .assignments
         .into_iter()
@@ -246,17 +332,47 @@ async fn reconcile(
     for (path, assignment) in &wanted {
         if current.get(path) != Some(assignment) {
             let value = serde_json::to_value(assignment).map_err(|e| e.to_string())?;
-            registry.put(path, value, None).await.map_err(|e| e.to_string())?;
+            registry
+                .put(path, value, None)
+                .await
+                .map_err(|e| e.to_string())?;
             report.placed += 1;
         }
     }
     for path in current.keys().filter(|p| !wanted.contains_key(*p)) {
-        registry.delete(path, None, false).await.map_err(|e| e.to_string())?;
+        registry
+            .delete(path, None, false)
+            .await
+            .map_err(|e| e.to_string())?;
         report.removed += 1;
     }
     report.pending = placement.pending.len();
     write_pending(registry, &topology.groups, &placement.pending, members).await?;
     Ok(report)
+}
+
+/// Nodes that hold assignments but that membership does not list at all (not even dead), as
+/// candidates that can run exactly what they were assigned.
+fn unheard_of(members: &[MemberView], assignments: &[Assignment]) -> Vec<NodeCandidate> {
+    let known: BTreeSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    let mut unheard: BTreeMap<&str, BTreeSet<lathe::TaskType>> = BTreeMap::new();
+    for assignment in assignments
+        .iter()
+        .filter(|a| !known.contains(a.node.as_str()))
+    {
+        unheard
+            .entry(assignment.node.as_str())
+            .or_default()
+            .insert(assignment.task_type.clone());
+    }
+    unheard
+        .into_iter()
+        .map(|(name, catalog)| NodeCandidate {
+            name: name.to_string(),
+            catalog,
+            tags: Vec::new(),
+        })
+        .collect()
 }
 
 /// Marks unplaceable instances pending (with the reason) and removes instance records that no
@@ -268,8 +384,10 @@ async fn write_pending(
     members: &[MemberView],
 ) -> Result<(), String> {
     let records = read_records::<InstanceStatus>(registry, layout::INSTANCES).await?;
-    let types: BTreeMap<&str, &lathe::TaskType> =
-        groups.iter().map(|g| (g.name.as_str(), &g.task_type)).collect();
+    let types: BTreeMap<&str, &lathe::TaskType> = groups
+        .iter()
+        .map(|g| (g.name.as_str(), &g.task_type))
+        .collect();
     let mut pending_paths = BTreeSet::new();
     for p in pending {
         let path = layout::instance(&p.group, p.index);
@@ -289,7 +407,10 @@ async fn write_pending(
         };
         if records.get(&path) != Some(&status) {
             let value = serde_json::to_value(&status).map_err(|e| e.to_string())?;
-            registry.put(&path, value, None).await.map_err(|e| e.to_string())?;
+            registry
+                .put(&path, value, None)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     let wanted: BTreeMap<&str, u32> = groups.iter().map(|g| (g.name.as_str(), g.tasks)).collect();
@@ -299,13 +420,18 @@ async fn write_pending(
         .map(|m| m.name.as_str())
         .collect();
     for (path, record) in &records {
-        let in_topology = wanted.get(record.group.as_str()).is_some_and(|n| record.index < *n);
+        let in_topology = wanted
+            .get(record.group.as_str())
+            .is_some_and(|n| record.index < *n);
         let orphan = match &record.node {
             None => !pending_paths.contains(path),
             Some(node) => !in_topology && !live.contains(node.as_str()),
         };
         if orphan {
-            registry.delete(path, None, false).await.map_err(|e| e.to_string())?;
+            registry
+                .delete(path, None, false)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -316,7 +442,10 @@ async fn read_records<T: serde::de::DeserializeOwned>(
     registry: &RegistryHandle,
     prefix: &str,
 ) -> Result<BTreeMap<KeyPath, T>, String> {
-    let (entries, _) = registry.list(&key(prefix)?).await.map_err(|e| e.to_string())?;
+    let (entries, _) = registry
+        .list(&key(prefix)?)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(entries
         .into_iter()
         .filter_map(|e| Some((e.key, serde_json::from_value(e.value).ok()?)))

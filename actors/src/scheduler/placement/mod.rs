@@ -12,7 +12,7 @@
 //!    type, its index is below `tasks`, its node is live and has the type) stays where it is.
 //!    Only new instances, those of dead nodes and invalid ones are placed, so a redeploy with more
 //!    instances places only the new ones, and indices at or above `tasks` are dropped. Moving
-//!    running instances to improve balance is a separate, gentle rebalance (not done here).
+//!    running instances to improve balance is a separate, gentle step: [`rebalance`].
 //! 3. **Score.** Each instance goes to the candidate node with the highest score:
 //!    `Σ score(tag) × (instances on the node carrying tag)` over the group's `biases`, minus
 //!    [`LOAD_PENALTY`] per instance already on the node (of any group). A node's own tags
@@ -27,9 +27,12 @@
 
 mod bench;
 mod order;
+mod rebalance;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod rebalance_tests;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +44,7 @@ use lathe::TaskType;
 use serde::{Deserialize, Serialize};
 
 pub use bench::bench_place;
+pub use rebalance::{rebalance, MIN_GAIN};
 
 /// What one instance already on a node costs in a node's score; biases are in the same unit.
 pub const LOAD_PENALTY: i64 = 1;
