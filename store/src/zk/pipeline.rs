@@ -207,6 +207,13 @@ impl Pipeline {
             }
             tokio::select! {
                 event = watcher.changed() => {
+                    // While a gap is open, consumers wait for the re-list, which reads every
+                    // znode as it is now: publishing a live change before it would put newer
+                    // changes ahead of the older ones the re-list finds. Only session events
+                    // matter then.
+                    if view.gap && event.event_type != EventType::Session {
+                        continue;
+                    }
                     match self.on_event(&client, &mut watcher, event).await {
                         Ok(()) => {}
                         Err(Interrupt::Session(state)) => {

@@ -152,16 +152,20 @@ pub(super) async fn open_session(
 
 /// True for errors that say "ZooKeeper cannot be reached right now" rather than "no".
 pub(super) fn is_unavailable(err: &ZkError) -> bool {
-    matches!(
-        err,
+    match err {
         ZkError::ConnectionLoss
-            | ZkError::Timeout
-            | ZkError::SessionExpired
-            | ZkError::SessionMoved
-            | ZkError::ClientClosed
-            | ZkError::NoHosts
-            | ZkError::Throttled
-    )
+        | ZkError::Timeout
+        | ZkError::SessionExpired
+        | ZkError::SessionMoved
+        | ZkError::ClientClosed
+        | ZkError::NoHosts
+        | ZkError::Throttled => true,
+        // zookeeper-client 0.11 reports a broken connection ("connection reset by peer" while
+        // ZooKeeper goes away) as `Error::other(io_error)`, a custom error; its other custom
+        // errors come from TLS and SASL set-up, which Lathe does not use. Try again later.
+        ZkError::Custom(_) => true,
+        _ => false,
+    }
 }
 
 /// Maps an unexpected ZooKeeper error onto a store error.
