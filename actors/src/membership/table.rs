@@ -110,7 +110,7 @@ impl MemberTable {
         let Some(record) = self.members.get_mut(&info.name) else {
             return (
                 HeartbeatOutcome::Accepted,
-                self.admit(Record::heard(info, now), now),
+                self.admit(Record::from_heartbeat(info, now), now),
             );
         };
         if let Some((dead_at, cause)) = record.death {
@@ -309,7 +309,9 @@ impl MemberTable {
     pub(crate) fn views(&self, now: Instant) -> Vec<MemberView> {
         let leader = self.leader();
         let own = view(&self.own, MemberStatus::Alive, None, true);
-        let others = self.members.values().map(|r| {
+        // A node known only from its ZooKeeper member node has not authenticated on the
+        // cluster yet (or never will: a wrong cookie): it is not listed until it is heard.
+        let others = self.members.values().filter(|r| r.heard()).map(|r| {
             let ago = r
                 .last_heartbeat
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64);
@@ -325,7 +327,12 @@ impl MemberTable {
 
     /// How many members have each status (this node counts as alive).
     pub(crate) fn counts(&self) -> [(MemberStatus, usize); 3] {
-        let count = |s| self.members.values().filter(|r| r.status == s).count();
+        let count = |s| {
+            self.members
+                .values()
+                .filter(|r| r.heard() && r.status == s)
+                .count()
+        };
         [
             (MemberStatus::Alive, count(MemberStatus::Alive) + 1),
             (MemberStatus::Suspect, count(MemberStatus::Suspect)),
@@ -335,7 +342,12 @@ impl MemberTable {
 }
 
 impl Record {
-    fn heard(info: MemberInfo, now: Instant) -> Self {
+    /// Whether this member ever sent a heartbeat over an authenticated cluster session.
+    fn heard(&self) -> bool {
+        self.last_heartbeat.is_some()
+    }
+
+    fn from_heartbeat(info: MemberInfo, now: Instant) -> Self {
         Record {
             last_heartbeat: Some(now),
             in_zookeeper: false,

@@ -234,6 +234,11 @@ fn the_oldest_zookeeper_member_leads_and_keeps_leading_while_zookeeper_is_away()
         .collect();
     t.on_zookeeper(Some(listing), t0);
     assert_eq!(t.leader().as_deref(), Some("b"));
+    assert!(
+        t.views(t0).iter().all(|v| v.name == "me"),
+        "members known only from zookeeper are not listed before they are heard"
+    );
+    t.on_heartbeat(info("b", 5), t0);
     let views = t.views(t0);
     assert_eq!(
         views
