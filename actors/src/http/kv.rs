@@ -88,7 +88,8 @@ async fn put(
         .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
     let version = context.registry.put(key, value, query.cas).await?;
     let reply = warp::reply::json(&serde_json::json!({ "version": version }));
-    Ok(with_index(reply.into_response(), context.registry.index()))
+    let index = context.registry.index().max(version);
+    Ok(with_index(reply.into_response(), index))
 }
 
 async fn delete(context: &ApiContext, key: &KeyPath, query: &str) -> Result<Response, ApiError> {

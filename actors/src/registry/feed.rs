@@ -215,6 +215,13 @@ impl FeedState {
             self.replica.advance(index);
         }
         let index = self.replica.index();
+        // Publish the index before the shards can acknowledge a write at it, so no answer
+        // carries an X-Lathe-Index below its own version.
+        self.index.send_if_modified(|current| {
+            let moved = *current != index;
+            *current = index;
+            moved
+        });
         for (number, changes) in per_shard.into_iter().enumerate() {
             if let Some(shard) = &self.shards[number] {
                 let apply = ShardMsg::Apply {
@@ -228,11 +235,6 @@ impl FeedState {
                 }
             }
         }
-        self.index.send_if_modified(|current| {
-            let moved = *current != index;
-            *current = index;
-            moved
-        });
     }
 
     fn slice_entries(&self, number: usize) -> Vec<StoredEntry> {
