@@ -105,7 +105,18 @@ async fn route(
             format!("no such route: {method} {path}"),
         )),
     };
-    result.unwrap_or_else(|e| e.into_response())
+    result.unwrap_or_else(|error| {
+        let mut response = error.into_response();
+        if !matches!(method, Method::GET | Method::HEAD) {
+            // The body may be unread (refused as too large, or before looking at it): say the
+            // connection closes, so a keep-alive client does not send its next request into it.
+            response.headers_mut().insert(
+                warp::http::header::CONNECTION,
+                warp::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
+    })
 }
 
 fn known_path(path: &str) -> bool {
