@@ -1,0 +1,200 @@
+//! Gossip among agents: every `interval`, `fanout` random peers get this agent's newest change
+//! version per watched prefix (the highest it has seen or heard, so news spreads in a few rounds)
+//! by `POST /v1/gossip`. A watch whose prefix a peer has seen newer than this agent's state for
+//! longer than `grace` is `behind`: shown in `/status` and `lathe_agent_behind`, and the
+//! supervisor has the watcher re-sync from another registry node (repeatedly, until it catches up).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Addr;
+use crate::status::{Board, Metrics};
+use crate::supervisor::SupervisorMsg;
+
+/// What one agent tells another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    pub from: String,
+    /// Prefix → the newest change version seen under it.
+    pub prefixes: BTreeMap<String, u64>,
+}
+
+/// The newest version heard per prefix, and from whom; written by the HTTP endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Heard(Arc<Mutex<BTreeMap<String, (u64, String)>>>);
+
+impl Heard {
+    pub fn record(&self, digest: &Digest) {
+        let mut heard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (prefix, version) in &digest.prefixes {
+            let entry = heard.entry(prefix.clone()).or_insert((0, String::new()));
+            if *version > entry.0 {
+                *entry = (*version, digest.from.clone());
+            }
+        }
+    }
+
+    pub fn get(&self, prefix: &str) -> Option<(u64, String)> {
+        let heard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(prefix).cloned()
+    }
+}
+
+#[derive(RactorMessage)]
+pub enum GossipMsg {
+    Tick,
+}
+
+pub struct Gossip;
+
+pub struct GossipArgs {
+    pub name: String,
+    pub peers: Vec<Addr>,
+    pub interval: Duration,
+    pub fanout: usize,
+    pub grace: Duration,
+    pub board: Board,
+    pub metrics: Metrics,
+    pub heard: Heard,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+pub struct GossipState {
+    args: GossipArgs,
+    http: reqwest::Client,
+    behind_since: HashMap<String, Instant>,
+    last_resync: Option<Instant>,
+}
+
+impl Actor for Gossip {
+    type Msg = GossipMsg;
+    type State = GossipState;
+    type Arguments = GossipArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GossipMsg>,
+        args: GossipArgs,
+    ) -> Result<GossipState, ActorProcessingErr> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(1))
+            .build()?;
+        myself.send_interval(args.interval, || GossipMsg::Tick);
+        Ok(GossipState {
+            args,
+            http,
+            behind_since: HashMap::new(),
+            last_resync: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<GossipMsg>,
+        GossipMsg::Tick: GossipMsg,
+        state: &mut GossipState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.send();
+        state.evaluate();
+        Ok(())
+    }
+}
+
+impl GossipState {
+    /// Sends this agent's digest to `fanout` random peers (in a task: the mailbox never waits).
+    fn send(&self) {
+        let mut prefixes = BTreeMap::new();
+        for (_, prefix, version, _) in self.args.board.progress() {
+            let heard = self.args.heard.get(&prefix).map_or(0, |(v, _)| v);
+            prefixes.insert(prefix, version.max(heard));
+        }
+        let digest = Digest {
+            from: self.args.name.clone(),
+            prefixes,
+        };
+        let mut peers = self.args.peers.clone();
+        fastrand::shuffle(&mut peers);
+        peers.truncate(self.args.fanout);
+        for peer in peers {
+            let (http, metrics, digest) =
+                (self.http.clone(), self.args.metrics.clone(), digest.clone());
+            tokio::spawn(async move {
+                let url = format!("http://{peer}/v1/gossip");
+                match http.post(&url).json(&digest).send().await {
+                    Ok(response) if response.status().is_success() => metrics.gossip("sent"),
+                    Ok(_) | Err(_) => metrics.gossip("failed"),
+                }
+            });
+        }
+    }
+
+    /// Marks watches behind (or caught up) and asks for a re-sync while any is behind.
+    fn evaluate(&mut self) {
+        let now = Instant::now();
+        let mut behind_any = None;
+        for (name, prefix, _, known) in self.args.board.progress() {
+            let peer = self.args.heard.get(&prefix).filter(|(v, _)| *v > known);
+            let behind = match &peer {
+                Some(_) => {
+                    let since = *self.behind_since.entry(name.clone()).or_insert(now);
+                    now.duration_since(since) >= self.args.grace
+                }
+                None => {
+                    self.behind_since.remove(&name);
+                    false
+                }
+            };
+            self.args.metrics.behind(&name, behind);
+            self.args.board.update_watch(&name, |w| {
+                w.behind = behind;
+                (w.peer_version, w.peer) = match &peer {
+                    Some((v, from)) if behind => (Some(*v), Some(from.clone())),
+                    _ => (None, None),
+                };
+            });
+            if behind {
+                behind_any = Some((name, peer));
+            }
+        }
+        let Some((name, Some((version, from)))) = behind_any else {
+            return;
+        };
+        let pause = self.args.grace.max(Duration::from_secs(1));
+        if self
+            .last_resync
+            .is_some_and(|at| now.duration_since(at) < pause)
+        {
+            return;
+        }
+        self.last_resync = Some(now);
+        tracing::warn!(watch = %name, peer = %from, peer_version = version, "behind a peer agent");
+        let reason = format!("watch {name}: peer {from} has seen version {version}");
+        let _ = self.args.supervisor.cast(SupervisorMsg::Resync { reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heard_keeps_the_newest_version_and_who_said_it() {
+        let heard = Heard::default();
+        let digest = |from: &str, version: u64| Digest {
+            from: from.to_string(),
+            prefixes: BTreeMap::from([("/a".to_string(), version)]),
+        };
+        heard.record(&digest("x", 5));
+        heard.record(&digest("y", 3));
+        assert_eq!(heard.get("/a"), Some((5, "x".to_string())));
+        heard.record(&digest("y", 9));
+        assert_eq!(heard.get("/a"), Some((9, "y".to_string())));
+        assert_eq!(heard.get("/b"), None);
+    }
+}

@@ -1,0 +1,140 @@
+//! A Server-Sent-Events parser (the subset `GET /v1/watch` uses: `data:` lines, comments as
+//! keep-alives, events ended by a blank line) and the registry events it carries.
+
+use lathe::{Change, Entry, KeyPath};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One event of a registry watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The whole watched prefix as of `index`.
+    Snapshot { index: u64, entries: Vec<Entry> },
+    /// One change (a delete has no value).
+    Change(Change),
+}
+
+impl StreamEvent {
+    /// The registry index this event brings its receiver to.
+    pub fn index(&self) -> u64 {
+        match self {
+            StreamEvent::Snapshot { index, .. } => *index,
+            StreamEvent::Change(change) => change.version,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    op: String,
+    key: Option<KeyPath>,
+    #[serde(default)]
+    value: Value,
+    version: Option<u64>,
+    index: Option<u64>,
+    entries: Option<Vec<Entry>>,
+}
+
+/// Parses the JSON of one `data:` payload.
+pub fn parse_event(data: &str) -> Result<StreamEvent, String> {
+    let wire: WireEvent =
+        serde_json::from_str(data).map_err(|e| format!("bad watch event {data:?}: {e}"))?;
+    let missing = |field: &str| format!("watch event without {field}: {data}");
+    match wire.op.as_str() {
+        "snapshot" => Ok(StreamEvent::Snapshot {
+            index: wire.index.ok_or_else(|| missing("index"))?,
+            entries: wire.entries.ok_or_else(|| missing("entries"))?,
+        }),
+        "put" | "delete" => Ok(StreamEvent::Change(Change {
+            key: wire.key.ok_or_else(|| missing("key"))?,
+            value: (wire.op == "put").then_some(wire.value),
+            version: wire.version.ok_or_else(|| missing("version"))?,
+        })),
+        other => Err(format!("watch event with unknown op {other:?}")),
+    }
+}
+
+/// Splits a byte stream into SSE event payloads.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    line: Vec<u8>,
+    data: Option<String>,
+}
+
+impl SseParser {
+    /// Feeds bytes; returns the payloads of the events they complete.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<String> {
+        let mut events = Vec::new();
+        for &byte in chunk {
+            if byte != b'\n' {
+                self.line.push(byte);
+                continue;
+            }
+            let mut line = std::mem::take(&mut self.line);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if let Some(event) = self.line_done(&String::from_utf8_lossy(&line)) {
+                events.push(event);
+            }
+        }
+        events
+    }
+
+    fn line_done(&mut self, line: &str) -> Option<String> {
+        if line.is_empty() {
+            return self.data.take();
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        if field == "data" {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut self.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => self.data = Some(value.to_string()),
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks_and_keepalives_are_skipped() {
+        let mut parser = SseParser::default();
+        assert!(parser.feed(b":\n\nid: 3\ndata: {\"a\"").is_empty());
+        let events = parser.feed(b":1}\r\n\r\ndata: x\ndata: y\n\n");
+        assert_eq!(events, vec!["{\"a\":1}".to_string(), "x\ny".to_string()]);
+    }
+
+    #[test]
+    fn parses_changes_deletes_and_snapshots() {
+        let put = parse_event(r#"{"key":"/a/b","value":{"x":1},"version":7,"op":"put"}"#).unwrap();
+        assert_eq!(put.index(), 7);
+        let StreamEvent::Change(change) = put else {
+            panic!()
+        };
+        assert_eq!(change.value, Some(serde_json::json!({"x": 1})));
+        let delete = parse_event(r#"{"key":"/a/b","value":null,"version":8,"op":"delete"}"#);
+        let Ok(StreamEvent::Change(change)) = delete else {
+            panic!()
+        };
+        assert_eq!(change.value, None);
+        let snapshot = parse_event(
+            r#"{"op":"snapshot","index":9,"entries":[{"key":"/a","value":1,"version":2}]}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(snapshot, StreamEvent::Snapshot { index: 9, ref entries } if entries.len() == 1)
+        );
+        assert!(parse_event(r#"{"op":"what"}"#).is_err());
+    }
+}
