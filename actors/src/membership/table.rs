@@ -277,7 +277,15 @@ impl MemberTable {
         }
         let silence =
             now.saturating_duration_since(record.last_heartbeat.unwrap_or(record.first_seen));
-        if silence >= timing.dead_after {
+        // A closed cluster session and silent heartbeats together are strong evidence (a killed
+        // process closes its sockets at once): dead sooner than silence alone, which may be a
+        // pause or a partition with the connection still open.
+        let dead_after = if record.session_closed {
+            timing.dead_after.min(timing.suspect_after * 3 / 2)
+        } else {
+            timing.dead_after
+        };
+        if silence >= dead_after {
             return vec![record.kill(DeathCause::Silence)];
         }
         let to = if record.session_closed

@@ -270,3 +270,17 @@ fn without_zookeeper_the_registry_holder_leads() {
     t.on_heartbeat(founder, t0);
     assert_eq!(t.leader().as_deref(), Some("f"));
 }
+
+#[test]
+fn a_closed_session_and_silence_mean_dead_sooner_than_silence_alone() {
+    let (mut t, t0) = (table(), Instant::now());
+    t.on_heartbeat(info("b", 5), t0);
+    t.on_heartbeat(info("c", 5), t0);
+    t.on_session_closed("b", t0 + ms(10));
+    // b: closed and silent for 1.5 × suspect_after; c: silent as long, session open.
+    t.tick(t0 + SUSPECT * 3 / 2);
+    assert_eq!(t.status("b"), Some(MemberStatus::Dead));
+    assert_eq!(t.status("c"), Some(MemberStatus::Suspect));
+    t.tick(t0 + DEAD);
+    assert_eq!(t.status("c"), Some(MemberStatus::Dead));
+}
