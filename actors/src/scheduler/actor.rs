@@ -348,7 +348,52 @@ async fn reconcile(
     }
     report.pending = placement.pending.len();
     write_pending(registry, &topology.groups, &placement.pending, members).await?;
+    withdraw_dead_endpoints(registry, members).await?;
     Ok(report)
+}
+
+/// Deletes the endpoints of instances on nodes membership holds dead, so load balancers stop
+/// trying them before the instances run again elsewhere. CAS on the version read: a record the
+/// instance's new node wrote meanwhile stays.
+async fn withdraw_dead_endpoints(
+    registry: &RegistryHandle,
+    members: &[MemberView],
+) -> Result<(), String> {
+    let dead: BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.status == MemberStatus::Dead)
+        .map(|m| m.name.as_str())
+        .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let (entries, _) = registry
+        .list(&key(layout::ENDPOINTS)?)
+        .await
+        .map_err(|e| e.to_string())?;
+    for entry in entries {
+        let Ok(endpoint) = serde_json::from_value::<lathe::Endpoint>(entry.value) else {
+            continue;
+        };
+        if dead.contains(endpoint.node.as_str()) {
+            match registry
+                .delete(&entry.key, Some(entry.version), false)
+                .await
+            {
+                Ok(_) => tracing::info!(
+                    group = %endpoint.group,
+                    index = endpoint.index,
+                    node = %endpoint.node,
+                    "endpoint of a dead node withdrawn"
+                ),
+                Err(crate::registry::RegistryError::Store(
+                    lathe_store::StoreError::CasMismatch { .. },
+                )) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Nodes that hold assignments but that membership does not list at all (not even dead), as
