@@ -1,5 +1,5 @@
 //! Lathe's actors: the metadata registry (feed and shards), cluster membership, the task runtime
-//! (task supervisor and task instances) and the REST server.
+//! (task supervisor and task instances), the REST server, and the supervision tree they report to.
 //!
 //! Each actor lives in its own file beside its message enum; callers use the typed handles
 //! ([`registry::RegistryHandle`], [`membership::MembershipHandle`]) rather than messages.
@@ -9,3 +9,4 @@ pub mod membership;
 pub mod registry;
 pub mod scheduler;
 pub mod tasks;
+pub mod tree;

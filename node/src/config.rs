@@ -48,6 +48,9 @@ pub(crate) struct Args {
     /// The largest registry value accepted, in bytes
     #[arg(long, env = "LATHE_MAX_VALUE_BYTES", default_value_t = lathe_store::DEFAULT_MAX_VALUE_BYTES)]
     max_value_bytes: usize,
+    /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
+    #[arg(long, env = "LATHE_ENABLE_CHAOS")]
+    enable_chaos: bool,
 }
 
 /// A validated configuration.
@@ -63,6 +66,8 @@ pub(crate) struct NodeConfig {
     pub(crate) cookie: String,
     pub(crate) registry_shards: usize,
     pub(crate) max_value_bytes: usize,
+    /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
+    pub(crate) enable_chaos: bool,
     /// A validated topology to deploy once the node serves: (file name, TOML).
     pub(crate) topology: Option<(String, String)>,
 }
@@ -128,6 +133,7 @@ impl Args {
             cookie: self.cookie,
             registry_shards: self.registry_shards,
             max_value_bytes: self.max_value_bytes,
+            enable_chaos: self.enable_chaos,
             topology,
         })
     }
@@ -216,6 +222,11 @@ mod tests {
         .unwrap();
         assert_eq!(config.name.as_deref(), Some("n1"));
         assert_eq!(config.tags, vec!["lb"]);
+    }
+
+    #[test]
+    fn failure_drills_are_off_unless_enabled() {
+        assert!(parse(&["--enable-chaos"]).unwrap().enable_chaos);
     }
 
     #[test]

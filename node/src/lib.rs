@@ -124,6 +124,7 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         metrics,
         catalog,
         topology: config.topology.clone(),
+        enable_chaos: config.enable_chaos,
     };
     let (node, handle) = Actor::spawn(Some(format!("lathe.node.{name}")), NodeSupervisor, args)
         .await

@@ -1,33 +1,40 @@
 //! `NodeSupervisor`: the root of a node's supervision tree (drawn in the crate doc).
 //!
-//! It starts the subsystems in dependency order (membership, registry, scheduler, tasks, HTTP), and if a
-//! subsystem's own supervisor gives up, it fails too: a node with a broken registry must not keep
-//! answering. Stopping it drains the node: task instances withdraw their endpoints and finish
-//! their requests, HTTP stops accepting, the node leaves the cluster, the registry stops.
+//! It starts the subsystems in dependency order (membership, registry, scheduler, tasks, HTTP)
+//! and registers each in the node's [`ActorTree`] (`GET /v1/tree`, `lathe_actor_*` metrics,
+//! failure drills). The scheduler and the task supervisor rebuild everything they know from the
+//! registry: when one dies it is restarted, one-for-one (the task supervisor's instances died with
+//! it and start afresh), at most [`MAX_RESTARTS`] times within [`RESTART_WINDOW`]. Any other
+//! subsystem dying — or a subsystem's own supervisor giving up — fails the node: a node with a
+//! broken registry must not keep answering. Stopping it drains the node: task instances withdraw
+//! their endpoints and finish their requests, HTTP stops accepting, the node leaves the cluster,
+//! the registry stops.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use lathe_actors::http::{serve, ApiContext, MemberDirectory};
-use lathe_actors::membership::{start_membership, JoinState, MembershipConfig, MembershipHandle};
-use lathe_actors::registry::{start_registry, RegistryConfig, RegistryHandle};
-use lathe_actors::scheduler::actor::{Scheduler, SchedulerArgs};
-use lathe_actors::scheduler::deploy::{self, DeployError};
+use lathe::supervision::RestartIntensity;
+use lathe_actors::http::{serve, ApiContext};
+use lathe_actors::membership::{start_membership, MembershipConfig, MembershipHandle};
+use lathe_actors::registry::{start_registry_in, RegistryConfig, RegistryHandle};
+use lathe_actors::scheduler::actor::{Scheduler, SchedulerArgs, SchedulerMsg};
 use lathe_actors::tasks::{start_task_supervisor, TaskSupervisorConfig, TaskSupervisorHandle};
+use lathe_actors::tree::{ActorKind, ActorTree, TreeMetrics, TreeScope};
 use lathe_store::Store;
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use tokio::sync::watch;
 
+use crate::startup::{deploy_on_start, wait_for_join, Members};
+
 /// How long a draining node waits for open HTTP requests (watch streams never end by themselves).
 const HTTP_DRAIN: Duration = Duration::from_secs(3);
-/// How long a joining node waits to hear from its seeds before carrying on without them
-/// (membership keeps retrying; with ZooKeeper the node finds its peers there).
-const JOIN_WAIT: Duration = Duration::from_secs(10);
-/// How long a node keeps trying to deploy its `--topology` (the registry may still be syncing).
-const TOPOLOGY_DEPLOY_WAIT: Duration = Duration::from_secs(60);
 /// How long a draining node waits for its task instances to finish their requests and stop.
 const TASK_DRAIN: Duration = Duration::from_secs(5);
+/// More restarts of the scheduler and the task supervisor than this within the window fail the
+/// node.
+pub const MAX_RESTARTS: usize = 10;
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(RactorMessage)]
 pub enum NodeSupervisorMsg {}
@@ -46,12 +53,18 @@ pub struct NodeSupervisorArgs {
     pub catalog: lathe::Catalog,
     /// A validated topology to deploy once the registry is up: (file name, TOML).
     pub topology: Option<(String, String)>,
+    /// Accept failure drills (`POST /v1/actors/kill`, `--enable-chaos`).
+    pub enable_chaos: bool,
 }
 
 pub struct NodeSupervisorState {
     registry: RegistryHandle,
     membership: MembershipHandle,
     tasks: TaskSupervisorHandle,
+    tree: TreeScope,
+    scheduler: ActorRef<SchedulerMsg>,
+    node: String,
+    restarts: RestartIntensity,
     http_shutdown: watch::Sender<bool>,
     http: Option<tokio::task::JoinHandle<()>>,
 }
@@ -66,6 +79,9 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         args: NodeSupervisorArgs,
     ) -> Result<NodeSupervisorState, ActorProcessingErr> {
+        let tree = ActorTree::new(&args.name);
+        let root = tree.root(ActorKind::NodeSupervisor, &myself.get_cell());
+        TreeMetrics::register(tree.clone(), &args.metrics)?;
         let joining = !args.membership.join.is_empty();
         let membership = start_membership(
             args.membership,
@@ -73,41 +89,48 @@ impl Actor for NodeSupervisor {
             Some(myself.get_cell()),
         )
         .await?;
+        root.started("membership", ActorKind::Membership, &membership.actor());
         if joining {
             wait_for_join(&membership).await?;
         }
-        let (registry, _) = start_registry(
+        let (registry, registry_supervisor) = start_registry_in(
             args.registry,
             args.store,
             &args.metrics,
             Some(myself.get_cell()),
+            root.child("registry"),
         )
         .await?;
-        let scheduler = SchedulerArgs {
-            node: args.name.clone(),
-            registry: registry.clone(),
-            membership: membership.clone(),
-        };
-        Actor::spawn_linked(None, Scheduler, scheduler, myself.get_cell()).await?;
+        let registry_cell = registry_supervisor.get_cell();
+        root.started("registry", ActorKind::RegistrySupervisor, &registry_cell);
+        let scheduler = spawn_scheduler(&myself, &root, &args.name, &registry, &membership).await?;
         if let Some((file, source)) = args.topology {
             tokio::spawn(deploy_on_start(registry.clone(), file, source));
         }
         let http_ip = args.http_listener.local_addr()?.ip();
         let tasks = start_task_supervisor(
-            TaskSupervisorConfig::new(&args.name, http_ip),
+            TaskSupervisorConfig::new(&args.name, http_ip).with_tree(root.child("tasks")),
             args.catalog,
             registry.clone(),
             &args.metrics,
             Some(myself.get_cell()),
         )
         .await?;
+        root.started("tasks", ActorKind::TaskSupervisor, &tasks.actor());
         let context = ApiContext {
-            node_name: args.name,
+            node_name: args.name.clone(),
             registry: registry.clone(),
             members: Arc::new(Members(membership.clone())),
             metrics: args.metrics,
             max_value_bytes: args.max_value_bytes,
+            tree,
+            enable_chaos: args.enable_chaos,
         };
+        if args.enable_chaos {
+            tracing::warn!(
+                "failure drills enabled: POST /v1/actors/kill kills actors of this node"
+            );
+        }
         let (http_shutdown, mut stop) = watch::channel(false);
         let http = tokio::spawn(serve(args.http_listener, context, async move {
             let _ = stop.wait_for(|stop| *stop).await;
@@ -116,6 +139,10 @@ impl Actor for NodeSupervisor {
             registry,
             membership,
             tasks,
+            tree: root,
+            scheduler,
+            node: args.name,
+            restarts: RestartIntensity::new(MAX_RESTARTS, RESTART_WINDOW),
             http_shutdown,
             http: Some(http),
         })
@@ -123,23 +150,28 @@ impl Actor for NodeSupervisor {
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         event: SupervisionEvent,
-        _state: &mut NodeSupervisorState,
+        state: &mut NodeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, error) => Err(format!(
-                "subsystem {} failed: {error}",
-                cell.get_name().unwrap_or_else(|| cell.get_id().to_string())
-            )
-            .into()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => Err(format!(
-                "subsystem {} stopped: {}",
-                cell.get_name().unwrap_or_else(|| cell.get_id().to_string()),
-                reason.unwrap_or_else(|| "no reason given".into())
-            )
-            .into()),
-            _ => Ok(()),
+        let (cell, what) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, format!("failed: {error}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!(
+                    "stopped: {}",
+                    reason.unwrap_or_else(|| "no reason given".into())
+                ),
+            ),
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        if id == state.scheduler.get_id() {
+            state.restart_scheduler(&myself, &what).await
+        } else if id == state.tasks.actor().get_id() {
+            state.restart_tasks(&myself, &what).await
+        } else {
+            Err(format!("subsystem {} {what}", subsystem_name(&cell)).into())
         }
     }
 
@@ -162,70 +194,75 @@ impl Actor for NodeSupervisor {
     }
 }
 
-/// Deploys `--topology` once the registry takes writes, unless that very topology is already
-/// deployed (every node of a cluster may be started with the same file).
-async fn deploy_on_start(registry: RegistryHandle, file: String, source: String) {
-    let deadline = tokio::time::Instant::now() + TOPOLOGY_DEPLOY_WAIT;
-    loop {
-        let attempt = async {
-            if let Some((record, _)) = deploy::current(&registry).await? {
-                if record.source == source {
-                    return Ok(None);
-                }
-            }
-            deploy::deploy(&registry, &file, &source).await.map(Some)
-        };
-        match attempt.await {
-            Ok(Some(outcome)) => {
-                return tracing::info!(%file, groups = outcome.groups, "--topology deployed")
-            }
-            Ok(None) => return tracing::info!(%file, "--topology is already deployed"),
-            Err(DeployError::Invalid(error)) => {
-                return tracing::error!(%error, "--topology refused")
-            }
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(%error, "--topology not deployed yet: retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(error) => return tracing::error!(%error, "--topology could not be deployed"),
+impl NodeSupervisorState {
+    /// Counts a restart of a subsystem; past the intensity the node fails.
+    fn allow_restart(&mut self, name: &str, what: &str) -> Result<(), ActorProcessingErr> {
+        if self.restarts.allow(Instant::now()) {
+            tracing::warn!(subsystem = name, reason = %what, "subsystem died: restarting it");
+            return Ok(());
         }
+        Err(format!(
+            "subsystems restarted {MAX_RESTARTS} times within {RESTART_WINDOW:?}: giving up \
+             (last: {name} {what})"
+        )
+        .into())
+    }
+
+    /// The scheduler died: start a new one (it rebuilds everything from the registry and
+    /// membership).
+    async fn restart_scheduler(
+        &mut self,
+        myself: &ActorRef<NodeSupervisorMsg>,
+        what: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        self.allow_restart("scheduler", what)?;
+        self.tree
+            .restarting("scheduler", ActorKind::Scheduler, what);
+        self.scheduler = spawn_scheduler(
+            myself,
+            &self.tree,
+            &self.node,
+            &self.registry,
+            &self.membership,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The task supervisor died, and its instances with it: start a new one, which starts this
+    /// node's instances again from its assignments.
+    async fn restart_tasks(
+        &mut self,
+        myself: &ActorRef<NodeSupervisorMsg>,
+        what: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        self.allow_restart("task supervisor", what)?;
+        self.tree
+            .restarting("tasks", ActorKind::TaskSupervisor, what);
+        self.tasks.restart(myself.get_cell()).await?;
+        self.tree
+            .started("tasks", ActorKind::TaskSupervisor, &self.tasks.actor());
+        Ok(())
     }
 }
 
-/// Waits until a seed accepted this node; a refusal (wrong cookie) fails the start-up with a
-/// message saying so, rather than leaving a node that can never join.
-async fn wait_for_join(membership: &MembershipHandle) -> Result<(), ActorProcessingErr> {
-    let mut state = membership.join_state();
-    let outcome = tokio::time::timeout(
-        JOIN_WAIT,
-        state.wait_for(|s| matches!(s, JoinState::Joined | JoinState::Refused(_))),
-    )
-    .await;
-    match outcome {
-        Ok(Ok(state)) => match &*state {
-            JoinState::Refused(refusal) => Err(format!(
-                "--join: the cluster at {} refused this node (check --cookie)",
-                refusal.peer_addr
-            )
-            .into()),
-            _ => Ok(()),
-        },
-        Ok(Err(_)) => Err("membership stopped while joining".into()),
-        Err(_) => {
-            tracing::warn!(
-                wait = ?JOIN_WAIT,
-                "no --join seed answered yet: carrying on, membership keeps trying"
-            );
-            Ok(())
-        }
-    }
+async fn spawn_scheduler(
+    supervisor: &ActorRef<NodeSupervisorMsg>,
+    tree: &TreeScope,
+    node: &str,
+    registry: &RegistryHandle,
+    membership: &MembershipHandle,
+) -> Result<ActorRef<SchedulerMsg>, ActorProcessingErr> {
+    let args = SchedulerArgs {
+        node: node.to_string(),
+        registry: registry.clone(),
+        membership: membership.clone(),
+    };
+    let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor.get_cell()).await?;
+    tree.started("scheduler", ActorKind::Scheduler, &scheduler.get_cell());
+    Ok(scheduler)
 }
 
-struct Members(MembershipHandle);
-
-#[async_trait::async_trait]
-impl MemberDirectory for Members {
-    async fn members_json(&self) -> serde_json::Value {
-        serde_json::json!({ "members": self.0.members().await })
-    }
+fn subsystem_name(cell: &ActorCell) -> String {
+    cell.get_name().unwrap_or_else(|| cell.get_id().to_string())
 }

@@ -1,13 +1,16 @@
 //! The REST API every node serves (warp): `/v1/kv`, `/v1/watch`, `/v1/members`, `/v1/health`,
-//! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/metrics`. Routes are matched by hand in [`route`] so that every unknown path, wrong method,
+//! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/tree`, `/v1/actors/kill` (failure drills),
+//! `/metrics`. Routes are matched by hand in `route` so that every unknown path, wrong method,
 //! bad path, bad body or oversized value gets one clear `{"error": "..."}` answer.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
 
+mod chaos;
 mod error;
 mod kv;
 mod query;
 mod topology;
+mod tree;
 mod watch;
 
 use std::future::Future;
@@ -22,6 +25,7 @@ use warp::{Filter, Reply};
 pub use error::ApiError;
 
 use crate::registry::RegistryHandle;
+use crate::tree::ActorTree;
 
 /// Where `/v1/members` comes from; implemented by the node over its membership actor.
 #[async_trait::async_trait]
@@ -39,6 +43,10 @@ pub struct ApiContext {
     pub metrics: prometheus::Registry,
     /// The largest value a PUT accepts, in bytes (413 above).
     pub max_value_bytes: usize,
+    /// This node's supervision tree (`GET /v1/tree`, failure drills).
+    pub tree: ActorTree,
+    /// Whether `POST /v1/actors/kill` is accepted (`--enable-chaos`).
+    pub enable_chaos: bool,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
@@ -51,7 +59,7 @@ pub async fn serve(
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::body::stream().map(|stream| BodyStream::new(stream)))
+        .and(warp::body::stream().map(BodyStream::new))
         .and(warp::any().map(move || context.clone()))
         .then(
             |method: Method,
@@ -89,6 +97,8 @@ async fn route(
         }
         ("/v1/topology", _) => topology::topology(&context, &method, query, body).await,
         ("/v1/tasks", &Method::GET) => topology::tasks(&context, query).await,
+        ("/v1/tree", &Method::GET) => tree::tree(&context, query).await,
+        ("/v1/actors/kill", &Method::POST) => chaos::kill(&context, query, body).await,
         _ if topology::is_services_path(path) && method == Method::GET => {
             topology::services(&context, path, query).await
         }
@@ -120,8 +130,10 @@ async fn route(
 }
 
 fn known_path(path: &str) -> bool {
-    matches!(path, "/v1/health" | "/metrics" | "/v1/members" | "/v1/tasks")
-        || topology::is_services_path(path)
+    matches!(
+        path,
+        "/v1/health" | "/metrics" | "/v1/members" | "/v1/tasks" | "/v1/tree" | "/v1/actors/kill"
+    ) || topology::is_services_path(path)
 }
 
 fn health(context: &ApiContext) -> Response {

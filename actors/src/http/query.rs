@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn parses_known_parameters_and_refuses_others() {
         let q = parse("recurse=true&cas=5", &["recurse", "cas"]).unwrap();
-        assert_eq!(q.recurse, true);
+        assert!(q.recurse);
         assert_eq!(q.cas, Some(5));
         assert!(parse("recurse", &["recurse"]).unwrap().recurse);
         assert!(parse("bogus=1", &["recurse"])

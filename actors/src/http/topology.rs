@@ -35,7 +35,10 @@ pub(crate) async fn topology(
         }
         Method::GET => {
             query::parse(query, &[])?;
-            match deploy::current(&context.registry).await.map_err(deploy_error)? {
+            match deploy::current(&context.registry)
+                .await
+                .map_err(deploy_error)?
+            {
                 None => Err(ApiError::new(StatusCode::NOT_FOUND, "no topology deployed")),
                 Some((record, version)) => {
                     let mut response = Response::new(record.source.into());
@@ -59,7 +62,9 @@ fn query_file(query: &str) -> Result<String, ApiError> {
     let mut file = "topology.toml".to_string();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("file", name)) if !name.is_empty() && name.len() <= 255 => file = name.to_string(),
+            Some(("file", name)) if !name.is_empty() && name.len() <= 255 => {
+                file = name.to_string()
+            }
             _ => {
                 return Err(ApiError::bad_request(format!(
                     "unknown query parameter {pair:?} (allowed: file)"
@@ -81,7 +86,8 @@ fn deploy_error(error: DeployError) -> ApiError {
 
 pub(crate) async fn tasks(context: &ApiContext, query: &str) -> Result<Response, ApiError> {
     query::parse(query, &[])?;
-    let prefix = KeyPath::parse(layout::INSTANCES).map_err(|e| ApiError::internal(e.to_string()))?;
+    let prefix =
+        KeyPath::parse(layout::INSTANCES).map_err(|e| ApiError::internal(e.to_string()))?;
     let (entries, index) = context.registry.list(&prefix).await?;
     let tasks: Vec<serde_json::Value> = entries
         .into_iter()
@@ -117,9 +123,14 @@ pub(crate) async fn services(
     query::parse(query, &[])?;
     let group_path = key_from(path, SERVICES)?;
     if group_path.is_root() {
-        return Err(ApiError::bad_request("name a group: /v1/services/{group-path}"));
+        return Err(ApiError::bad_request(
+            "name a group: /v1/services/{group-path}",
+        ));
     }
-    let groups = match deploy::current(&context.registry).await.map_err(deploy_error)? {
+    let groups = match deploy::current(&context.registry)
+        .await
+        .map_err(deploy_error)?
+    {
         Some((record, _)) => record.topology.groups,
         None => Vec::new(),
     };
@@ -143,5 +154,8 @@ pub(crate) async fn services(
         .into_iter()
         .filter_map(|e| serde_json::from_value(e.value).ok())
         .collect();
-    Ok(with_index(warp::reply::json(&endpoints).into_response(), index))
+    Ok(with_index(
+        warp::reply::json(&endpoints).into_response(),
+        index,
+    ))
 }

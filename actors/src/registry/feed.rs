@@ -20,7 +20,7 @@ use ractor_cluster::RactorMessage;
 use tokio::sync::{mpsc, watch};
 
 use super::metrics::RegistryMetrics;
-use super::replica::{Replica, DEFAULT_RING_CAPACITY};
+use super::replica::{History, Replica, DEFAULT_RING_CAPACITY};
 use super::shard::ShardMsg;
 use super::slice::SliceMap;
 use super::subscription::{attach, Subscriber, SubscriberSet, SubscriptionEvent};
@@ -35,12 +35,13 @@ pub(crate) enum FeedMsg {
     Store(StoreEvent),
     /// The store's event stream ended: the feed cannot vouch for anything any more.
     StreamEnded,
-    /// A (re)started shard takes over its slice: it gets the slice as of the feed's index and
-    /// every change after it.
+    /// A (re)started shard takes over its slice: it gets the slice as of the feed's index, the
+    /// slice's recent changes (so its subscribers resume without a snapshot) and every change
+    /// after it.
     AttachShard {
         number: usize,
         shard: ActorRef<ShardMsg>,
-        reply: RpcReplyPort<(Vec<StoredEntry>, u64)>,
+        reply: RpcReplyPort<(Vec<StoredEntry>, u64, History)>,
     },
     Get {
         key: KeyPath,
@@ -157,7 +158,12 @@ impl Actor for RegistryFeed {
                 reply,
             } => {
                 let entries = state.slice_entries(number);
-                if reply.send((entries, state.replica.index())).is_ok() {
+                let slices = state.slices;
+                let history = state.replica.history(|key| slices.shard_of(key) == number);
+                if reply
+                    .send((entries, state.replica.index(), history))
+                    .is_ok()
+                {
                     state.set_shard(number, Some(shard));
                 }
             }

@@ -27,7 +27,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, watch};
 
 pub use subscription::{Subscription, SubscriptionEvent, SUBSCRIBER_QUEUE};
-pub use supervisor::{start_registry, RegistryConfig, RegistrySupervisorMsg};
+pub use supervisor::{start_registry, start_registry_in, RegistryConfig, RegistrySupervisorMsg};
 
 use feed::{FeedMsg, ShardTable};
 use shard::ShardMsg;

@@ -23,6 +23,15 @@ struct Slot {
     tombstone_since: Option<Instant>,
 }
 
+/// Recent changes of part of the key space, handed from the feed to a (re)starting shard.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    /// In version order.
+    pub(crate) changes: Vec<Change>,
+    /// Every change of that part above this version is in `changes`.
+    pub(crate) floor: u64,
+}
+
 /// Keys with their versions, plus a ring of the most recent changes.
 #[derive(Debug)]
 pub(crate) struct Replica {
@@ -66,6 +75,38 @@ impl Replica {
         }
         self.index = max;
         self.floor = max;
+    }
+
+    /// Like [`load`](Self::load), then keeps `history` (the feed's recent changes of the loaded
+    /// keys): subscribers resuming from an index above its floor get the changes they missed
+    /// rather than a snapshot — a restarted shard's watchers see no difference.
+    pub(crate) fn load_with_history(
+        &mut self,
+        entries: impl IntoIterator<Item = StoredEntry>,
+        index: u64,
+        history: History,
+    ) {
+        self.load(entries, index);
+        let changes: Vec<Change> = history
+            .changes
+            .into_iter()
+            .filter(|c| c.version <= self.index)
+            .collect();
+        let skip = changes.len().saturating_sub(self.ring_capacity);
+        let floor = match skip {
+            0 => history.floor,
+            n => changes[n - 1].version.max(history.floor),
+        };
+        self.ring = changes.into_iter().skip(skip).collect();
+        self.floor = floor.min(self.floor);
+    }
+
+    /// The recent changes whose key `keep` accepts, for a shard taking over that part.
+    pub(crate) fn history(&self, keep: impl Fn(&KeyPath) -> bool) -> History {
+        History {
+            changes: self.ring.iter().filter(|c| keep(&c.key)).cloned().collect(),
+            floor: self.floor,
+        }
     }
 
     /// The global index this replica has seen up to.
@@ -231,6 +272,30 @@ mod tests {
             value: None,
             version,
         }
+    }
+
+    #[test]
+    fn a_replica_loaded_with_history_serves_resumes_from_before_its_load() {
+        let mut feed = Replica::new(16);
+        for (version, key) in [(1, "/a/x"), (2, "/b/y"), (3, "/a/z"), (4, "/b/y")] {
+            feed.apply(put(key, json!(version), version));
+        }
+        let history = feed.history(|key| key.as_str().starts_with("/a"));
+        let mut shard = Replica::new(16);
+        let entries = vec![put("/a/x", json!(1), 1), put("/a/z", json!(3), 3)];
+        shard.load_with_history(entries, 4, history);
+        let a = KeyPath::parse("/a").unwrap();
+        let versions = |from| {
+            shard
+                .changes_since(&a, from)
+                .map(|c| c.iter().map(|c| c.version).collect::<Vec<_>>())
+        };
+        assert_eq!(versions(1), Some(vec![3]));
+        assert_eq!(versions(0), Some(vec![1, 3]));
+        // Without history, anything before the load is too old.
+        let mut bare = Replica::new(16);
+        bare.load(vec![put("/a/x", json!(1), 1)], 4);
+        assert_eq!(bare.changes_since(&a, 1), None);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! subscriptions whose prefix lies in the slice. A write is acknowledged once the shard has applied
 //! it, so a read on this node after a write sees it.
 //!
-//! On (re)start the shard attaches to the feed, which hands it the slice as of the feed's index and
-//! routes every later change to it, so a crashed shard comes back with the current state and
-//! misses nothing in between.
+//! On (re)start the shard attaches to the feed, which hands it the slice as of the feed's index
+//! with the slice's recent changes, and routes every later change to it, so a crashed shard comes
+//! back with the current state, misses nothing in between, and its subscribers resume from their
+//! last index with the changes they missed (not a snapshot).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,13 +103,13 @@ impl Actor for RegistryShard {
         args: ShardArgs,
     ) -> Result<ShardState, ActorProcessingErr> {
         let number = args.number;
-        let (entries, index) = ractor::call!(args.feed, |reply| FeedMsg::AttachShard {
+        let (entries, index, history) = ractor::call!(args.feed, |reply| FeedMsg::AttachShard {
             number,
             shard: myself.clone(),
             reply,
         })?;
         let mut replica = Replica::new(DEFAULT_RING_CAPACITY);
-        replica.load(entries, index);
+        replica.load_with_history(entries, index, history);
         tracing::debug!(
             shard = number,
             keys = replica.live_keys(),
@@ -250,11 +251,11 @@ fn spawn_write<T, F>(
         });
         match version {
             Some(version) => {
-                if let Err(e) = shard.cast(ShardMsg::WriteDone { version, ack }) {
-                    // The shard is gone; the write is durable, so acknowledge it directly.
-                    if let ractor::MessagingErr::SendErr(ShardMsg::WriteDone { ack, .. }) = e {
-                        ack();
-                    }
+                // If the shard is gone, the write is durable: acknowledge it directly.
+                if let Err(ractor::MessagingErr::SendErr(ShardMsg::WriteDone { ack, .. })) =
+                    shard.cast(ShardMsg::WriteDone { version, ack })
+                {
+                    ack();
                 }
             }
             None => ack(),

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! More than [`MAX_RESTARTS`] restarts within [`RESTART_WINDOW`] means something is wrong beyond
-//! one actor: the supervisor then fails itself and lets its own supervisor decide.
+//! one actor: the supervisor then fails itself and lets its own supervisor decide. It reports its
+//! children to the node's supervision tree (`node/registry/feed`, `node/registry/shard-N`).
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
@@ -25,6 +26,7 @@ use super::metrics::RegistryMetrics;
 use super::shard::{RegistryShard, ShardArgs, ShardMsg};
 use super::slice::SliceMap;
 use super::RegistryHandle;
+use crate::tree::{ActorKind, TreeScope};
 
 const MAX_RESTARTS: usize = 20;
 const RESTART_WINDOW: Duration = Duration::from_secs(10);
@@ -49,6 +51,19 @@ pub async fn start_registry(
     metrics: &prometheus::Registry,
     parent: Option<ActorCell>,
 ) -> anyhow::Result<(RegistryHandle, ActorRef<RegistrySupervisorMsg>)> {
+    let tree = TreeScope::detached("node/registry");
+    start_registry_in(config, store, metrics, parent, tree).await
+}
+
+/// Like [`start_registry`], reporting the feed and the shards under `tree` (the registry's place
+/// in the node's supervision tree, `node/registry`).
+pub async fn start_registry_in(
+    config: RegistryConfig,
+    store: Arc<dyn Store>,
+    metrics: &prometheus::Registry,
+    parent: Option<ActorCell>,
+    tree: TreeScope,
+) -> anyhow::Result<(RegistryHandle, ActorRef<RegistrySupervisorMsg>)> {
     let slices = SliceMap::new(config.shards);
     let (index_tx, index_rx) = watch::channel(0);
     let feed_slot = Arc::new(RwLock::new(None));
@@ -60,6 +75,7 @@ pub async fn start_registry(
         feed_slot: feed_slot.clone(),
         index: index_tx,
         metrics: RegistryMetrics::register(metrics)?,
+        tree,
     };
     let (supervisor, _) = match parent {
         Some(parent) => Actor::spawn_linked(None, RegistrySupervisor, args, parent).await?,
@@ -88,6 +104,7 @@ pub(crate) struct SupervisorArgs {
     feed_slot: Arc<RwLock<Option<ActorRef<FeedMsg>>>>,
     index: watch::Sender<u64>,
     metrics: RegistryMetrics,
+    tree: TreeScope,
 }
 
 pub(crate) struct SupervisorState {
@@ -144,9 +161,13 @@ impl Actor for RegistrySupervisor {
             if let Ok(mut slot) = state.args.feed_slot.write() {
                 *slot = None;
             }
-            for shard in &state.shards {
+            let tree = &state.args.tree;
+            tree.restarting("feed", ActorKind::RegistryFeed, &reason);
+            for (number, shard) in state.shards.iter().enumerate() {
                 state.expected_stops.insert(shard.get_id());
                 shard.stop(Some("registry feed restarting".into()));
+                let name = shard_name(number);
+                tree.restarting(&name, ActorKind::RegistryShard, "registry feed restarting");
             }
             state.feed = spawn_feed(&myself, &state.args).await?;
             for number in 0..state.shards.len() {
@@ -159,6 +180,11 @@ impl Actor for RegistrySupervisor {
             .position(|s| s.get_id() == cell.get_id())
         {
             tracing::warn!(shard = number, %reason, "registry shard died: restarting it");
+            let name = shard_name(number);
+            state
+                .args
+                .tree
+                .restarting(&name, ActorKind::RegistryShard, &reason);
             state.shards[number] = spawn_shard(&myself, &state.args, &state.feed, number).await?;
         }
         Ok(())
@@ -190,6 +216,8 @@ async fn spawn_feed(
     };
     let (feed, _) =
         Actor::spawn_linked(None, RegistryFeed, feed_args, supervisor.get_cell()).await?;
+    args.tree
+        .started("feed", ActorKind::RegistryFeed, &feed.get_cell());
     if let Ok(mut slot) = args.feed_slot.write() {
         *slot = Some(feed.clone());
     }
@@ -210,5 +238,15 @@ async fn spawn_shard(
     };
     let (shard, _) =
         Actor::spawn_linked(None, RegistryShard, shard_args, supervisor.get_cell()).await?;
+    args.tree.started(
+        &shard_name(number),
+        ActorKind::RegistryShard,
+        &shard.get_cell(),
+    );
     Ok(shard)
+}
+
+/// A shard's name in the supervision tree: `shard-2`.
+fn shard_name(number: usize) -> String {
+    format!("shard-{number}")
 }

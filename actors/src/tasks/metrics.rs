@@ -61,6 +61,11 @@ impl TaskMetrics {
         })
     }
 
+    /// Removes every `lathe_task_instances` series (a restarted supervisor counts afresh).
+    pub(crate) fn clear_instances(&self) {
+        self.instances.reset();
+    }
+
     /// Sets `lathe_task_instances` to `counts`; label sets no longer present are removed.
     pub(crate) fn set_instances(&self, previous: &InstanceCounts, counts: &InstanceCounts) {
         let current: BTreeSet<_> = counts.keys().collect();

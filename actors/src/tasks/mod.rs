@@ -23,17 +23,20 @@ mod mirror;
 mod plain;
 mod policy;
 mod reconcile;
+mod report;
+mod restarts;
 mod runtime;
 mod slots;
 mod status;
 mod supervisor;
+mod topology;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lathe::layout::InstanceStatus;
@@ -42,15 +45,19 @@ use ractor::{Actor, ActorCell, ActorRef};
 
 pub use endpoints::EndpointCache;
 pub use forward::Forwarder;
-pub use policy::RestartPolicy;
+pub use policy::{RestartPolicy, RestartStrategy};
 
 use crate::registry::RegistryHandle;
+use crate::tree::TreeScope;
 use metrics::TaskMetrics;
 use runtime::NodeServices;
 use supervisor::{TaskSupervisor, TaskSupervisorArgs, TaskSupervisorMsg};
 
 /// How long start-up spends removing what a previous run of the node left in the registry.
 const CLEAR_PREVIOUS_RUN_DEADLINE: Duration = Duration::from_secs(3);
+/// How long an instance failed past its restart intensity waits before it is retried with a fresh
+/// budget (a redeploy that rewrites its assignment retries it at once).
+pub const FAILED_RETRY: Duration = Duration::from_secs(60);
 
 /// Who runs the tasks and where their HTTP servers listen.
 #[derive(Debug, Clone)]
@@ -59,8 +66,13 @@ pub struct TaskSupervisorConfig {
     pub node: String,
     /// The IP HTTP instances bind (port 0), normally the node's `--http` IP.
     pub http_ip: IpAddr,
-    /// The restart policy of groups without one of their own.
+    /// The restart policy of groups without one of their own in the deployed topology.
     pub restart: RestartPolicy,
+    /// How long a failed instance waits before it is retried ([`FAILED_RETRY`]).
+    pub failed_retry: Duration,
+    /// Where the supervisor reports its instances (`node/tasks` of the node's tree); a tree of
+    /// its own when not given.
+    pub tree: Option<TreeScope>,
 }
 
 impl TaskSupervisorConfig {
@@ -69,15 +81,26 @@ impl TaskSupervisorConfig {
             node: node.into(),
             http_ip,
             restart: RestartPolicy::default(),
+            failed_retry: FAILED_RETRY,
+            tree: None,
         }
+    }
+
+    /// Reports the instances under `scope` (normally `node/tasks` of the node's tree).
+    pub fn with_tree(mut self, scope: TreeScope) -> Self {
+        self.tree = Some(scope);
+        self
     }
 }
 
-/// A handle on a node's task supervisor.
+/// A handle on a node's task supervisor; it follows the supervisor across
+/// [restarts](TaskSupervisorHandle::restart).
 #[derive(Clone)]
 pub struct TaskSupervisorHandle {
-    actor: ActorRef<TaskSupervisorMsg>,
+    actor: Arc<RwLock<ActorRef<TaskSupervisorMsg>>>,
     endpoints: Arc<EndpointCache>,
+    /// What a restarted supervisor starts from (the node's services outlive it).
+    args: Arc<TaskSupervisorArgs>,
 }
 
 /// Starts the node's task supervisor under `parent` (or unsupervised), after removing the
@@ -111,23 +134,59 @@ pub async fn start_task_supervisor(
         TaskMetrics::register(metrics)?,
     ));
     let endpoints = services.endpoints.clone();
+    let tree = config
+        .tree
+        .unwrap_or_else(|| TreeScope::detached("node/tasks"));
     let args = TaskSupervisorArgs {
         catalog: Arc::new(catalog),
         services,
         default_policy: config.restart,
+        failed_retry: config.failed_retry,
+        tree,
     };
-    let name = Some(format!("lathe.tasks.{}", config.node));
+    let actor = spawn_supervisor(args.clone(), parent).await?;
+    Ok(TaskSupervisorHandle {
+        actor: Arc::new(RwLock::new(actor)),
+        endpoints,
+        args: Arc::new(args),
+    })
+}
+
+async fn spawn_supervisor(
+    args: TaskSupervisorArgs,
+    parent: Option<ActorCell>,
+) -> anyhow::Result<ActorRef<TaskSupervisorMsg>> {
+    let name = Some(format!("lathe.tasks.{}", args.services.node));
     let (actor, _) = match parent {
         Some(parent) => Actor::spawn_linked(name, TaskSupervisor, args, parent).await?,
         None => Actor::spawn(name, TaskSupervisor, args).await?,
     };
-    Ok(TaskSupervisorHandle { actor, endpoints })
+    Ok(actor)
 }
 
 impl TaskSupervisorHandle {
+    /// Starts a new supervisor under `parent` after the previous one died (its instances died
+    /// with it): it reads the node's assignments and the deployed topology again and starts every
+    /// instance afresh. Policies set by hand are not carried over.
+    pub async fn restart(&self, parent: ActorCell) -> anyhow::Result<()> {
+        let actor = spawn_supervisor((*self.args).clone(), Some(parent)).await?;
+        *self.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+        Ok(())
+    }
+
+    fn current(&self) -> ActorRef<TaskSupervisorMsg> {
+        self.actor.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The instances assigned to this node and where each is in its life.
     pub async fn instances(&self) -> Vec<InstanceStatus> {
-        ractor::call!(self.actor, TaskSupervisorMsg::Instances).unwrap_or_default()
+        ractor::call!(self.current(), TaskSupervisorMsg::Instances).unwrap_or_default()
+    }
+
+    /// The restart policy in force for `group` (its own from the deployed topology, or the
+    /// default); `None` when the supervisor is gone.
+    pub async fn restart_policy(&self, group: &str) -> Option<RestartPolicy> {
+        ractor::call!(self.current(), TaskSupervisorMsg::Policy, group.to_string()).ok()
     }
 
     /// The node-local endpoint cache (the one behind `ctx.get_ref`).
@@ -135,21 +194,24 @@ impl TaskSupervisorHandle {
         &self.endpoints
     }
 
-    /// Sets per-group restart policies; they apply from each instance's next fresh start.
+    /// Sets the restart policies by group name (other groups get the default); they apply at once.
+    /// The supervisor also follows the deployed topology, whose policies replace these whenever
+    /// a topology is deployed.
     pub fn set_restart_policies(&self, policies: HashMap<String, RestartPolicy>) {
         let _ = self
-            .actor
+            .current()
             .cast(TaskSupervisorMsg::SetRestartPolicies(policies));
     }
 
+    /// The supervisor actor as it is now.
     pub fn actor(&self) -> ActorCell {
-        self.actor.get_cell()
+        self.current().get_cell()
     }
 
     /// Drains every instance and stops the supervisor (waits at most `timeout`).
     pub async fn shutdown(&self, timeout: Duration) {
         let _ = self
-            .actor
+            .current()
             .stop_and_wait(Some("node stopping".into()), Some(timeout))
             .await;
     }

@@ -1,9 +1,9 @@
 //! The `TaskSupervisor`'s table of instances: one slot per assigned instance, its phase, restart
-//! bookkeeping and record, and the decisions that move it — start, stop, replace, restart after a
-//! back-off, fail past the intensity, forget. The actor (`supervisor.rs`) feeds it messages.
+//! bookkeeping and record, and the decisions that move it — start, stop, replace, forget. Crashes
+//! and restarts are in `restarts.rs`, what is published about the slots in `report.rs`; the actor
+//! (`supervisor.rs`) feeds it messages.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
 
 use lathe::layout::{InstanceState, InstanceStatus};
 use ractor::{Actor, ActorCell, ActorId, ActorRef};
@@ -11,39 +11,53 @@ use ractor::{Actor, ActorCell, ActorId, ActorRef};
 use super::instance::{TaskActor, TaskActorArgs, TaskActorMsg, FINISHED};
 use super::metrics::InstanceCounts;
 use super::mirror::AbortOnDrop;
-use super::policy::{AfterCrash, RestartPolicy, RestartTracker};
+use super::policy::{RestartPolicy, RestartTracker};
 use super::reconcile::{plan, Current, Desired, InstanceKey, Step};
 use super::supervisor::{TaskSupervisorArgs, TaskSupervisorMsg};
+use crate::tree::ChildReport;
 
 pub(crate) enum Phase {
     Starting(ActorRef<TaskActorMsg>, u64),
     Running(ActorRef<TaskActorMsg>, Option<String>),
-    Stopping(ActorRef<TaskActorMsg>, Option<Desired>),
+    Stopping(ActorRef<TaskActorMsg>, AfterStop),
     BackingOff(u64),
-    Failed,
+    /// Beyond its intensity, or not runnable here; `Some(generation)` of the retry scheduled.
+    Failed(Option<u64>),
     Finished,
 }
 
+/// What happens once a stopping instance has stopped.
+pub(crate) enum AfterStop {
+    /// It is not assigned here any more: forget it.
+    Forget,
+    /// Start this afresh: another task type, or a retry of a failed instance.
+    Replace(Desired),
+    /// Start it again with its bookkeeping: it restarts along with a crashed instance.
+    Restart,
+}
+
 pub(crate) struct Slot {
-    desired: Desired,
-    phase: Phase,
-    restarts: u32,
-    tracker: RestartTracker,
-    reason: Option<String>,
+    pub(super) desired: Desired,
+    pub(super) phase: Phase,
+    pub(super) restarts: u32,
+    pub(super) tracker: RestartTracker,
+    pub(super) reason: Option<String>,
 }
 
 pub(crate) struct TaskSupervisorState {
     pub(crate) args: TaskSupervisorArgs,
-    pub(crate) policies: HashMap<String, RestartPolicy>,
-    slots: BTreeMap<InstanceKey, Slot>,
+    pub(super) policies: HashMap<String, RestartPolicy>,
+    pub(super) slots: BTreeMap<InstanceKey, Slot>,
     actors: HashMap<ActorId, InstanceKey>,
-    incarnations: u64,
-    counts: InstanceCounts,
-    _assignments: AbortOnDrop,
+    pub(super) incarnations: u64,
+    pub(super) counts: InstanceCounts,
+    /// What the tree was last told about the instances.
+    pub(super) reported: Vec<ChildReport>,
+    _watches: Vec<AbortOnDrop>,
 }
 
 impl TaskSupervisorState {
-    pub(crate) fn new(args: TaskSupervisorArgs, assignments: AbortOnDrop) -> Self {
+    pub(crate) fn new(args: TaskSupervisorArgs, watches: Vec<AbortOnDrop>) -> Self {
         TaskSupervisorState {
             args,
             policies: HashMap::new(),
@@ -51,7 +65,8 @@ impl TaskSupervisorState {
             actors: HashMap::new(),
             incarnations: 0,
             counts: InstanceCounts::new(),
-            _assignments: assignments,
+            reported: Vec::new(),
+            _watches: watches,
         }
     }
 
@@ -85,8 +100,8 @@ impl TaskSupervisorState {
             .slots
             .get_mut(&key)
             .filter(|slot| matches!(slot.phase, Phase::BackingOff(g) if g == generation));
-        if let Some(slot) = due {
-            slot.restarts += 1;
+        if due.is_some() {
+            self.count_restart(&key);
             self.start(myself, &key).await;
         }
     }
@@ -119,8 +134,8 @@ impl TaskSupervisorState {
                 continue;
             };
             match slot.phase {
-                Phase::Stopping(_, None) => self.forget(&key),
-                Phase::Failed | Phase::Finished => {}
+                Phase::Stopping(_, AfterStop::Forget) => self.forget(&key),
+                Phase::Failed(_) | Phase::Finished => {}
                 _ => {
                     slot.phase = Phase::Finished;
                     slot.reason = Some("node stopped".into());
@@ -128,11 +143,7 @@ impl TaskSupervisorState {
                 }
             }
         }
-        let previous = std::mem::take(&mut self.counts);
-        self.args
-            .services
-            .metrics
-            .set_instances(&previous, &InstanceCounts::new());
+        self.clear_counts();
     }
 
     pub(crate) async fn reconcile(
@@ -146,8 +157,9 @@ impl TaskSupervisorState {
             .filter_map(|(key, slot)| {
                 let (desired, settled) = match &slot.phase {
                     // An instance that is going away counts as absent, unless it is replaced.
-                    Phase::Stopping(_, then) => (then.as_ref()?, false),
-                    Phase::Failed | Phase::Finished => (&slot.desired, true),
+                    Phase::Stopping(_, AfterStop::Forget) => return None,
+                    Phase::Stopping(_, AfterStop::Replace(then)) => (then, false),
+                    Phase::Failed(_) | Phase::Finished => (&slot.desired, true),
                     _ => (&slot.desired, false),
                 };
                 let current = Current {
@@ -188,9 +200,9 @@ impl TaskSupervisorState {
             (Phase::Starting(actor, _) | Phase::Running(actor, _), then) => {
                 tracing::info!(instance = %key, replaced = then.is_some(), "stopping task instance");
                 let _ = actor.cast(TaskActorMsg::Stop);
-                slot.phase = Phase::Stopping(actor.clone(), then);
+                slot.phase = Phase::Stopping(actor.clone(), AfterStop::from(then));
             }
-            (Phase::Stopping(_, then), wanted) => *then = wanted,
+            (Phase::Stopping(_, after), wanted) => *after = AfterStop::from(wanted),
             (_, Some(wanted)) => self.restart_fresh(myself, key, wanted).await,
             (_, None) => self.forget(&key),
         }
@@ -209,11 +221,7 @@ impl TaskSupervisorState {
     }
 
     fn new_slot(&self, desired: Desired) -> Slot {
-        let policy = self
-            .policies
-            .get(&desired.assignment.group)
-            .unwrap_or(&self.args.default_policy)
-            .clone();
+        let policy = self.policy_of(&desired.assignment.group);
         Slot {
             desired,
             phase: Phase::Finished,
@@ -223,8 +231,16 @@ impl TaskSupervisorState {
         }
     }
 
+    /// The restart policy of `group`: its own from the topology, else the node's default.
+    pub(crate) fn policy_of(&self, group: &str) -> RestartPolicy {
+        self.policies
+            .get(group)
+            .unwrap_or(&self.args.default_policy)
+            .clone()
+    }
+
     /// Spawns the slot's TaskActor (or fails the slot when its task type is not in the catalog).
-    async fn start(&mut self, myself: &ActorRef<TaskSupervisorMsg>, key: &InstanceKey) {
+    pub(super) async fn start(&mut self, myself: &ActorRef<TaskSupervisorMsg>, key: &InstanceKey) {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
@@ -235,7 +251,7 @@ impl TaskSupervisorState {
                 assignment.task_type
             );
             tracing::warn!(instance = %key, %reason, "cannot run task instance");
-            slot.phase = Phase::Failed;
+            slot.phase = Phase::Failed(None);
             slot.reason = Some(reason);
             self.write_status(key);
             return;
@@ -276,9 +292,13 @@ impl TaskSupervisorState {
             return;
         };
         match (&mut slot.phase, exit) {
-            (Phase::Stopping(_, then), _) => match then.take() {
-                Some(wanted) => self.restart_fresh(myself, key, wanted).await,
-                None => self.forget(&key),
+            (Phase::Stopping(_, after), _) => match std::mem::replace(after, AfterStop::Forget) {
+                AfterStop::Replace(wanted) => self.restart_fresh(myself, key, wanted).await,
+                AfterStop::Forget => self.forget(&key),
+                AfterStop::Restart => {
+                    self.count_restart(&key);
+                    self.start(myself, &key).await;
+                }
             },
             (_, Ok(Some(reason))) if reason == FINISHED => {
                 tracing::info!(instance = %key, "task instance finished: its run returned");
@@ -299,49 +319,8 @@ impl TaskSupervisorState {
         }
     }
 
-    /// Schedules a restart after the back-off, or fails the instance past its intensity.
-    fn on_crash(
-        &mut self,
-        myself: &ActorRef<TaskSupervisorMsg>,
-        key: &InstanceKey,
-        reason: String,
-    ) {
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        self.args
-            .services
-            .status
-            .forget_endpoint(&key.group, key.index);
-        match slot.tracker.on_crash(Instant::now()) {
-            AfterCrash::RestartAfter(delay) => {
-                tracing::warn!(instance = %key, %reason, ?delay, restarts = slot.restarts, "task instance crashed: restarting");
-                self.incarnations += 1;
-                let generation = self.incarnations;
-                slot.phase = Phase::BackingOff(generation);
-                slot.reason = Some(reason);
-                let key = key.clone();
-                myself.send_after(delay, move || TaskSupervisorMsg::RestartDue {
-                    key,
-                    generation,
-                });
-            }
-            AfterCrash::GiveUp => {
-                let policy = slot.tracker.policy();
-                let reason = format!(
-                    "crashed more than {} times within {:?}, not restarted; last: {reason}",
-                    policy.max_restarts, policy.window
-                );
-                tracing::error!(instance = %key, %reason, "task instance failed");
-                slot.phase = Phase::Failed;
-                slot.reason = Some(reason);
-            }
-        }
-        self.write_status(key);
-    }
-
     /// Drops an instance that is no longer assigned here, and its records.
-    fn forget(&mut self, key: &InstanceKey) {
+    pub(super) fn forget(&mut self, key: &InstanceKey) {
         self.slots.remove(key);
         let status = &self.args.services.status;
         status.forget_endpoint(&key.group, key.index);
@@ -354,9 +333,10 @@ impl TaskSupervisorState {
         let (status, endpoint) = match &slot.phase {
             Phase::Starting(..) => (InstanceState::Starting, None),
             Phase::Running(_, endpoint) => (InstanceState::Running, endpoint.clone()),
+            Phase::Stopping(_, AfterStop::Restart) => (InstanceState::Restarting, None),
             Phase::Stopping(..) => (InstanceState::Running, None),
             Phase::BackingOff(_) => (InstanceState::Restarting, None),
-            Phase::Failed => (InstanceState::Failed, None),
+            Phase::Failed(_) => (InstanceState::Failed, None),
             Phase::Finished => (InstanceState::Stopped, None),
         };
         let assignment = &slot.desired.assignment;
@@ -372,37 +352,15 @@ impl TaskSupervisorState {
         }
     }
 
-    fn write_status(&self, key: &InstanceKey) {
+    pub(super) fn write_status(&self, key: &InstanceKey) {
         if self.slots.contains_key(key) {
             self.args.services.status.instance(&self.status(key));
         }
     }
+}
 
-    pub(crate) fn publish_counts(&mut self) {
-        let mut counts = InstanceCounts::new();
-        for slot in self.slots.values() {
-            let label = match slot.phase {
-                Phase::Starting(..) => "starting",
-                Phase::Running(..) => "running",
-                Phase::Stopping(..) => "stopping",
-                Phase::BackingOff(_) => "restarting",
-                Phase::Failed => "failed",
-                Phase::Finished => "stopped",
-            };
-            let assignment = &slot.desired.assignment;
-            let key = (
-                assignment.group.clone(),
-                assignment.task_type.version.clone(),
-                label,
-            );
-            *counts.entry(key).or_insert(0) += 1;
-        }
-        if counts != self.counts {
-            self.args
-                .services
-                .metrics
-                .set_instances(&self.counts, &counts);
-            self.counts = counts;
-        }
+impl From<Option<Desired>> for AfterStop {
+    fn from(wanted: Option<Desired>) -> Self {
+        wanted.map_or(AfterStop::Forget, AfterStop::Replace)
     }
 }

@@ -1,16 +1,19 @@
 //! `TaskSupervisor`: runs this node's share of the topology.
 //!
 //! ```text
-//! TaskSupervisor         one per node, linked to the NodeSupervisor
+//! TaskSupervisor         one per node, linked to the NodeSupervisor (tree path node/tasks)
 //! │   mirror of /lathe/assignments/<node> → Assignments → plan → start / stop / replace
-//! │   crash → back-off (100 ms doubling, ≤ 5 s) → restart, or `failed` past the intensity
-//! └── TaskActor × n      one per assigned instance (instance.rs)
+//! │   mirror of /lathe/topology → each group's restart policy (strategy, intensity, back-off)
+//! │   crash → restart after the back-off, with the group's strategy; `failed` past the
+//! │   intensity, retried after FAILED_RETRY or when the assignment is rewritten (policy.rs)
+//! └── TaskActor × n      one per assigned instance (instance.rs): node/tasks/<group>/<i>
 //! ```
 //!
 //! It writes each instance's record (`/lathe/instances/<group>/<i>`: starting, running,
-//! restarting, failed) and keeps `lathe_task_instances` current. An instance whose task type is
-//! not in the node's catalog is `failed` with that reason. Stopping the supervisor drains every
-//! instance (endpoints withdrawn, requests finished, `stop()` called) and marks them stopped.
+//! restarting, failed, with its restarts and the reason), keeps `lathe_task_instances` and its
+//! part of the supervision tree current (`report.rs`). An instance whose task type is not in the
+//! node's catalog is `failed` with that reason. Stopping the supervisor drains every instance
+//! (endpoints withdrawn, requests finished, `stop()` called) and marks them stopped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,6 +29,8 @@ use super::policy::RestartPolicy;
 use super::reconcile::{desired_assignments, Desired, InstanceKey};
 use super::runtime::NodeServices;
 use super::slots::TaskSupervisorState;
+use super::topology::follow_topology_policies;
+use crate::tree::{ActorKind, TreeScope};
 
 /// How long stopping the supervisor waits for its instances to drain.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
@@ -48,17 +53,29 @@ pub(crate) enum TaskSupervisorMsg {
         key: InstanceKey,
         generation: u64,
     },
+    /// A failed instance's retry is due.
+    RetryFailed {
+        key: InstanceKey,
+        generation: u64,
+    },
     /// Restart policies by group name (from the topology); other groups keep the default.
     SetRestartPolicies(HashMap<String, RestartPolicy>),
     Instances(RpcReplyPort<Vec<InstanceStatus>>),
+    /// The restart policy in force for a group.
+    Policy(String, RpcReplyPort<RestartPolicy>),
 }
 
 pub(crate) struct TaskSupervisor;
 
+#[derive(Clone)]
 pub(crate) struct TaskSupervisorArgs {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) services: Arc<NodeServices>,
     pub(crate) default_policy: RestartPolicy,
+    /// How long a failed instance waits before it is retried.
+    pub(crate) failed_retry: Duration,
+    /// Where the instances appear in the node's supervision tree (`node/tasks`).
+    pub(crate) tree: TreeScope,
 }
 
 impl Actor for TaskSupervisor {
@@ -73,16 +90,27 @@ impl Actor for TaskSupervisor {
     ) -> Result<TaskSupervisorState, ActorProcessingErr> {
         let services = &args.services;
         let node = services.node.clone();
-        let assignments = spawn_mirror(
+        // A restarted supervisor starts from nothing: what its predecessor published goes.
+        services.metrics.clear_instances();
+        args.tree.sync(ActorKind::Task, &[]);
+        // Policies first: a group's policy is then usually known before its instances start.
+        let mut watches: Vec<_> =
+            follow_topology_policies(services.registry.clone(), myself.clone())
+                .into_iter()
+                .collect();
+        let supervisor = myself.clone();
+        watches.push(spawn_mirror(
             services.registry.clone(),
             layout::node_assignments(&node),
             move |entries| {
                 let desired = desired_assignments(&node, entries);
-                myself.cast(TaskSupervisorMsg::Assignments(desired)).is_ok()
+                supervisor
+                    .cast(TaskSupervisorMsg::Assignments(desired))
+                    .is_ok()
             },
-        );
+        ));
         tracing::info!(node = %services.node, catalog = args.catalog.len(), "task supervisor watching its assignments");
-        Ok(TaskSupervisorState::new(args, assignments))
+        Ok(TaskSupervisorState::new(args, watches))
     }
 
     async fn handle(
@@ -102,12 +130,18 @@ impl Actor for TaskSupervisor {
             TaskSupervisorMsg::RestartDue { key, generation } => {
                 state.on_restart_due(&myself, key, generation).await
             }
-            TaskSupervisorMsg::SetRestartPolicies(policies) => state.policies = policies,
+            TaskSupervisorMsg::RetryFailed { key, generation } => {
+                state.on_retry_failed(&myself, key, generation).await
+            }
+            TaskSupervisorMsg::SetRestartPolicies(policies) => state.set_policies(policies),
             TaskSupervisorMsg::Instances(reply) => {
                 let _ = reply.send(state.statuses());
             }
+            TaskSupervisorMsg::Policy(group, reply) => {
+                let _ = reply.send(state.policy_of(&group));
+            }
         }
-        state.publish_counts();
+        state.publish();
         Ok(())
     }
 
@@ -123,7 +157,7 @@ impl Actor for TaskSupervisor {
             _ => return Ok(()),
         };
         state.on_exit(&myself, cell.get_id(), exit).await;
-        state.publish_counts();
+        state.publish();
         Ok(())
     }
 

@@ -83,12 +83,29 @@ pub mod my {
     fn unavailable(reason: &str) -> Response {
         lathe::http::json(503, &serde_json::json!({ "error": reason }))
     }
+
+    /// A task that always fails: it panics in `start`. For failure drills and tests — a group of
+    /// crashers ends `failed` after its restart intensity, and the rest of the node is unharmed.
+    #[derive(Debug, Default)]
+    pub struct Crasher;
+
+    #[async_trait::async_trait]
+    impl HttpTask for Crasher {
+        async fn start(&self, _ctx: &TaskContext) -> lathe::TaskResult {
+            panic!("my::Crasher always fails to start, on purpose")
+        }
+
+        async fn handle(&self, _ctx: &TaskContext, _request: Request) -> Response {
+            lathe::http::text(500, "my::Crasher never serves")
+        }
+    }
 }
 
-/// The task types of this crate, for a node's catalog.
+/// The task types of this crate, for a node's catalog: the load balancer, and `my::Crasher`
+/// for failure drills.
 pub fn tasks() -> Vec<lathe::TaskDescriptor> {
-    vec![lathe::http_task!(
-        "my::LoadBalancer",
-        my::LoadBalancer::default
-    )]
+    vec![
+        lathe::http_task!("my::LoadBalancer", my::LoadBalancer::default),
+        lathe::http_task!("my::Crasher", my::Crasher::default),
+    ]
 }

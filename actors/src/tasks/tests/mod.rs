@@ -3,6 +3,7 @@
 
 mod discovery;
 mod lifecycle;
+mod strategies;
 mod tasks;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use lathe_store::embedded::EmbeddedStore;
 
 use super::{start_task_supervisor, RestartPolicy, TaskSupervisorConfig, TaskSupervisorHandle};
 use crate::registry::{start_registry, RegistryConfig, RegistryHandle};
+use crate::tree::{ActorTree, TreeMetrics, TreeScope};
 
 /// A node's task runtime over its own registry.
 pub(super) struct TestNode {
@@ -27,15 +29,18 @@ pub(super) struct TestNode {
     pub(super) registry: RegistryHandle,
     pub(super) tasks: TaskSupervisorHandle,
     pub(super) metrics: prometheus::Registry,
+    /// The supervision tree the task supervisor reports to (`node/tasks/...`).
+    pub(super) tree: ActorTree,
     _dir: tempfile::TempDir,
 }
 
-pub(super) fn fast_policy(max_restarts: usize) -> RestartPolicy {
+pub(super) fn fast_policy(max_restarts: u32) -> RestartPolicy {
     RestartPolicy {
         max_restarts,
-        window: Duration::from_secs(30),
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(40),
+        within_seconds: 30,
+        backoff_ms: 10,
+        max_backoff_ms: 40,
+        ..RestartPolicy::default()
     }
 }
 
@@ -50,6 +55,16 @@ pub(super) async fn start_node_over(
     policy: RestartPolicy,
     records: Vec<(KeyPath, serde_json::Value)>,
 ) -> TestNode {
+    start_node_with(name, catalog, records, |config| config.restart = policy).await
+}
+
+/// Starts a node over a registry holding `records`, with its config adjusted by `configure`.
+pub(super) async fn start_node_with(
+    name: &str,
+    catalog: Catalog,
+    records: Vec<(KeyPath, serde_json::Value)>,
+    configure: impl FnOnce(&mut TaskSupervisorConfig),
+) -> TestNode {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = Arc::new(EmbeddedStore::open(dir.path()).expect("an embedded store"));
     let metrics = prometheus::Registry::new();
@@ -59,8 +74,11 @@ pub(super) async fn start_node_over(
     for (key, value) in records {
         registry.put(&key, value, None).await.expect("a record");
     }
-    let mut config = TaskSupervisorConfig::new(name, "127.0.0.1".parse().unwrap());
-    config.restart = policy;
+    let scope = TreeScope::detached("node/tasks");
+    let tree = scope.tree().clone();
+    TreeMetrics::register(tree.clone(), &metrics).expect("the tree metrics");
+    let mut config = TaskSupervisorConfig::new(name, "127.0.0.1".parse().unwrap()).with_tree(scope);
+    configure(&mut config);
     let tasks = start_task_supervisor(config, catalog, registry.clone(), &metrics, None)
         .await
         .expect("the task supervisor starts");
@@ -69,6 +87,7 @@ pub(super) async fn start_node_over(
         registry,
         tasks,
         metrics,
+        tree,
         _dir: dir,
     }
 }
@@ -129,6 +148,12 @@ impl TestNode {
         })
         .await;
         endpoint.http.unwrap().parse().expect("HOST:PORT")
+    }
+
+    /// The actor at `path` in the supervision tree.
+    pub(super) fn actor(&self, path: &str) -> Option<crate::tree::ActorSnapshot> {
+        let roots = self.tree.snapshot();
+        roots.iter().find_map(|root| root.find(path)).cloned()
     }
 
     /// A metric's value, by name and label values.

@@ -1,7 +1,8 @@
 //! Small task types for the tests, and a catalog of them.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lathe::http::{text, HttpTask, Request, RequestExt, Response};
@@ -27,18 +28,33 @@ pub(crate) fn ticker_type() -> TaskType {
     TaskType::new("test_tasks", "1.0.0", "t::Ticker")
 }
 
+pub(crate) fn counted_type() -> TaskType {
+    TaskType::new("test_tasks", "1.0.0", "t::Counted")
+}
+
 /// What the test tasks let the tests observe.
 #[derive(Default, Clone)]
 pub(crate) struct Probes {
     pub(crate) crashing_starts: Arc<AtomicUsize>,
     pub(crate) ticks: Arc<AtomicUsize>,
     pub(crate) ticker_stopped: Arc<AtomicBool>,
+    /// Starts of `t::Counted` instances, by index.
+    pub(crate) counted_starts: Arc<Mutex<BTreeMap<u32, usize>>>,
+}
+
+impl Probes {
+    /// How many times each `t::Counted` instance started, by index.
+    pub(crate) fn starts(&self) -> BTreeMap<u32, usize> {
+        self.counted_starts.lock().unwrap().clone()
+    }
 }
 
 pub(crate) fn catalog(probes: &Probes) -> Catalog {
     let starts = probes.crashing_starts.clone();
     let (ticks, stopped) = (probes.ticks.clone(), probes.ticker_stopped.clone());
+    let counted = probes.counted_starts.clone();
     Catalog::new().with([
+        TaskDescriptor::http(counted_type(), move || Counted(counted.clone())),
         TaskDescriptor::http(echo_type(), || Echo),
         TaskDescriptor::http(echo_v2_type(), || Echo),
         TaskDescriptor::http(relay_type(), || Relay),
@@ -98,6 +114,26 @@ impl HttpTask for PanicsInStart {
 
     async fn handle(&self, _ctx: &TaskContext, _request: Request) -> Response {
         text(200, "unreachable")
+    }
+}
+
+/// Counts its starts by instance index; answers 200.
+struct Counted(Arc<Mutex<BTreeMap<u32, usize>>>);
+
+#[async_trait::async_trait]
+impl HttpTask for Counted {
+    async fn start(&self, ctx: &TaskContext) -> TaskResult {
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry(ctx.identity().index)
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
+    async fn handle(&self, _ctx: &TaskContext, _request: Request) -> Response {
+        text(200, "counted")
     }
 }
 

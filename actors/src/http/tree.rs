@@ -1,0 +1,203 @@
+//! `GET /v1/tree`: supervision trees.
+//!
+//! - `?node=NAME`: that node's tree, `{"node": NAME, "tree": ACTOR}` — this node's from its own
+//!   [`ActorTree`](crate::tree::ActorTree), another's fetched from its HTTP address as listed by
+//!   `/v1/members` (404 for a name that is not a member, 502 when it does not answer in time).
+//! - without `?node`: the whole cluster, `{"nodes": [{"node", "status", "tree"} | {"node",
+//!   "status", "error"}]}`: every alive member's tree, fetched in parallel with a short timeout;
+//!   members that are not alive or do not answer are listed with an error instead.
+//!
+//! An ACTOR is `{"path", "kind", "status", "restarts", "reason"?, "children": [ACTOR...]}`; paths
+//! are node-local (`node/registry/shard-2`) and are what `POST /v1/actors/kill` takes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use super::{ApiContext, ApiError};
+
+/// How long the tree of another node may take to arrive.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest tree answer read from another node.
+const MAX_TREE_BYTES: usize = 8 * 1024 * 1024;
+
+/// A member as `/v1/members` lists it, reduced to what fetching its tree needs.
+#[derive(Debug, Clone, PartialEq)]
+struct Member {
+    name: String,
+    status: String,
+    is_self: bool,
+    http_addr: Option<SocketAddr>,
+}
+
+pub(crate) async fn tree(context: &ApiContext, query: &str) -> Result<Response, ApiError> {
+    let answer = match node_parameter(query)? {
+        Some(name) if name == context.node_name => local_tree(context),
+        Some(name) => {
+            let members = members(context).await;
+            let Some(member) = members.into_iter().find(|m| m.name == name) else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no member named {name:?} (see GET /v1/members)"),
+                ));
+            };
+            fetch_tree(&member)
+                .await
+                .map_err(|error| ApiError::new(StatusCode::BAD_GATEWAY, error))?
+        }
+        None => cluster_tree(context).await,
+    };
+    Ok(warp::reply::json(&answer).into_response())
+}
+
+fn local_tree(context: &ApiContext) -> Value {
+    json!({ "node": context.node_name, "tree": context.tree.root_snapshot() })
+}
+
+/// Every member's entry, in the order `/v1/members` lists them.
+async fn cluster_tree(context: &ApiContext) -> Value {
+    let members = members(context).await;
+    let entries = members.iter().map(|member| async move {
+        let mut entry = if member.is_self {
+            local_tree(context)
+        } else if member.status != "alive" {
+            let error = format!("member is {}: not asked", member.status);
+            json!({ "node": member.name, "error": error })
+        } else {
+            fetch_tree(member)
+                .await
+                .unwrap_or_else(|error| json!({ "node": member.name, "error": error }))
+        };
+        entry["status"] = json!(member.status);
+        entry
+    });
+    json!({ "nodes": futures::future::join_all(entries).await })
+}
+
+/// `GET http://<member>/v1/tree?node=<member>`: the member answers with its own tree.
+async fn fetch_tree(member: &Member) -> Result<Value, String> {
+    let name = &member.name;
+    let addr = member
+        .http_addr
+        .ok_or_else(|| format!("member {name} has no usable http address"))?;
+    let uri = format!("http://{addr}/v1/tree?node={name}");
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = async {
+        let uri: http::Uri = uri.parse().map_err(|e| format!("bad address {uri}: {e}"))?;
+        let response = client.get(uri).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_TREE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("cannot read the answer: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(answer) if answer.get("tree").is_some() => Ok(answer),
+            Ok(_) => Err("answered without a tree".to_string()),
+            Err(e) => Err(format!("answered bad json: {e}")),
+        }
+    };
+    match tokio::time::timeout(FETCH_TIMEOUT, request).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(format!(
+            "cannot fetch the tree of {name} from {addr}: {error}"
+        )),
+        Err(_) => Err(format!(
+            "cannot fetch the tree of {name} from {addr}: no answer within {FETCH_TIMEOUT:?}"
+        )),
+    }
+}
+
+async fn members(context: &ApiContext) -> Vec<Member> {
+    let answer = context.members.members_json().await;
+    let listed = answer
+        .get("members")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    listed.iter().filter_map(member).collect()
+}
+
+fn member(value: &Value) -> Option<Member> {
+    let text = |field: &str| value.get(field).and_then(Value::as_str);
+    let addr = |field: &str| text(field).and_then(|a| a.parse::<SocketAddr>().ok());
+    // A node serving on 0.0.0.0 is reached at the host its cluster address names.
+    let http_addr = match (addr("http_addr"), addr("cluster_addr")) {
+        (Some(http), Some(cluster)) if http.ip().is_unspecified() => {
+            Some(SocketAddr::new(cluster.ip(), http.port()))
+        }
+        (http, _) => http,
+    };
+    Some(Member {
+        name: text("name")?.to_string(),
+        status: text("status").unwrap_or("unknown").to_string(),
+        is_self: value.get("is_self").and_then(Value::as_bool) == Some(true),
+        http_addr,
+    })
+}
+
+/// The only parameter: `node=NAME`.
+fn node_parameter(query: &str) -> Result<Option<String>, ApiError> {
+    let mut node = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("node", "") => {
+                return Err(ApiError::bad_request(
+                    "query parameter node needs a node name",
+                ))
+            }
+            ("node", name) => node = Some(name.to_string()),
+            (name, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {name:?} (allowed: node)"
+                )))
+            }
+        }
+    }
+    Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_read_from_the_members_answer() {
+        let listed = json!({"name": "n2", "status": "suspect", "is_self": false,
+            "http_addr": "0.0.0.0:7502", "cluster_addr": "10.0.0.2:7402"});
+        assert_eq!(
+            member(&listed),
+            Some(Member {
+                name: "n2".into(),
+                status: "suspect".into(),
+                is_self: false,
+                http_addr: Some("10.0.0.2:7502".parse().unwrap()),
+            })
+        );
+        assert_eq!(member(&json!({"status": "alive"})), None);
+    }
+
+    #[test]
+    fn only_the_node_parameter_is_accepted() {
+        assert_eq!(node_parameter("").unwrap(), None);
+        assert_eq!(node_parameter("node=n1").unwrap(), Some("n1".into()));
+        assert!(node_parameter("node=").is_err());
+        assert!(node_parameter("node").is_err());
+        let error = node_parameter("depth=2").unwrap_err();
+        assert!(error.message.contains("depth"), "{}", error.message);
+    }
+}
