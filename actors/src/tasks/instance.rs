@@ -30,8 +30,9 @@ use super::supervisor::TaskSupervisorMsg;
 /// How long an instance waits for its group's metadata before its start fails.
 const METADATA_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an HTTP instance keeps serving after withdrawing its endpoint, so that load balancers
-/// elsewhere hear of it (the registry's fan-out) before its port closes.
-const DISCOVERY_GRACE: Duration = Duration::from_millis(250);
+/// elsewhere hear of it before its port closes: the registry's fan-out takes milliseconds, but an
+/// external agent debounces (200 ms by default) and then reconfigures HAProxy or Varnish.
+const DISCOVERY_GRACE: Duration = Duration::from_secs(1);
 /// How long open HTTP requests may take once an instance drains.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
 /// How long a plain task's `run` gets to return once asked to stop.
