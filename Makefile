@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Debian packages the build and the tests need. librocksdb-dev + clang let the rocksdb crate link
 # the system RocksDB instead of compiling it (see .cargo/config.toml); zookeeper is started by the
 # tests themselves on free loopback ports.
-DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat
+DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat wrk
 
 .PHONY: deps build test run clean lint bench
 
@@ -37,7 +37,7 @@ lint: deps
 run: build
 	exec $(CARGO_TARGET_DIR)/debug/lathe up --nodes 3 --topology config/my_topology.toml
 
-# The benchmark of issue 2: release lathe-node processes and a real ZooKeeper on loopback; prints a
+# The benchmarks (registry, load balancer vs HAProxy, placement): release lathe-node processes and a real ZooKeeper on loopback; prints a
 # markdown table with the goals beside the numbers. BENCH_ARGS="--json bench.json" or "--quick".
 bench: deps
 	$(CARGO) build --release --bins -p lathe-node -p lathe-bench

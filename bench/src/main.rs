@@ -1,29 +1,39 @@
 //! `make bench`: Lathe's benchmark. Starts a real ZooKeeper and real `lathe-node` processes on
-//! loopback, measures, stops them, and prints a markdown table with the goals of issue 2 beside
-//! the numbers.
+//! loopback, measures, stops them, and prints a markdown table with the goals of issues 2 and 3
+//! beside the numbers.
 //!
 //! ```text
-//! lathe-bench [--quick] [--json FILE]
+//! lathe-bench [--quick] [--json FILE] [--only PHASE[,PHASE...]]
 //! ```
 //!
-//! - ZooKeeper mode, 3 nodes + 1 ZooKeeper: idle RSS, write latency, read throughput (1 node and
+//! The phases, in the order they run:
+//! - `zookeeper`: 3 nodes + 1 ZooKeeper: idle RSS, write latency, read throughput (1 node and
 //!   3 nodes), fan-out to 10 / 100 / 1,000 SSE subscribers, and the same fan-out the naive way
 //!   (a ZooKeeper session and watch per subscriber).
-//! - Embedded mode, 1 node, no ZooKeeper: idle RSS and write latency (every write synced to disk).
+//! - `embedded`: 1 node, no ZooKeeper: idle RSS and write latency (every write synced to disk).
+//! - `lb`: the seed's topology on 3 nodes + ZooKeeper; `wrk` through one Lathe LB instance and
+//!   through HAProxy 2.6 in front of the same front pages, side by side.
+//! - `placement`: instances placed per second, 1,000 instances on 50 simulated nodes.
 //!
-//! The node binary is `$LATHE_NODE_BIN` (the Makefile points it at the release build). A
-//! measurement that cannot be made is a row saying why. `--quick` is a smaller run, for trying the
-//! bench out; `--json FILE` also writes the report as JSON.
+//! The node binary is `$LATHE_NODE_BIN` (the Makefile points it at the release build); `wrk` and
+//! `haproxy` come from Debian. A measurement that cannot be made is a row saying why. `--quick` is
+//! a smaller run, for trying the bench out; `--json FILE` also writes the report as JSON;
+//! `--only lb` runs one phase.
 
 mod fanout;
+mod haproxy;
+mod lb;
 mod naive;
 mod phases;
+mod placement;
 mod probe;
 mod report;
 mod rest;
+mod seed;
 mod sse;
 mod stats;
 mod summary;
+mod wrk;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -47,6 +57,13 @@ pub(crate) struct Plan {
     pub(crate) subscribers: Vec<usize>,
     pub(crate) lathe_changes: usize,
     pub(crate) naive_changes: usize,
+    /// The untimed `wrk` run against each proxy before the timed ones.
+    pub(crate) lb_warmup: Duration,
+    /// One timed `wrk` run.
+    pub(crate) lb_duration: Duration,
+    /// Timed runs per proxy.
+    pub(crate) lb_runs: usize,
+    pub(crate) placement_runs: usize,
 }
 
 impl Plan {
@@ -61,6 +78,10 @@ impl Plan {
             subscribers: vec![10, 100, 1_000],
             lathe_changes: 200,
             naive_changes: 100,
+            lb_warmup: Duration::from_secs(2),
+            lb_duration: Duration::from_secs(10),
+            lb_runs: 2,
+            placement_runs: 5,
         }
     }
 
@@ -75,19 +96,61 @@ impl Plan {
             subscribers: vec![10, 100],
             lathe_changes: 20,
             naive_changes: 10,
+            lb_warmup: Duration::from_secs(1),
+            lb_duration: Duration::from_secs(3),
+            lb_runs: 1,
+            placement_runs: 3,
         }
+    }
+}
+
+/// A part of the bench that can run alone (`--only NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Zookeeper,
+    Embedded,
+    Lb,
+    Placement,
+}
+
+impl Phase {
+    const ALL: [(Phase, &'static str); 4] = [
+        (Phase::Zookeeper, "zookeeper"),
+        (Phase::Embedded, "embedded"),
+        (Phase::Lb, "lb"),
+        (Phase::Placement, "placement"),
+    ];
+
+    fn parse_list(list: &str) -> Result<Vec<Phase>, String> {
+        list.split(',')
+            .map(|name| {
+                Phase::ALL
+                    .iter()
+                    .find(|(_, known)| *known == name.trim())
+                    .map(|(phase, _)| *phase)
+                    .ok_or_else(|| format!("unknown phase {name:?} (phases: {})", Phase::names()))
+            })
+            .collect()
+    }
+
+    fn names() -> String {
+        Phase::ALL.map(|(_, name)| name).join(", ")
     }
 }
 
 struct Options {
     quick: bool,
     json: Option<PathBuf>,
+    phases: Vec<Phase>,
 }
+
+const USAGE: &str = "usage: lathe-bench [--quick] [--json FILE] [--only PHASE[,PHASE...]]";
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         quick: false,
         json: None,
+        phases: Phase::ALL.map(|(phase, _)| phase).to_vec(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -97,7 +160,11 @@ fn parse_args() -> Result<Options, String> {
                 let file = args.next().ok_or("--json needs a file name")?;
                 options.json = Some(PathBuf::from(file));
             }
-            "-h" | "--help" => return Err("usage: lathe-bench [--quick] [--json FILE]".into()),
+            "--only" => {
+                let list = args.next().ok_or("--only needs phase names")?;
+                options.phases = Phase::parse_list(&list)?;
+            }
+            "-h" | "--help" => return Err(format!("{USAGE}\nphases: {}", Phase::names())),
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
@@ -131,8 +198,19 @@ fn main() -> ExitCode {
         }
     };
     let mut report = Report::default();
-    phases::zookeeper_mode(&runtime, &plan, &mut report);
-    phases::embedded_mode(&plan, &mut report);
+    let runs = |phase| options.phases.contains(&phase);
+    if runs(Phase::Zookeeper) {
+        phases::zookeeper_mode(&runtime, &plan, &mut report);
+    }
+    if runs(Phase::Embedded) {
+        phases::embedded_mode(&plan, &mut report);
+    }
+    if runs(Phase::Lb) {
+        lb::lb_vs_haproxy(&plan, &mut report);
+    }
+    if runs(Phase::Placement) {
+        placement::placement_rate(&plan, &mut report);
+    }
     report.note(format!(
         "machine: {load_at_start} at the start, {} at the end; the bench took {:.0} s",
         probe::machine_load(),
@@ -172,4 +250,23 @@ pub(crate) fn progress(what: &str) {
         "lathe-bench [{:>5.1} s] {what}",
         started.elapsed().as_secs_f64()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase;
+
+    #[test]
+    fn phases_by_name() {
+        assert_eq!(Phase::parse_list("lb"), Ok(vec![Phase::Lb]));
+        assert_eq!(
+            Phase::parse_list("placement, zookeeper"),
+            Ok(vec![Phase::Placement, Phase::Zookeeper])
+        );
+        let error = Phase::parse_list("lb,nope").unwrap_err();
+        assert!(
+            error.contains("\"nope\"") && error.contains("embedded"),
+            "{error}"
+        );
+    }
 }

@@ -134,6 +134,42 @@ pub(crate) fn cpu_ms(pid: u32) -> Option<f64> {
     Some(ticks * 10.0)
 }
 
+/// CPU time (user + system) of this process's children that have been waited for, in
+/// milliseconds (`cutime` + `cstime` of `/proc/self/stat`): the CPU of a finished `wrk`.
+pub(crate) fn waited_children_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields.get(13)?.parse::<f64>().ok()? + fields.get(14)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0)
+}
+
+/// The machine's CPU ticks so far (`/proc/stat`, all CPUs): (busy, total).
+pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8) // user nice system idle iowait irq softirq steal
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    if ticks.len() < 8 {
+        return None;
+    }
+    let idle = ticks[3] + ticks[4];
+    let total: u64 = ticks.iter().sum();
+    Some((total - idle, total))
+}
+
+/// How busy the machine's CPUs were between two [`machine_ticks`] readings, in percent.
+pub(crate) fn busy_percent(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let busy = after.0.saturating_sub(before.0) as f64;
+    let total = after.1.saturating_sub(before.1).max(1) as f64;
+    busy / total * 100.0
+}
+
 /// The process whose command line has `arg` among its arguments (e.g. ZooKeeper's `zoo.cfg`).
 pub(crate) fn pid_with_arg(arg: &str) -> Option<u32> {
     std::fs::read_dir("/proc")

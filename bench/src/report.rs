@@ -1,5 +1,6 @@
 //! The bench's output: a markdown table of measurements with their goals, a table of the fan-out
-//! runs (Lathe and the naive way at each subscriber count), notes, and the same as JSON.
+//! runs (Lathe and the naive way at each subscriber count), the LB and HAProxy side by side,
+//! notes, and the same as JSON.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,6 +9,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::fanout::FanoutRow;
+use crate::lb::{Comparison, ProxyRow};
 use crate::stats::{ms, thousands, Summary};
 
 const FANOUT_TITLE: &str = "\nFan-out: write → subscribers (times from just before the write), \
@@ -39,6 +41,8 @@ pub(crate) struct Row {
 pub(crate) struct Report {
     pub(crate) rows: Vec<Row>,
     pub(crate) fanout: Vec<FanoutRow>,
+    /// The LB phase's side-by-side table.
+    pub(crate) lb: Option<Comparison>,
     pub(crate) notes: Vec<String>,
 }
 
@@ -100,12 +104,7 @@ impl Report {
         let mut rows: Vec<&Row> = self.rows.iter().collect();
         rows.sort_by_key(|row| section(&row.measurement)); // stable: in the order measured
         for row in rows {
-            let ok = match row.verdict {
-                Verdict::NoGoal => "—",
-                Verdict::Met => "yes",
-                Verdict::Missed => "**NO**",
-                Verdict::Unknown => "n/a",
-            };
+            let ok = row.verdict.cell();
             let cells = [&row.measurement, &row.setup, &row.result, &row.goal];
             let cells: Vec<String> = cells.iter().map(|cell| cell.replace('|', "/")).collect();
             writeln!(out, "| {} | {ok} |", cells.join(" | ")).ok();
@@ -123,6 +122,9 @@ impl Report {
                 writeln!(out, "{}", fanout_line(row)).ok();
             }
         }
+        if let Some(lb) = &self.lb {
+            out.push_str(&lb_table(lb));
+        }
         if !self.notes.is_empty() {
             out.push_str("\nNotes:\n");
             for note in &self.notes {
@@ -136,6 +138,71 @@ impl Report {
         let text = serde_json::to_string_pretty(self)?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
     }
+}
+
+impl Verdict {
+    fn cell(self) -> &'static str {
+        match self {
+            Verdict::NoGoal => "—",
+            Verdict::Met => "yes",
+            Verdict::Missed => "**NO**",
+            Verdict::Unknown => "n/a",
+        }
+    }
+}
+
+fn lb_table(lb: &Comparison) -> String {
+    let mut out = format!(
+        "\nLB vs HAProxy: `{}` (GET, same front pages, same concurrency); the better of {} runs \
+         (higher req/s) with that run's latencies\n\n\
+         | proxy | address | req/s | each run, req/s | p50 | p99 | max | errors \
+         | CPU µs/request: wrk · proxy · 3 nodes | CPUs busy | goal | ok? |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
+        lb.command, lb.runs_each
+    );
+    for row in &lb.rows {
+        writeln!(out, "{}", proxy_line(row)).ok();
+    }
+    out
+}
+
+fn proxy_line(row: &ProxyRow) -> String {
+    let each: Vec<String> = row
+        .runs
+        .iter()
+        .map(|run| thousands(run.wrk.requests_per_second as u64))
+        .collect();
+    let ok = row.verdict.cell();
+    let Some(best) = row.best() else {
+        return format!(
+            "| {} | {} | not measured | — | — | — | — | — | — | — | {} | {ok} |",
+            row.proxy, row.target, row.goal
+        );
+    };
+    let cpu = best
+        .cpu_us
+        .map(|us| us.map_or("?".to_string(), |us| format!("{us:.0}")));
+    let cpu = if row.proxy.starts_with("Lathe") {
+        format!("{} · (in nodes) · {}", cpu[0], cpu[2])
+    } else {
+        cpu.join(" · ")
+    };
+    let busy = best
+        .machine_busy_percent
+        .map_or("?".to_string(), |busy| format!("{busy:.0} %"));
+    let wrk = best.wrk;
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {cpu} | {busy} | {} | {ok} |",
+        row.proxy,
+        row.target,
+        thousands(wrk.requests_per_second as u64),
+        each.join(" / "),
+        ms(wrk.p50_ms),
+        ms(wrk.p99_ms),
+        ms(wrk.max_ms),
+        thousands(wrk.errors()),
+        row.goal
+    )
 }
 
 fn fanout_line(row: &FanoutRow) -> String {
