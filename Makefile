@@ -37,8 +37,9 @@ lint: deps
 run: build
 	exec $(CARGO_TARGET_DIR)/debug/lathe up --nodes 3 --topology config/my_topology.toml
 
-# The benchmarks (registry, load balancer vs HAProxy, placement): release lathe-node processes and a real ZooKeeper on loopback; prints a
-# markdown table with the goals beside the numbers. BENCH_ARGS="--json bench.json" or "--quick".
+# The benchmarks (registry, load balancer vs HAProxy, placement): release lathe-node processes and
+# a real ZooKeeper on loopback; prints a markdown table with the goals beside the numbers.
+# BENCH_ARGS="--json bench.json", "--quick" or "--only lb,placement".
 bench: deps
 	$(CARGO) build --release --bins -p lathe-node -p lathe-bench
 	LATHE_NODE_BIN=$(CARGO_TARGET_DIR)/release/lathe-node $(CARGO_TARGET_DIR)/release/lathe-bench $(BENCH_ARGS)
