@@ -44,14 +44,22 @@ pub struct Endpoint {
     pub version: String,
 }
 
-/// The live instances of one group.
+/// The live instances of one group. Cheap to clone (shared, immutable), since a load balancer
+/// asks for one on every request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRef {
-    pub group: String,
-    pub instances: Vec<Endpoint>,
+    pub group: Arc<str>,
+    pub instances: Arc<[Endpoint]>,
 }
 
 impl TaskRef {
+    pub fn new(group: impl Into<Arc<str>>, instances: Vec<Endpoint>) -> Self {
+        TaskRef {
+            group: group.into(),
+            instances: instances.into(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.instances.is_empty()
     }

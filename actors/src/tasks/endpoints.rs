@@ -87,10 +87,7 @@ impl EndpointCache {
                     .filter(|endpoint: &Endpoint| endpoint.group == name)
                     .collect();
                 instances.sort_by_key(|endpoint| endpoint.index);
-                let fresh = TaskRef {
-                    group: name.clone(),
-                    instances,
-                };
+                let fresh = TaskRef::new(name.as_str(), instances);
                 sender.send_if_modified(|current| {
                     let modified = current.as_ref() != Some(&fresh);
                     *current = Some(fresh);
@@ -108,8 +105,5 @@ impl EndpointCache {
 }
 
 fn empty(group: &str) -> TaskRef {
-    TaskRef {
-        group: group.to_string(),
-        instances: Vec::new(),
-    }
+    TaskRef::new(group, Vec::new())
 }

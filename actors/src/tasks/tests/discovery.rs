@@ -50,7 +50,7 @@ async fn get_ref_fills_lazily_then_follows_endpoint_changes() {
     );
 
     let first = cache.get_ref("t.far").await.expect("a lookup");
-    assert_eq!((first.group.as_str(), indexes(&first)), ("t.far", vec![0]));
+    assert_eq!((&*first.group, indexes(&first)), ("t.far", vec![0]));
     assert_eq!(cache.watched_groups(), 1);
 
     node.put(
@@ -137,7 +137,7 @@ async fn forwarding_skips_an_instance_that_refuses_connections() {
     };
     let target = TaskRef {
         group: "t.live".into(),
-        instances: vec![instance(0, live), instance(1, dead)],
+        instances: vec![instance(0, live), instance(1, dead)].into(),
     };
     let forwarder = Forwarder::new();
     for _ in 0..4 {
@@ -149,7 +149,7 @@ async fn forwarding_skips_an_instance_that_refuses_connections() {
 
     let only_dead = TaskRef {
         group: "t.live".into(),
-        instances: vec![instance(1, dead)],
+        instances: vec![instance(1, dead)].into(),
     };
     let request = http::Request::get("/x").body(bytes::Bytes::new()).unwrap();
     let response = tokio::time::timeout(
