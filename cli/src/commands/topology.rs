@@ -15,15 +15,28 @@ const TASKS_ROUTE: &str = "/v1/tasks";
 pub(super) fn deploy(client: &Client, out: &Output, file: &Path) -> Result<(), CliError> {
     let toml = std::fs::read_to_string(file)
         .map_err(|err| CliError::Local(format!("cannot read {}: {err}", file.display())))?;
+    let name = file.display().to_string();
+    // The server names the file in its errors (file:line:column); a path it can take verbatim
+    // in the query is passed on, any other is put in front of the server's message.
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    let route = if plain {
+        format!("{TOPOLOGY_ROUTE}?file={name}")
+    } else {
+        TOPOLOGY_ROUTE.to_string()
+    };
     let reply = client
-        .put_text(TOPOLOGY_ROUTE, "application/toml", &toml)
+        .put_text(&route, "application/toml", &toml)
         .map_err(|err| match err {
             CliError::Server { status: 404, .. } => {
                 err.not_found_means_not_available("deploy", "PUT /v1/topology")
             }
+            CliError::Server { status, message } if plain => CliError::Server { status, message },
             CliError::Server { status, message } => CliError::Server {
                 status,
-                message: located_message(&file.display().to_string(), &message),
+                message: located_message(&name, &message),
             },
             other => other,
         })?;
