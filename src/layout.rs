@@ -8,6 +8,7 @@
 //! /lathe/assignments/<node>/<group>/<i>    Assignment: instance i of group runs on node
 //! /lathe/instances/<group>/<i>             InstanceStatus, written by the node running it
 //! /lathe/endpoints/<group path>/<i>        Endpoint of a running instance (service discovery)
+//! /lathe/resources/<backend>/<container>   a node container the scheduler leader asked for (YARN)
 //! /<group path>/<key>                      group metadata (`backend_distribution`, ...)
 //! ```
 //!
@@ -24,6 +25,7 @@ pub const SCHEDULER_LEADER: &str = "/lathe/scheduler/leader";
 pub const ASSIGNMENTS: &str = "/lathe/assignments";
 pub const INSTANCES: &str = "/lathe/instances";
 pub const ENDPOINTS: &str = "/lathe/endpoints";
+pub const RESOURCES: &str = "/lathe/resources";
 
 fn path(raw: String) -> KeyPath {
     // Callers pass validated node and group names; a bad one is a programming error upstream,
@@ -56,6 +58,16 @@ pub fn group_endpoints(group: &str) -> KeyPath {
 
 pub fn endpoint(group: &str, index: u32) -> KeyPath {
     path(format!("{ENDPOINTS}/{}/{index}", group.replace('.', "/")))
+}
+
+/// `/lathe/resources/<backend>`: the containers a resource manager backend was asked for.
+pub fn resources(backend: &str) -> KeyPath {
+    path(format!("{RESOURCES}/{backend}"))
+}
+
+/// `/lathe/resources/<backend>/<container>` (a YARN application id).
+pub fn resource(backend: &str, container: &str) -> KeyPath {
+    path(format!("{RESOURCES}/{backend}/{container}"))
 }
 
 /// Instance `index` of `group` is to run on `node`.

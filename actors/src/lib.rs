@@ -7,6 +7,7 @@
 pub mod http;
 pub mod membership;
 pub mod registry;
+pub mod resources;
 pub mod scheduler;
 pub mod tasks;
 pub mod tree;

@@ -8,6 +8,10 @@ use clap::Parser;
 
 /// The default shared secret, for one-machine clusters; real clusters pass their own.
 pub(crate) const DEFAULT_COOKIE: &str = "lathe-local-cookie";
+/// `--yarn-max-containers` when not given.
+pub(crate) const DEFAULT_YARN_MAX_CONTAINERS: usize = 8;
+/// `--yarn-container-max-instances` when neither it nor `--max-instances` is given.
+pub(crate) const DEFAULT_CONTAINER_MAX_INSTANCES: u32 = 4;
 
 #[derive(Debug, Parser)]
 #[command(name = "lathe-node", version, about = "One member of a Lathe cluster")]
@@ -51,6 +55,34 @@ pub(crate) struct Args {
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
+    /// The most task instances the scheduler places on this node; default: no limit
+    #[arg(long, env = "LATHE_MAX_INSTANCES")]
+    max_instances: Option<u32>,
+    /// A YARN ResourceManager (http://HOST:PORT): while this node leads, it asks YARN for more
+    /// nodes when instances are pending for want of capacity, and replaces those that die
+    #[arg(long, env = "LATHE_YARN_RM")]
+    yarn_rm: Option<String>,
+    /// The YARN queue node containers are submitted to [default: default]
+    #[arg(long, env = "LATHE_YARN_QUEUE")]
+    yarn_queue: Option<String>,
+    /// The user YARN is told about (user.name) on clusters without security
+    #[arg(long, env = "LATHE_YARN_USER")]
+    yarn_user: Option<String>,
+    /// The most node containers asked of YARN at once [default: 8]
+    #[arg(long, env = "LATHE_YARN_MAX_CONTAINERS")]
+    yarn_max_containers: Option<usize>,
+    /// Memory of one node container, in MB [default: 1024]
+    #[arg(long, env = "LATHE_YARN_CONTAINER_MEMORY")]
+    yarn_container_memory: Option<u64>,
+    /// Virtual cores of one node container [default: 1]
+    #[arg(long, env = "LATHE_YARN_CONTAINER_VCORES")]
+    yarn_container_vcores: Option<u64>,
+    /// The --max-instances of each node container [default: --max-instances, else 4]
+    #[arg(long, env = "LATHE_YARN_CONTAINER_MAX_INSTANCES")]
+    yarn_container_max_instances: Option<u32>,
+    /// The lathe-node binary a container runs, as YARN's machines see it [default: this binary]
+    #[arg(long, env = "LATHE_YARN_NODE_BIN")]
+    yarn_node_bin: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -70,6 +102,49 @@ pub(crate) struct NodeConfig {
     pub(crate) enable_chaos: bool,
     /// A validated topology to deploy once the node serves: (file name, TOML).
     pub(crate) topology: Option<(String, String)>,
+    /// `--max-instances`: `None` = unlimited.
+    pub(crate) max_instances: Option<u32>,
+    /// The YARN backend of the resource manager (`--yarn-rm` and its companions).
+    pub(crate) yarn: Option<YarnSettings>,
+}
+
+/// `--yarn-*`, validated, defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct YarnSettings {
+    pub(crate) rm_url: String,
+    pub(crate) queue: String,
+    pub(crate) user: Option<String>,
+    pub(crate) max_containers: usize,
+    pub(crate) container_memory_mb: u64,
+    pub(crate) container_vcores: u64,
+    pub(crate) container_max_instances: u32,
+    pub(crate) node_bin: PathBuf,
+}
+
+impl YarnSettings {
+    /// The same flags for a container node, so that it can manage YARN too once it leads.
+    pub(crate) fn as_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--yarn-rm".to_string(),
+            self.rm_url.clone(),
+            "--yarn-queue".into(),
+            self.queue.clone(),
+            "--yarn-max-containers".into(),
+            self.max_containers.to_string(),
+            "--yarn-container-memory".into(),
+            self.container_memory_mb.to_string(),
+            "--yarn-container-vcores".into(),
+            self.container_vcores.to_string(),
+            "--yarn-container-max-instances".into(),
+            self.container_max_instances.to_string(),
+            "--yarn-node-bin".into(),
+            self.node_bin.display().to_string(),
+        ];
+        if let Some(user) = &self.user {
+            args.extend(["--yarn-user".to_string(), user.clone()]);
+        }
+        args
+    }
 }
 
 /// A bad flag: which one, and why.
@@ -122,6 +197,7 @@ impl Args {
         if self.max_value_bytes == 0 {
             return Err(bad("--max-value-bytes", "must be positive"));
         }
+        let yarn = self.yarn_settings()?;
         Ok(NodeConfig {
             name: self.name,
             bind,
@@ -135,8 +211,99 @@ impl Args {
             max_value_bytes: self.max_value_bytes,
             enable_chaos: self.enable_chaos,
             topology,
+            max_instances: self.max_instances,
+            yarn,
         })
     }
+
+    /// `--yarn-rm` and its companions; the companions without `--yarn-rm` are a mistake.
+    fn yarn_settings(&self) -> Result<Option<YarnSettings>, FlagError> {
+        let Some(rm_url) = &self.yarn_rm else {
+            let companions = [
+                ("--yarn-queue", self.yarn_queue.is_some()),
+                ("--yarn-user", self.yarn_user.is_some()),
+                ("--yarn-max-containers", self.yarn_max_containers.is_some()),
+                (
+                    "--yarn-container-memory",
+                    self.yarn_container_memory.is_some(),
+                ),
+                (
+                    "--yarn-container-vcores",
+                    self.yarn_container_vcores.is_some(),
+                ),
+                (
+                    "--yarn-container-max-instances",
+                    self.yarn_container_max_instances.is_some(),
+                ),
+                ("--yarn-node-bin", self.yarn_node_bin.is_some()),
+            ];
+            return match companions.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(bad(flag, "needs --yarn-rm")),
+                None => Ok(None),
+            };
+        };
+        check_http_url(rm_url).map_err(|r| bad("--yarn-rm", r))?;
+        let queue = self.yarn_queue.clone().unwrap_or_else(|| "default".into());
+        if queue.trim().is_empty() {
+            return Err(bad("--yarn-queue", "must not be empty"));
+        }
+        let positive = |flag: &'static str, value: Option<u64>, default: u64| match value {
+            Some(0) => Err(bad(flag, "must be positive")),
+            Some(value) => Ok(value),
+            None => Ok(default),
+        };
+        let max_containers = positive(
+            "--yarn-max-containers",
+            self.yarn_max_containers.map(|n| n as u64),
+            DEFAULT_YARN_MAX_CONTAINERS as u64,
+        )? as usize;
+        let container_memory_mb =
+            positive("--yarn-container-memory", self.yarn_container_memory, 1024)?;
+        let container_vcores = positive("--yarn-container-vcores", self.yarn_container_vcores, 1)?;
+        let default_instances = self
+            .max_instances
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_CONTAINER_MAX_INSTANCES);
+        let container_max_instances = positive(
+            "--yarn-container-max-instances",
+            self.yarn_container_max_instances.map(u64::from),
+            u64::from(default_instances),
+        )? as u32;
+        let node_bin = match &self.yarn_node_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                bad(
+                    "--yarn-node-bin",
+                    format!("cannot tell this binary's path ({e}): give it"),
+                )
+            })?,
+        };
+        Ok(Some(YarnSettings {
+            rm_url: rm_url.trim_end_matches('/').to_string(),
+            queue,
+            user: self.yarn_user.clone(),
+            max_containers,
+            container_memory_mb,
+            container_vcores,
+            container_max_instances,
+            node_bin,
+        }))
+    }
+}
+
+/// `http://HOST:PORT[/]` (this build speaks plain HTTP to the ResourceManager).
+fn check_http_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} is not http://HOST:PORT (https is not supported)"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{url:?} has no port"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{url:?} is not http://HOST:PORT"));
+    }
+    Ok(())
 }
 
 /// Reads and validates a topology file: its errors carry file:line:column.
@@ -222,6 +389,64 @@ mod tests {
         .unwrap();
         assert_eq!(config.name.as_deref(), Some("n1"));
         assert_eq!(config.tags, vec!["lb"]);
+    }
+
+    #[test]
+    fn capacity_and_yarn_flags() {
+        let config = parse(&["--max-instances", "3"]).unwrap();
+        assert_eq!((config.max_instances, config.yarn), (Some(3), None));
+        let config = parse(&[
+            "--max-instances",
+            "2",
+            "--yarn-rm",
+            "http://127.0.0.1:8088/",
+            "--yarn-queue",
+            "lathe",
+            "--yarn-node-bin",
+            "/opt/lathe-node",
+        ])
+        .unwrap();
+        let yarn = config.yarn.unwrap();
+        assert_eq!(yarn.rm_url, "http://127.0.0.1:8088");
+        assert_eq!(
+            (
+                yarn.queue.as_str(),
+                yarn.max_containers,
+                yarn.container_max_instances
+            ),
+            ("lathe", DEFAULT_YARN_MAX_CONTAINERS, 2)
+        );
+        assert_eq!(
+            yarn.as_args().join(" "),
+            "--yarn-rm http://127.0.0.1:8088 --yarn-queue lathe --yarn-max-containers 8 \
+             --yarn-container-memory 1024 --yarn-container-vcores 1 \
+             --yarn-container-max-instances 2 --yarn-node-bin /opt/lathe-node"
+        );
+        let plain = parse(&["--yarn-rm", "http://rm:8088"])
+            .unwrap()
+            .yarn
+            .unwrap();
+        assert_eq!(
+            plain.container_max_instances,
+            DEFAULT_CONTAINER_MAX_INSTANCES
+        );
+    }
+
+    #[test]
+    fn bad_capacity_and_yarn_flags_are_named() {
+        for (args, flag) in [
+            (&["--max-instances", "lots"][..], "--max-instances"),
+            (&["--yarn-queue", "q"][..], "--yarn-queue:"),
+            (&["--yarn-rm", "https://rm:8090"][..], "--yarn-rm:"),
+            (&["--yarn-rm", "http://rm"][..], "--yarn-rm:"),
+            (
+                &["--yarn-rm", "http://rm:1", "--yarn-max-containers", "0"][..],
+                "--yarn-max-containers:",
+            ),
+        ] {
+            let error = parse(args).unwrap_err();
+            assert!(error.contains(flag), "{args:?}: {error}");
+        }
     }
 
     #[test]

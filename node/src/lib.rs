@@ -17,6 +17,7 @@
 
 mod config;
 mod metrics;
+mod resources;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,6 +113,8 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
     // Without ZooKeeper the founding node holds the registry, and so leads the scheduler.
     membership.holds_registry = config.zookeeper.is_none() && config.join.is_empty();
     membership.catalog = catalog.types().cloned().collect();
+    membership.max_instances = config.max_instances;
+    let resources = resources::yarn_spec(&config, &metrics)?;
     let args = NodeSupervisorArgs {
         name: name.clone(),
         store,
@@ -125,6 +128,7 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         catalog,
         topology: config.topology.clone(),
         enable_chaos: config.enable_chaos,
+        resources,
     };
     let (node, handle) = Actor::spawn(Some(format!("lathe.node.{name}")), NodeSupervisor, args)
         .await

@@ -1,9 +1,10 @@
 //! `NodeSupervisor`: the root of a node's supervision tree (drawn in the crate doc).
 //!
-//! It starts the subsystems in dependency order (membership, registry, scheduler, tasks, HTTP)
-//! and registers each in the node's [`ActorTree`] (`GET /v1/tree`, `lathe_actor_*` metrics,
-//! failure drills). The scheduler and the task supervisor rebuild everything they know from the
-//! registry: when one dies it is restarted, one-for-one (the task supervisor's instances died with
+//! It starts the subsystems in dependency order (membership, registry, scheduler, the resource
+//! manager when the node has a backend, tasks, HTTP) and registers each in the node's
+//! [`ActorTree`] (`GET /v1/tree`, `lathe_actor_*` metrics, failure drills). The scheduler, the
+//! resource manager and the task supervisor rebuild everything they know from the registry: when
+//! one dies it is restarted, one-for-one (the task supervisor's instances died with
 //! it and start afresh), at most [`MAX_RESTARTS`] times within [`RESTART_WINDOW`]. Any other
 //! subsystem dying — or a subsystem's own supervisor giving up — fails the node: a node with a
 //! broken registry must not keep answering. Stopping it drains the node: task instances withdraw
@@ -17,7 +18,11 @@ use lathe::supervision::RestartIntensity;
 use lathe_actors::http::{serve, ApiContext};
 use lathe_actors::membership::{start_membership, MembershipConfig, MembershipHandle};
 use lathe_actors::registry::{start_registry_in, RegistryConfig, RegistryHandle};
+use lathe_actors::resources::{
+    ResourceManagerActor, ResourceManagerArgs, ResourceManagerMsg, ResourceManagerSpec,
+};
 use lathe_actors::scheduler::actor::{Scheduler, SchedulerArgs, SchedulerMsg};
+use lathe_actors::scheduler::demand::{demand_channel, DemandSender};
 use lathe_actors::tasks::{start_task_supervisor, TaskSupervisorConfig, TaskSupervisorHandle};
 use lathe_actors::tree::{ActorKind, ActorTree, TreeMetrics, TreeScope};
 use lathe_store::Store;
@@ -55,6 +60,8 @@ pub struct NodeSupervisorArgs {
     pub topology: Option<(String, String)>,
     /// Accept failure drills (`POST /v1/actors/kill`, `--enable-chaos`).
     pub enable_chaos: bool,
+    /// A resource manager backend (`--yarn-rm`): asks for more nodes when the cluster is full.
+    pub resources: Option<ResourceManagerSpec>,
 }
 
 pub struct NodeSupervisorState {
@@ -63,6 +70,9 @@ pub struct NodeSupervisorState {
     tasks: TaskSupervisorHandle,
     tree: TreeScope,
     scheduler: ActorRef<SchedulerMsg>,
+    /// Where schedulers publish their capacity demand, when a resource manager listens.
+    demand: Option<DemandSender>,
+    resources: Option<(ResourceManagerSpec, ActorRef<ResourceManagerMsg>)>,
     node: String,
     restarts: RestartIntensity,
     http_shutdown: watch::Sender<bool>,
@@ -103,7 +113,32 @@ impl Actor for NodeSupervisor {
         .await?;
         let registry_cell = registry_supervisor.get_cell();
         root.started("registry", ActorKind::RegistrySupervisor, &registry_cell);
-        let scheduler = spawn_scheduler(&myself, &root, &args.name, &registry, &membership).await?;
+        let demand = args.resources.as_ref().map(|_| demand_channel().0);
+        let scheduler = spawn_scheduler(
+            &myself,
+            &root,
+            &args.name,
+            &registry,
+            &membership,
+            demand.clone(),
+        )
+        .await?;
+        let resources = match (args.resources, &demand) {
+            (Some(spec), Some(demand)) => {
+                let actor = spawn_resources(
+                    &myself,
+                    &root,
+                    &args.name,
+                    &spec,
+                    &registry,
+                    &membership,
+                    demand,
+                )
+                .await?;
+                Some((spec, actor))
+            }
+            _ => None,
+        };
         if let Some((file, source)) = args.topology {
             tokio::spawn(deploy_on_start(registry.clone(), file, source));
         }
@@ -141,6 +176,8 @@ impl Actor for NodeSupervisor {
             tasks,
             tree: root,
             scheduler,
+            demand,
+            resources,
             node: args.name,
             restarts: RestartIntensity::new(MAX_RESTARTS, RESTART_WINDOW),
             http_shutdown,
@@ -168,6 +205,12 @@ impl Actor for NodeSupervisor {
         let id = cell.get_id();
         if id == state.scheduler.get_id() {
             state.restart_scheduler(&myself, &what).await
+        } else if state
+            .resources
+            .as_ref()
+            .is_some_and(|(_, actor)| actor.get_id() == id)
+        {
+            state.restart_resources(&myself, &what).await
         } else if id == state.tasks.actor().get_id() {
             state.restart_tasks(&myself, &what).await
         } else {
@@ -224,8 +267,35 @@ impl NodeSupervisorState {
             &self.node,
             &self.registry,
             &self.membership,
+            self.demand.clone(),
         )
         .await?;
+        Ok(())
+    }
+
+    /// The resource manager died: start a new one (it adopts its containers from the registry).
+    async fn restart_resources(
+        &mut self,
+        myself: &ActorRef<NodeSupervisorMsg>,
+        what: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        self.allow_restart("resource manager", what)?;
+        self.tree
+            .restarting("resources", ActorKind::ResourceManager, what);
+        let (Some((spec, _)), Some(demand)) = (&self.resources, &self.demand) else {
+            return Ok(());
+        };
+        let actor = spawn_resources(
+            myself,
+            &self.tree,
+            &self.node,
+            spec,
+            &self.registry,
+            &self.membership,
+            demand,
+        )
+        .await?;
+        self.resources = Some((spec.clone(), actor));
         Ok(())
     }
 
@@ -252,15 +322,39 @@ async fn spawn_scheduler(
     node: &str,
     registry: &RegistryHandle,
     membership: &MembershipHandle,
+    demand: Option<DemandSender>,
 ) -> Result<ActorRef<SchedulerMsg>, ActorProcessingErr> {
     let args = SchedulerArgs {
         node: node.to_string(),
         registry: registry.clone(),
         membership: membership.clone(),
+        demand,
     };
     let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor.get_cell()).await?;
     tree.started("scheduler", ActorKind::Scheduler, &scheduler.get_cell());
     Ok(scheduler)
+}
+
+async fn spawn_resources(
+    supervisor: &ActorRef<NodeSupervisorMsg>,
+    tree: &TreeScope,
+    node: &str,
+    spec: &ResourceManagerSpec,
+    registry: &RegistryHandle,
+    membership: &MembershipHandle,
+    demand: &DemandSender,
+) -> Result<ActorRef<ResourceManagerMsg>, ActorProcessingErr> {
+    let args = ResourceManagerArgs {
+        node: node.to_string(),
+        spec: spec.clone(),
+        registry: registry.clone(),
+        membership: membership.clone(),
+        demand: demand.subscribe(),
+    };
+    let (actor, _) =
+        Actor::spawn_linked(None, ResourceManagerActor, args, supervisor.get_cell()).await?;
+    tree.started("resources", ActorKind::ResourceManager, &actor.get_cell());
+    Ok(actor)
 }
 
 fn subsystem_name(cell: &ActorCell) -> String {

@@ -5,9 +5,11 @@
 //! - [`http`]: REST helpers (`get_json`, `put_json`, ...) and `SseReader` for `/v1/watch/...` streams.
 //! - [`wait`]: `wait_until(what, deadline, condition)`: poll a condition, never sleep a fixed time.
 //! - [`zk`]: a real ZooKeeper server started for a test.
+//! - [`yarn`]: a double of a YARN ResourceManager's REST API that runs the containers it grants.
 //! - [`scenario`]: shared steps: a ZooKeeper-backed cluster, writes that must succeed, entries under a prefix.
 pub mod http;
 pub mod node;
 pub mod scenario;
 pub mod wait;
+pub mod yarn;
 pub mod zk;

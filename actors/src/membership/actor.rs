@@ -98,6 +98,7 @@ impl Actor for Membership {
             incarnation: started_at_ms,
             catalog: config.catalog.clone(),
             holds_registry: config.holds_registry,
+            max_instances: config.max_instances,
         };
         let peer_args = PeerArgs {
             name: config.name.clone(),

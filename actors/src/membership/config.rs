@@ -34,6 +34,9 @@ pub struct MembershipConfig {
     pub catalog: Vec<lathe::TaskType>,
     /// Whether this node holds the embedded registry (and so leads a cluster without ZooKeeper).
     pub holds_registry: bool,
+    /// The most task instances the scheduler may place here (`--max-instances`), advertised to
+    /// every peer; `None` = unlimited.
+    pub max_instances: Option<u32>,
 }
 
 impl MembershipConfig {
@@ -57,6 +60,7 @@ impl MembershipConfig {
             dead_after: DEFAULT_DEAD_AFTER,
             catalog: Vec::new(),
             holds_registry: false,
+            max_instances: None,
         }
     }
 

@@ -23,6 +23,7 @@ fn info(name: &str, port: u16) -> MemberInfo {
         incarnation: 1,
         catalog: Vec::new(),
         holds_registry: false,
+        max_instances: None,
     }
 }
 

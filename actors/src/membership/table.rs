@@ -411,6 +411,7 @@ fn view(info: &MemberInfo, status: MemberStatus, ago: Option<u64>, is_self: bool
         status,
         leader: false,
         catalog: info.catalog.clone(),
+        max_instances: info.max_instances,
         last_heartbeat_ms_ago: ago,
         is_self,
         incarnation: info.incarnation,

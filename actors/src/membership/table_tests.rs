@@ -24,6 +24,7 @@ fn info(name: &str, incarnation: u64) -> MemberInfo {
         incarnation,
         catalog: Vec::new(),
         holds_registry: false,
+        max_instances: None,
     }
 }
 

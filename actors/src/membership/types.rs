@@ -29,6 +29,10 @@ pub struct MemberInfo {
     /// ZooKeeper); that node is the scheduler leader of such a cluster.
     #[serde(default)]
     pub holds_registry: bool,
+    /// The most task instances the scheduler may place on this node (`--max-instances`);
+    /// `None` = unlimited.
+    #[serde(default)]
+    pub max_instances: Option<u32>,
 }
 
 /// How a node looks from here.
@@ -68,6 +72,9 @@ pub struct MemberView {
     pub leader: bool,
     /// The task types this node can run.
     pub catalog: Vec<lathe::TaskType>,
+    /// The most task instances the scheduler places on this node (`--max-instances`); `null` =
+    /// unlimited.
+    pub max_instances: Option<u32>,
     /// Milliseconds since the last heartbeat from that node; `None` for this node itself and for
     /// nodes only known from ZooKeeper so far.
     pub last_heartbeat_ms_ago: Option<u64>,

@@ -8,6 +8,10 @@
 //!
 //! Reconciles run off the handler, one at a time; triggers that arrive meanwhile coalesce into one
 //! more run. Triggers: the topology changed, membership changed, and a periodic safety net.
+//!
+//! After each reconcile the leader publishes its [`CapacityDemand`] — how many instances are
+//! pending because every node that can run them is full — for the node's resource manager, which
+//! asks for more nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,8 +21,9 @@ use lathe::KeyPath;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 
+use super::demand::{CapacityDemand, DemandSender};
 use super::deploy;
-use super::placement::{place, rebalance, NodeCandidate};
+use super::placement::{place, rebalance, NodeCandidate, PendingCause};
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
 
@@ -53,6 +58,8 @@ pub struct ReconcileReport {
     pub pending: usize,
     /// Instances the rebalance moved, (group, index).
     pub moved: Vec<(String, u32)>,
+    /// What the placement lacked room for, and the nodes it had.
+    pub demand: CapacityDemand,
 }
 
 pub struct Scheduler;
@@ -61,6 +68,9 @@ pub struct SchedulerArgs {
     pub node: String,
     pub registry: RegistryHandle,
     pub membership: MembershipHandle,
+    /// Where to publish the capacity demand after each reconcile (the node's resource manager
+    /// listens), if anyone listens.
+    pub demand: Option<DemandSender>,
 }
 
 pub struct SchedulerState {
@@ -76,6 +86,7 @@ pub struct SchedulerState {
     /// Instances moved by rebalancing, held still until the instant given.
     held: BTreeMap<(String, u32), tokio::time::Instant>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
+    demand: Option<DemandSender>,
 }
 
 impl Actor for Scheduler {
@@ -104,6 +115,7 @@ impl Actor for Scheduler {
             again: false,
             held: BTreeMap::new(),
             watchers,
+            demand: args.demand,
         })
     }
 
@@ -120,6 +132,10 @@ impl Actor for Scheduler {
                 if leading != state.leading {
                     tracing::info!(node = %state.node, leading, "scheduler leadership changed");
                     state.leading_since = leading.then(tokio::time::Instant::now);
+                    if let (false, Some(demand)) = (leading, &state.demand) {
+                        // A demand counted while leading means nothing once another node leads.
+                        demand.publish(CapacityDemand::default());
+                    }
                     if leading {
                         // Once the settle window ends, unheard-of nodes lose their instances.
                         myself.send_after(SETTLE, || SchedulerMsg::Reconcile);
@@ -136,11 +152,15 @@ impl Actor for Scheduler {
                 state.running = false;
                 match result {
                     Ok(report) => {
+                        if let (true, Some(demand)) = (state.leading, &state.demand) {
+                            demand.publish(report.demand.clone());
+                        }
                         if report.placed + report.removed > 0 {
                             tracing::info!(
                                 placed = report.placed,
                                 removed = report.removed,
                                 pending = report.pending,
+                                pending_for_capacity = report.demand.pending,
                                 moved = report.moved.len(),
                                 "assignments reconciled"
                             );
@@ -290,6 +310,7 @@ async fn reconcile(
             name: m.name.clone(),
             catalog: m.catalog.iter().cloned().collect(),
             tags: m.tags.clone(),
+            max_instances: m.max_instances,
         })
         .collect();
     if settling {
@@ -347,6 +368,14 @@ async fn reconcile(
         report.removed += 1;
     }
     report.pending = placement.pending.len();
+    report.demand = CapacityDemand {
+        pending: placement
+            .pending
+            .iter()
+            .filter(|p| p.cause == PendingCause::Full)
+            .count(),
+        nodes: candidates.iter().map(|c| c.name.clone()).collect(),
+    };
     write_pending(registry, &topology.groups, &placement.pending, members).await?;
     withdraw_dead_endpoints(registry, members).await?;
     Ok(report)
@@ -416,19 +445,26 @@ fn unheard_of(members: &[MemberView], assignments: &[Assignment]) -> Vec<NodeCan
             name: name.to_string(),
             catalog,
             tags: Vec::new(),
+            max_instances: None,
         })
         .collect()
 }
 
 /// Marks unplaceable instances pending (with the reason) and removes instance records that no
 /// node will clean up: instances gone from the topology whose node is dead or who never ran.
+/// Removals are CAS on the version read: a node that started the instance meanwhile (and wrote
+/// `running`) keeps its record.
 async fn write_pending(
     registry: &RegistryHandle,
     groups: &[lathe::topology::GroupSpec],
     pending: &[super::placement::Pending],
     members: &[MemberView],
 ) -> Result<(), String> {
-    let records = read_records::<InstanceStatus>(registry, layout::INSTANCES).await?;
+    let versioned = read_versioned::<InstanceStatus>(registry, layout::INSTANCES).await?;
+    let records: BTreeMap<KeyPath, InstanceStatus> = versioned
+        .iter()
+        .map(|(path, (record, _))| (path.clone(), record.clone()))
+        .collect();
     let types: BTreeMap<&str, &lathe::TaskType> = groups
         .iter()
         .map(|g| (g.name.as_str(), &g.task_type))
@@ -473,13 +509,32 @@ async fn write_pending(
             Some(node) => !in_topology && !live.contains(node.as_str()),
         };
         if orphan {
-            registry
-                .delete(path, None, false)
-                .await
-                .map_err(|e| e.to_string())?;
+            let version = versioned.get(path).map(|(_, version)| *version);
+            match registry.delete(path, version, false).await {
+                Ok(_)
+                | Err(crate::registry::RegistryError::Store(
+                    lathe_store::StoreError::CasMismatch { .. },
+                )) => {}
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
     Ok(())
+}
+
+/// Like [`read_records`], with each record's version.
+async fn read_versioned<T: serde::de::DeserializeOwned>(
+    registry: &RegistryHandle,
+    prefix: &str,
+) -> Result<BTreeMap<KeyPath, (T, u64)>, String> {
+    let (entries, _) = registry
+        .list(&key(prefix)?)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| Some((e.key, (serde_json::from_value(e.value).ok()?, e.version))))
+        .collect())
 }
 
 /// Every record under `prefix` that parses as a `T`, by path.

@@ -1,5 +1,6 @@
 //! The scheduler: which node runs each task instance.
 
 pub mod actor;
+pub mod demand;
 pub mod deploy;
 pub mod placement;

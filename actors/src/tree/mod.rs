@@ -8,6 +8,7 @@
 //! │   ├── node/registry/feed        registry-feed
 //! │   └── node/registry/shard-N     registry-shard
 //! ├── node/scheduler                scheduler
+//! ├── node/resources                resource-manager     actors/src/resources/actor.rs (--yarn-rm)
 //! └── node/tasks                    task-supervisor      actors/src/tasks/supervisor.rs
 //!     └── node/tasks/<group>/<i>    task
 //! ```
@@ -47,18 +48,20 @@ pub enum ActorKind {
     RegistryFeed,
     RegistryShard,
     Scheduler,
+    ResourceManager,
     TaskSupervisor,
     Task,
 }
 
 impl ActorKind {
-    pub const ALL: [ActorKind; 8] = [
+    pub const ALL: [ActorKind; 9] = [
         ActorKind::NodeSupervisor,
         ActorKind::Membership,
         ActorKind::RegistrySupervisor,
         ActorKind::RegistryFeed,
         ActorKind::RegistryShard,
         ActorKind::Scheduler,
+        ActorKind::ResourceManager,
         ActorKind::TaskSupervisor,
         ActorKind::Task,
     ];
@@ -71,6 +74,7 @@ impl ActorKind {
             ActorKind::RegistryFeed => "registry-feed",
             ActorKind::RegistryShard => "registry-shard",
             ActorKind::Scheduler => "scheduler",
+            ActorKind::ResourceManager => "resource-manager",
             ActorKind::TaskSupervisor => "task-supervisor",
             ActorKind::Task => "task",
         }

@@ -40,7 +40,8 @@ fn member_list(answer: &Value) -> Result<&Vec<Value>, CliError> {
         .ok_or_else(|| unexpected_answer(MEMBERS_ROUTE, answer))
 }
 
-/// `NAME STATUS LEADER PID CLUSTER-ADDR HTTP-ADDR TAGS CATALOG`.
+/// `NAME STATUS LEADER PID CLUSTER-ADDR HTTP-ADDR TAGS MAX CATALOG` (`MAX`: `--max-instances`,
+/// `-` for no limit).
 pub(crate) fn members_table(members: &[Value]) -> Table {
     let mut table = Table::with_headers(&[
         "NAME",
@@ -50,6 +51,7 @@ pub(crate) fn members_table(members: &[Value]) -> Table {
         "CLUSTER-ADDR",
         "HTTP-ADDR",
         "TAGS",
+        "MAX",
         "CATALOG",
     ]);
     for member in members {
@@ -70,6 +72,7 @@ pub(crate) fn members_table(members: &[Value]) -> Table {
             field(member, "cluster_addr"),
             field(member, "http_addr"),
             field(member, "tags"),
+            field(member, "max_instances"),
             catalog_cell(member.get("catalog").unwrap_or(&Value::Null)),
         ]);
     }
@@ -139,7 +142,7 @@ mod tests {
                    "tags": ["lb", "net"], "status": "alive", "leader": true,
                    "catalog": [{"crate": "http_loadbalancer", "version": "0.8.2", "task": "my::LoadBalancer"}]}),
             json!({"name": "node-1", "pid": 102, "cluster_addr": "127.0.0.1:7401", "http_addr": "127.0.0.1:7501",
-                   "tags": [], "status": "suspect", "leader": false, "catalog": []}),
+                   "tags": [], "status": "suspect", "leader": false, "catalog": [], "max_instances": 4}),
         ]
     }
 
@@ -149,12 +152,12 @@ mod tests {
         let lines: Vec<&str> = rendered.lines().collect();
         assert_eq!(
             lines[0],
-            "NAME    STATUS   LEADER  PID  CLUSTER-ADDR    HTTP-ADDR       TAGS    CATALOG"
+            "NAME    STATUS   LEADER  PID  CLUSTER-ADDR    HTTP-ADDR       TAGS    MAX  CATALOG"
         );
-        assert_eq!(lines[1], "node-0  alive    *       101  127.0.0.1:7400  127.0.0.1:7500  lb,net  http_loadbalancer@0.8.2");
+        assert_eq!(lines[1], "node-0  alive    *       101  127.0.0.1:7400  127.0.0.1:7500  lb,net  -    http_loadbalancer@0.8.2");
         assert_eq!(
             lines[2],
-            "node-1  suspect          102  127.0.0.1:7401  127.0.0.1:7501  -       -"
+            "node-1  suspect          102  127.0.0.1:7401  127.0.0.1:7501  -       4    -"
         );
     }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! lathe up ── plan.rs ──────── ports free? binary? cookie? ── one NodeSpec per node (fixed ports, data dir)
 //!    │
-//!    ├── supervise.rs (this thread, every TICK) ── process.rs: start / reap / restart local-<i>
+//!    ├── supervise.rs (this thread, every TICK) ── lathe_resources::local: start / poll / restart local-<i>
 //!    │                                              prints "local-<i> serving at http://..."
 //!    └── deploy.rs (a thread, once all serve) ──── REST of local-0: members alive → PUT /v1/topology
 //!                                                   → /v1/tasks all running
@@ -37,7 +37,6 @@ macro_rules! say_err {
 mod deploy;
 mod endpoints;
 mod plan;
-mod process;
 mod signals;
 mod supervise;
 mod topology;
@@ -53,7 +52,6 @@ use std::time::{Duration, Instant};
 use crate::client::Client;
 use deploy::Deployer;
 use plan::ClusterPlan;
-use process::ProcessBackend;
 use signals::Signals;
 use supervise::Supervisor;
 
@@ -147,7 +145,7 @@ pub(crate) fn run(args: &UpArgs) -> ExitCode {
         }
     };
     print_intro(&plan);
-    let mut supervisor = Supervisor::new(ProcessBackend::new(plan));
+    let mut supervisor = Supervisor::new(plan);
     let outcome = drive(&mut supervisor, &signals, args, topology);
     if let Err(err) = &outcome {
         if !matches!(err, UpError::Interrupted) {
@@ -210,7 +208,7 @@ fn drive(
     topology: Option<TopologyFile>,
 ) -> Result<(), UpError> {
     let started = Instant::now();
-    let count = supervisor.backend().len();
+    let count = supervisor.plan().nodes.len();
     let stop_deploy = Arc::new(AtomicBool::new(false));
     let _stop_on_return = StopOnDrop(stop_deploy.clone());
     let mut topology = topology;
@@ -236,7 +234,7 @@ fn drive(
         }
         if supervisor.all_served() && !handed_over {
             handed_over = true;
-            let plan = supervisor.backend().plan().clone();
+            let plan = supervisor.plan().clone();
             match topology.take() {
                 Some((file, source)) => {
                     let deployer = Deployer {

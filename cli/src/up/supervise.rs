@@ -1,17 +1,24 @@
 //! Keeps the local cluster's node processes running: restarts a node whose process exits (crash, SIGKILL) with
 //! the same arguments, backing off while it keeps dying, and prints each node's REST address once it answers
-//! `GET /v1/health` (again after every restart).
+//! `GET /v1/health` (again after every restart). The processes are started and watched through the resource
+//! manager trait, by its local process backend (`lathe_resources::local`).
 //!
 //! ```text
-//! Supervisor ──tick──> ProcessBackend::reap_exits ──> Backoff ──due──> ProcessBackend::start_node
+//! Supervisor ──tick──> LocalProcesses::poll ──ended──> Backoff ──due──> LocalProcesses::request(local-<i>)
 //!     └──────tick──> GET /v1/health on nodes not serving yet ──> "local-1 serving http://..."
 //! ```
 
 use std::time::{Duration, Instant};
 
-use super::process::{describe_exit, last_log_line, ProcessBackend};
+use lathe_resources::local::LocalProcesses;
+use lathe_resources::{ContainerId, NodeLaunch, ResourceError, ResourceManager};
+
+use super::plan::ClusterPlan;
 use super::UpError;
 use crate::client::Client;
+
+/// What `lathe up` writes before each start in a node's log.
+const LOG_LABEL: &str = "lathe up";
 
 /// The first restart delay; it doubles on every exit in a row, up to [`RESTART_DELAY_MAX`].
 const RESTART_DELAY_MIN: Duration = Duration::from_millis(500);
@@ -51,6 +58,8 @@ impl Backoff {
 
 /// What the supervisor knows about one node.
 struct NodeState {
+    /// The node's container while its process runs (until its end is polled).
+    container: Option<ContainerId>,
     backoff: Backoff,
     started_at: Option<Instant>,
     restart_at: Option<Instant>,
@@ -63,17 +72,26 @@ struct NodeState {
 
 /// The supervision loop's state; [`Supervisor::tick`] is called every few hundred milliseconds.
 pub(crate) struct Supervisor {
-    backend: ProcessBackend,
+    plan: ClusterPlan,
+    backend: LocalProcesses,
     nodes: Vec<NodeState>,
 }
 
 impl Supervisor {
-    pub(crate) fn new(backend: ProcessBackend) -> Self {
-        let nodes = backend
-            .plan()
+    /// Node `local-<i>` logs to `<data dir>/local-<i>/node.log`, the data dir of its plan.
+    pub(crate) fn new(plan: ClusterPlan) -> Self {
+        let log_root = plan
+            .nodes
+            .first()
+            .and_then(|spec| spec.data_dir.parent())
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let backend = LocalProcesses::new(log_root, LOG_LABEL);
+        let nodes = plan
             .nodes
             .iter()
             .map(|spec| NodeState {
+                container: None,
                 backoff: Backoff::new(),
                 started_at: None,
                 restart_at: None,
@@ -87,11 +105,15 @@ impl Supervisor {
                 ),
             })
             .collect();
-        Supervisor { backend, nodes }
+        Supervisor {
+            plan,
+            backend,
+            nodes,
+        }
     }
 
-    pub(crate) fn backend(&self) -> &ProcessBackend {
-        &self.backend
+    pub(crate) fn plan(&self) -> &ClusterPlan {
+        &self.plan
     }
 
     /// Starts node `i` for the first time.
@@ -112,16 +134,26 @@ impl Supervisor {
     /// Restarts what exited (when its back-off is over) and notices nodes that started serving.
     pub(crate) fn tick(&mut self) -> Result<(), UpError> {
         let now = Instant::now();
-        for (i, status) in self.backend.reap_exits() {
-            let spec = self.backend.node(i);
+        let events = self
+            .backend
+            .poll()
+            .map_err(|err| UpError::Failed(err.to_string()))?;
+        for event in events {
+            // "signal 9", "code 1: <the last line of its log>".
+            let Some(how) = event.state.diagnostics().map(str::to_string) else {
+                continue;
+            };
+            let Some(i) = self
+                .nodes
+                .iter()
+                .position(|n| n.container.as_ref() == Some(&event.id))
+            else {
+                continue;
+            };
+            let spec = &self.plan.nodes[i];
             let node = &mut self.nodes[i];
+            node.container = None;
             let ran_for = node.started_at.map_or(Duration::ZERO, |t| now - t);
-            let mut how = describe_exit(status);
-            if status.code().is_some() {
-                if let Some(line) = last_log_line(spec) {
-                    how = format!("{how}: {line}");
-                }
-            }
             if !node.serving && node.starts_without_serving >= MAX_STARTS_WITHOUT_SERVING {
                 return Err(UpError::Failed(format!(
                     "{} exited ({how}) {} times in a row before serving: giving up; see {}",
@@ -150,9 +182,7 @@ impl Supervisor {
 
     /// How many node processes run now.
     pub(crate) fn running_count(&mut self) -> usize {
-        (0..self.nodes.len())
-            .filter(|&i| self.backend.is_alive(i))
-            .count()
+        self.backend.running_count()
     }
 
     /// Stops every node (SIGTERM, then SIGKILL after `grace` or once `hurry()`); returns the killed ones.
@@ -169,41 +199,60 @@ impl Supervisor {
         if !node.ever_served {
             node.starts_without_serving += 1;
         }
-        match self.backend.start_node(i) {
-            Ok(_) => Ok(()),
+        let spec = &self.plan.nodes[i];
+        let launch = NodeLaunch {
+            name: spec.name.clone(),
+            program: self.plan.binary.clone(),
+            args: spec.args.clone(),
+            env: vec![("LATHE_COOKIE".to_string(), self.plan.cookie.clone())],
+        };
+        match self.backend.request(&launch) {
+            Ok(id) => {
+                self.nodes[i].container = Some(id);
+                Ok(())
+            }
             // A binary being rebuilt can be missing for a moment: retry later, unless it never ran.
             Err(err) if self.nodes[i].ever_served => {
                 let delay = self.nodes[i].backoff.delay_after(Duration::ZERO);
                 say!(
-                    "{}: {err}: retrying in {:.1} s",
-                    self.backend.node(i).name,
+                    "{}: retrying in {:.1} s",
+                    launch_error(err),
                     delay.as_secs_f64()
                 );
                 self.nodes[i].restart_at = Some(Instant::now() + delay);
                 Ok(())
             }
-            Err(err) => Err(UpError::Failed(format!(
-                "{}: {err}",
-                self.backend.node(i).name
-            ))),
+            Err(err) => Err(UpError::Failed(launch_error(err))),
+        }
+    }
+
+    /// Whether node `i`'s process runs.
+    fn is_running(&mut self, i: usize) -> bool {
+        match &self.nodes[i].container {
+            Some(id) => self.backend.is_running(id),
+            None => false,
         }
     }
 
     fn check_health(&mut self) {
         for i in 0..self.nodes.len() {
-            if self.nodes[i].serving || !self.backend.is_alive(i) {
+            if self.nodes[i].serving || !self.is_running(i) {
                 continue;
             }
             if self.nodes[i].health.get("/v1/health").is_err() {
                 continue;
             }
-            let spec = self.backend.node(i);
+            let spec = &self.plan.nodes[i];
             let again = if self.nodes[i].ever_served {
                 " again"
             } else {
                 ""
             };
-            let pid = self.backend.pid(i).unwrap_or_default();
+            let pid = self.nodes[i]
+                .container
+                .as_ref()
+                .and_then(|id| self.backend.pid(id))
+                .unwrap_or_default();
             say!(
                 "{} serving{again} at http://{} (pid {pid})",
                 spec.name,
@@ -214,6 +263,14 @@ impl Supervisor {
             node.ever_served = true;
             node.starts_without_serving = 0;
         }
+    }
+}
+
+/// `local-1: cannot run /path/lathe-node: No such file or directory`.
+fn launch_error(err: ResourceError) -> String {
+    match err {
+        ResourceError::Launch { name, reason } => format!("{name}: {reason}"),
+        other => other.to_string(),
     }
 }
 

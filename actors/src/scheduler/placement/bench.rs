@@ -78,6 +78,7 @@ fn bench_nodes(nodes: usize) -> Vec<NodeCandidate> {
                 } else {
                     Vec::new()
                 },
+                max_instances: None,
             }
         })
         .collect()

@@ -8,17 +8,22 @@
 //! The rules, in order:
 //! 1. **Catalog.** An instance goes only to a node whose catalog has its task type; when no node
 //!    has it, the instance is pending: `no live node can run http_frontpage 4.2.2 my::FrontPage`.
-//! 2. **Stability.** A current assignment that is still valid (its group exists with the same task
-//!    type, its index is below `tasks`, its node is live and has the type) stays where it is.
-//!    Only new instances, those of dead nodes and invalid ones are placed, so a redeploy with more
-//!    instances places only the new ones, and indices at or above `tasks` are dropped. Moving
-//!    running instances to improve balance is a separate, gentle step: [`rebalance`].
-//! 3. **Score.** Each instance goes to the candidate node with the highest score:
+//! 2. **Capacity.** A node started with `--max-instances N` never holds more than N instances (of
+//!    any group). When every node that has the type is full, the instance is pending with
+//!    [`PendingCause::Full`]: `every node that can run http_frontpage 4.2.2 my::FrontPage is
+//!    full` — the cause a resource manager answers by asking for more nodes.
+//! 3. **Stability.** A current assignment that is still valid (its group exists with the same task
+//!    type, its index is below `tasks`, its node is live, has the type and room for it) stays
+//!    where it is. Only new instances, those of dead nodes and invalid ones are placed, so a
+//!    redeploy with more instances places only the new ones, and indices at or above `tasks` are
+//!    dropped. A node holding more than its capacity keeps the first ones by (group, index).
+//!    Moving running instances to improve balance is a separate, gentle step: [`rebalance`].
+//! 4. **Score.** Each instance goes to the candidate node with the highest score:
 //!    `Σ score(tag) × (instances on the node carrying tag)` over the group's `biases`, minus
 //!    [`LOAD_PENALTY`] per instance already on the node (of any group). A node's own tags
 //!    (`lathe-node --tag`) count as one instance carrying them, so `biases = [["ssd"], [5]]` draws a
 //!    group to nodes started with `--tag ssd`. Ties go to the node whose name sorts first.
-//! 4. **Order.** Groups are placed after the groups carrying the tags their biases name (the
+//! 5. **Order.** Groups are placed after the groups carrying the tags their biases name (the
 //!    seed's load balancers after the frontpages, so the LB's +7 sees them), then by name; groups
 //!    whose biases refer to each other in a cycle go by name. Instances of a group go by index.
 //!
@@ -57,6 +62,17 @@ pub struct NodeCandidate {
     pub catalog: BTreeSet<TaskType>,
     /// The node's `--tag`s.
     pub tags: Vec<String>,
+    /// The most instances the node takes (`--max-instances`); `None` = unlimited.
+    #[serde(default)]
+    pub max_instances: Option<u32>,
+}
+
+impl NodeCandidate {
+    /// Whether `instances` already placed leave room for one more.
+    pub fn has_room(&self, instances: usize) -> bool {
+        self.max_instances
+            .is_none_or(|max| instances < max as usize)
+    }
 }
 
 /// The result of [`place`]: every instance `0..tasks` of every group is in exactly one list.
@@ -73,7 +89,29 @@ pub struct Placement {
 pub struct Pending {
     pub group: String,
     pub index: u32,
+    pub cause: PendingCause,
+    /// For people: what `cause` means for this instance's task type.
     pub reason: String,
+}
+
+/// Why an instance could not be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PendingCause {
+    /// No live node has the task type in its catalog.
+    NoCatalog,
+    /// Nodes have the type, and every one of them is at its `--max-instances`: more nodes (or
+    /// more capacity) would place it.
+    Full,
+}
+
+impl PendingCause {
+    fn reason(self, task_type: &TaskType) -> String {
+        match self {
+            PendingCause::NoCatalog => format!("no live node can run {task_type}"),
+            PendingCause::Full => format!("every node that can run {task_type} is full"),
+        }
+    }
 }
 
 /// One node while placing: its load and how many instances carry each tag.
@@ -142,7 +180,8 @@ pub fn place(groups: &[GroupSpec], nodes: &[NodeCandidate], current: &[Assignmen
         };
         let valid = assignment.index < group.tasks
             && assignment.task_type == group.task_type
-            && nodes[node].catalog.contains(&group.task_type);
+            && nodes[node].catalog.contains(&group.task_type)
+            && nodes[node].has_room(loads[node].instances as usize);
         let key = (group.name.as_str(), assignment.index);
         if valid && !placed.contains_key(&key) {
             placed.insert(key, node);
@@ -168,11 +207,19 @@ pub fn place(groups: &[GroupSpec], nodes: &[NodeCandidate], current: &[Assignmen
                     placed.insert(key, node);
                     loads[node].add(group);
                 }
-                None => pending.push(Pending {
-                    group: group.name.clone(),
-                    index,
-                    reason: format!("no live node can run {}", group.task_type),
-                }),
+                None => {
+                    let cause = if able.is_empty() {
+                        PendingCause::NoCatalog
+                    } else {
+                        PendingCause::Full
+                    };
+                    pending.push(Pending {
+                        group: group.name.clone(),
+                        index,
+                        cause,
+                        reason: cause.reason(&group.task_type),
+                    });
+                }
             }
         }
     }
@@ -193,10 +240,14 @@ pub fn place(groups: &[GroupSpec], nodes: &[NodeCandidate], current: &[Assignmen
     }
 }
 
-/// The highest-scoring node of `able` (indices into `loads`, in name order); the first on ties.
+/// The highest-scoring node of `able` (indices into `loads`, in name order) with room for one
+/// more instance; the first on ties.
 fn best_node(loads: &[NodeLoad<'_>], able: &[usize], group: &GroupSpec) -> Option<usize> {
     let mut best: Option<(usize, i64)> = None;
     for &i in able {
+        if !loads[i].node.has_room(loads[i].instances as usize) {
+            continue;
+        }
         let score = loads[i].score(group);
         if best.is_none_or(|(_, top)| score > top) {
             best = Some((i, score));

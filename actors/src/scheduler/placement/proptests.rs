@@ -34,21 +34,34 @@ fn groups() -> impl Strategy<Value = Vec<GroupSpec>> {
     })
 }
 
-/// Up to 5 nodes, each with some of the 3 task types, some with the node tag `ssd`.
+/// Up to 5 nodes, each with some of the 3 task types, some with the node tag `ssd`, some with a
+/// capacity (`--max-instances` 0 to 5).
 fn nodes() -> impl Strategy<Value = Vec<NodeCandidate>> {
-    proptest::collection::vec((0..8usize, any::<bool>()), 0..=5).prop_map(|specs| {
+    let one = (0..8usize, any::<bool>(), proptest::option::of(0..=5u32));
+    proptest::collection::vec(one, 0..=5).prop_map(|specs| {
         specs
             .into_iter()
             .enumerate()
-            .map(|(i, (mask, ssd))| {
+            .map(|(i, (mask, ssd, max_instances))| {
                 let catalog: Vec<TaskType> = (0..3)
                     .filter(|k| mask & (1 << k) != 0)
                     .map(task_type)
                     .collect();
-                node(&format!("n{i}"), &catalog, if ssd { &["ssd"] } else { &[] })
+                let mut node = node(&format!("n{i}"), &catalog, if ssd { &["ssd"] } else { &[] });
+                node.max_instances = max_instances;
+                node
             })
             .collect()
     })
+}
+
+/// Instances per node name.
+fn load_of(placement: &Placement) -> std::collections::BTreeMap<&str, usize> {
+    let mut loads = std::collections::BTreeMap::new();
+    for a in &placement.assignments {
+        *loads.entry(a.node.as_str()).or_insert(0) += 1;
+    }
+    loads
 }
 
 /// Current assignments, valid or not: unknown groups and nodes, indices past `tasks`, old types.
@@ -65,8 +78,22 @@ fn current() -> impl Strategy<Value = Vec<Assignment>> {
     })
 }
 
-/// Checks what must hold for any placement of `groups` on `nodes`.
+/// Checks what must hold for any placement of `groups` on `nodes`: every instance is placed where
+/// its type runs and there is room, or pending with the right cause — no node has its type, or
+/// every node that has it is full (so as many are placed as fit).
 fn check_invariants(groups: &[GroupSpec], nodes: &[NodeCandidate], placement: &Placement) {
+    let loads = load_of(placement);
+    let load = |name: &str| loads.get(name).copied().unwrap_or(0);
+    for node in nodes {
+        if let Some(max) = node.max_instances {
+            assert!(
+                load(&node.name) <= max as usize,
+                "{} holds {} > {max}",
+                node.name,
+                load(&node.name)
+            );
+        }
+    }
     let mut seen = BTreeSet::new();
     for a in &placement.assignments {
         let group = groups
@@ -92,10 +119,19 @@ fn check_invariants(groups: &[GroupSpec], nodes: &[NodeCandidate], placement: &P
             .iter()
             .find(|g| g.name == p.group)
             .expect("a known group");
-        assert!(
-            nodes.iter().all(|n| !n.catalog.contains(&group.task_type)),
-            "{p:?} could run"
-        );
+        let able: Vec<&NodeCandidate> = nodes
+            .iter()
+            .filter(|n| n.catalog.contains(&group.task_type))
+            .collect();
+        match p.cause {
+            PendingCause::NoCatalog => assert!(able.is_empty(), "{p:?} could run"),
+            PendingCause::Full => {
+                assert!(!able.is_empty(), "{p:?}: full, but no node has the type");
+                for n in able {
+                    assert!(!n.has_room(load(&n.name)), "{p:?} fits on {}", n.name);
+                }
+            }
+        }
         assert!(
             seen.insert((p.group.clone(), p.index)),
             "{p:?} placed and pending"
@@ -161,6 +197,41 @@ proptest! {
         for a in before.assignments.iter().filter(|a| a.node != gone) {
             prop_assert!(after.assignments.contains(a), "{:?} moved", a);
         }
+    }
+
+    #[test]
+    fn rebalancing_never_fills_a_node_past_its_capacity(
+        groups in groups(), nodes in nodes(), current in current(), moves in 0..6usize
+    ) {
+        let placement = place(&groups, &nodes, &current);
+        let (moved, _) = rebalance(&groups, &nodes, &placement.assignments, &BTreeSet::new(), moves);
+        let after = Placement { assignments: moved, pending: Vec::new() };
+        let loads = load_of(&after);
+        for node in &nodes {
+            let load = loads.get(node.name.as_str()).copied().unwrap_or(0);
+            prop_assert!(
+                node.max_instances.is_none_or(|max| load <= max as usize),
+                "{} holds {} > {:?}", node.name, load, node.max_instances
+            );
+        }
+        for a in &after.assignments {
+            let node = nodes.iter().find(|n| n.name == a.node).expect("a live node");
+            prop_assert!(node.catalog.contains(&a.task_type), "{:?} moved where its type does not run", a);
+        }
+    }
+
+    #[test]
+    fn more_capacity_places_at_least_as_many(
+        groups in groups(), nodes in nodes(), node in 0..5usize, more in 1..4u32
+    ) {
+        let before = place(&groups, &nodes, &[]);
+        let mut bigger = nodes.clone();
+        if let Some(n) = bigger.get_mut(node) {
+            n.max_instances = n.max_instances.map(|max| max + more);
+        }
+        let after = place(&groups, &bigger, &before.assignments);
+        check_invariants(&groups, &bigger, &after);
+        prop_assert!(after.assignments.len() >= before.assignments.len());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! gain is at least [`MIN_GAIN`] — a load difference of one instance (5/4/4) is not worth a
 //! restart. Moves are per call; the scheduler also keeps a moved instance still for a while, so
 //! one-sided biases (load balancers like front pages, front pages don't care) cannot make
-//! instances chase each other.
+//! instances chase each other. A move never fills a node past its `--max-instances`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -111,6 +111,9 @@ fn best_move(
                 continue;
             }
             let to = &aggregates[to_node.name.as_str()];
+            if !to_node.has_room(to.instances.max(0) as usize) {
+                continue;
+            }
             let gain = move_gain(group, from, from_node.copied(), to, to_node);
             if gain >= MIN_GAIN && best.is_none_or(|(_, _, top)| gain > top) {
                 best = Some((i, j, gain));

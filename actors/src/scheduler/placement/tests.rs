@@ -27,7 +27,14 @@ pub(super) fn node(name: &str, catalog: &[TaskType], tags: &[&str]) -> NodeCandi
         name: name.to_string(),
         catalog: catalog.iter().cloned().collect(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
+        max_instances: None,
     }
+}
+
+/// A node that takes at most `max` instances.
+pub(super) fn capped(mut node: NodeCandidate, max: u32) -> NodeCandidate {
+    node.max_instances = Some(max);
+    node
 }
 
 pub(super) fn group(
@@ -217,4 +224,92 @@ fn load_balancers_never_share_a_node_when_there_are_enough() {
         let lbs: BTreeSet<&str> = nodes_of(&placement, "task.http.lb").into_iter().collect();
         assert_eq!(lbs.len(), 3, "{count} nodes: {placement:#?}");
     }
+}
+
+#[test]
+fn a_full_node_takes_no_more_and_the_rest_is_pending_for_capacity() {
+    let catalog = [frontpage("4.2.1"), frontpage("4.2.2"), lb_type()];
+    let nodes = [
+        capped(node("n1", &catalog, &[]), 3),
+        capped(node("n2", &catalog, &[]), 4),
+    ];
+    let placement = place(&seed().groups, &nodes, &[]);
+    assert_eq!(loads(&placement).get("n1"), Some(&3));
+    assert_eq!(loads(&placement).get("n2"), Some(&4));
+    assert_eq!(placement.pending.len(), 6, "{placement:#?}");
+    assert!(placement
+        .pending
+        .iter()
+        .all(|p| p.cause == PendingCause::Full));
+    let reason = "every node that can run http_frontpage 4.2.2 my::FrontPage is full";
+    assert!(
+        placement.pending.iter().any(|p| p.reason == reason),
+        "{placement:#?}"
+    );
+
+    // A node joins: the pending ones land on it, nothing placed moves.
+    let mut more = nodes.to_vec();
+    more.push(capped(node("n3", &catalog, &[]), 10));
+    let after = place(&seed().groups, &more, &placement.assignments);
+    assert!(after.pending.is_empty());
+    for a in &placement.assignments {
+        assert!(after.assignments.contains(a), "{a:?} moved");
+    }
+    assert_eq!(loads(&after).get("n3"), Some(&6));
+}
+
+#[test]
+fn capacity_and_catalog_are_told_apart() {
+    let only_421 = [frontpage("4.2.1")];
+    let nodes = [capped(node("n1", &only_421, &[]), 2)];
+    let placement = place(&seed().groups, &nodes, &[]);
+    let causes: BTreeMap<&str, BTreeSet<PendingCause>> =
+        placement
+            .pending
+            .iter()
+            .fold(BTreeMap::new(), |mut causes, p| {
+                causes.entry(p.group.as_str()).or_default().insert(p.cause);
+                causes
+            });
+    assert_eq!(
+        causes["task.http.frontpage.v4-2-1"],
+        BTreeSet::from([PendingCause::Full])
+    );
+    assert_eq!(
+        causes["task.http.frontpage.v4-2-2"],
+        BTreeSet::from([PendingCause::NoCatalog])
+    );
+    assert_eq!(
+        causes["task.http.lb"],
+        BTreeSet::from([PendingCause::NoCatalog])
+    );
+}
+
+#[test]
+fn a_node_over_its_capacity_keeps_the_first_instances() {
+    let t = frontpage("4.2.1");
+    let catalog = std::slice::from_ref(&t);
+    let groups = [group("g", t.clone(), 4, &[], &[])];
+    let roomy = [node("n1", catalog, &[])];
+    let before = place(&groups, &roomy, &[]);
+    assert_eq!(before.assignments.len(), 4);
+    // Restarted with --max-instances 2.
+    let tight = [capped(node("n1", catalog, &[]), 2)];
+    let after = place(&groups, &tight, &before.assignments);
+    let kept: Vec<u32> = after.assignments.iter().map(|a| a.index).collect();
+    assert_eq!(kept, [0, 1]);
+    let pending: Vec<u32> = after.pending.iter().map(|p| p.index).collect();
+    assert_eq!(pending, [2, 3]);
+}
+
+#[test]
+fn a_node_with_no_room_at_all_takes_nothing() {
+    let t = frontpage("4.2.1");
+    let catalog = std::slice::from_ref(&t);
+    let nodes = [
+        capped(node("n1", catalog, &[]), 0),
+        node("n2", catalog, &[]),
+    ];
+    let placement = place(&[group("g", t, 3, &[], &[])], &nodes, &[]);
+    assert_eq!(nodes_of(&placement, "g"), ["n2", "n2", "n2"]);
 }

@@ -1,0 +1,67 @@
+//! The node's resource manager backend from its flags: `--yarn-rm` and its companions become a
+//! [`ResourceManagerSpec`] over the YARN backend of `lathe-resources`.
+
+use std::sync::Arc;
+
+use lathe_actors::resources::{ContainerTemplate, ResourceManagerSpec, ResourceMetrics, Sizing};
+use lathe_resources::yarn::{YarnBackend, YarnConfig, DEFAULT_TIMEOUT};
+use lathe_resources::ResourceManager;
+
+use crate::config::{NodeConfig, YarnSettings};
+
+/// The tag every YARN container node carries (a group's `biases` may name it).
+const CONTAINER_TAG: &str = "yarn";
+/// The variables of this node's environment its container nodes get too.
+const PASSED_ON: [&str; 1] = ["LATHE_LOG"];
+
+/// The YARN resource manager of a node started with `--yarn-rm`; `None` without.
+pub(crate) fn yarn_spec(
+    config: &NodeConfig,
+    metrics: &prometheus::Registry,
+) -> anyhow::Result<Option<ResourceManagerSpec>> {
+    let Some(yarn) = &config.yarn else {
+        return Ok(None);
+    };
+    let backend_config = YarnConfig {
+        rm_url: yarn.rm_url.clone(),
+        queue: yarn.queue.clone(),
+        memory_mb: yarn.container_memory_mb,
+        vcores: yarn.container_vcores,
+        user: yarn.user.clone(),
+        timeout: DEFAULT_TIMEOUT,
+    };
+    tracing::info!(
+        rm = %yarn.rm_url,
+        queue = %yarn.queue,
+        max_containers = yarn.max_containers,
+        per_container = yarn.container_max_instances,
+        "YARN resource manager configured"
+    );
+    Ok(Some(ResourceManagerSpec {
+        backend: "yarn",
+        factory: Arc::new(move || {
+            Box::new(YarnBackend::new(backend_config.clone())) as Box<dyn ResourceManager>
+        }),
+        template: template(config, yarn),
+        sizing: Sizing {
+            max_containers: yarn.max_containers,
+            per_container: yarn.container_max_instances,
+        },
+        metrics: ResourceMetrics::register(metrics)?,
+    }))
+}
+
+fn template(config: &NodeConfig, yarn: &YarnSettings) -> ContainerTemplate {
+    ContainerTemplate {
+        program: yarn.node_bin.clone(),
+        cookie: config.cookie.clone(),
+        zookeeper: config.zookeeper.clone(),
+        max_instances: yarn.container_max_instances,
+        tags: vec![CONTAINER_TAG.to_string()],
+        extra_args: yarn.as_args(),
+        env: PASSED_ON
+            .iter()
+            .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+            .collect(),
+    }
+}
