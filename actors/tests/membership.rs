@@ -189,7 +189,9 @@ fn membership_zookeeper_discovers_members_without_seeds_and_survives_its_loss() 
 }
 
 #[test]
-fn membership_zookeeper_session_expiry_fences_the_node_until_it_re_registers() {
+/// A paused node's session expires; it comes back with a new session and a newer incarnation. (Whether it fences
+/// meanwhile depends on timing: see tests/tests/fencing.rs for a node that stays cut off.)
+fn membership_zookeeper_session_expiry_is_followed_by_a_new_session_and_member_node() {
     let _serial = serial();
     // `make test` installs ZooKeeper: a missing one is a failure, not a skip.
     let zk =
@@ -212,9 +214,8 @@ fn membership_zookeeper_session_expiry_fences_the_node_until_it_re_registers() {
     b.signal("CONT");
 
     b.wait_for_log("expiry logged", CONVERGE, |l| {
-        l.contains("zookeeper session expired") && l.contains("fenced")
+        l.contains("zookeeper session expired")
     });
-    b.wait_for_log("fence lifted", CONVERGE, |l| l.contains("no longer fenced"));
     support::wait_for_zookeeper_members(&connect, &["a", "b"], CONVERGE);
     a.wait_for("b alive again", CONVERGE, |s| {
         s.status("b") == Some(MemberStatus::Alive)

@@ -144,7 +144,9 @@ impl Actor for NodeSupervisor {
         }
         let http_ip = args.http_listener.local_addr()?.ip();
         let tasks = start_task_supervisor(
-            TaskSupervisorConfig::new(&args.name, http_ip).with_tree(root.child("tasks")),
+            TaskSupervisorConfig::new(&args.name, http_ip)
+                .with_tree(root.child("tasks"))
+                .with_fence(membership.fence()),
             args.catalog,
             registry.clone(),
             &args.metrics,

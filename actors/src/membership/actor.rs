@@ -122,6 +122,7 @@ impl Actor for Membership {
             peer: Some(peer),
             leaving: None,
             last_tick: Instant::now(),
+            zookeeper_lost_since: None,
             config,
             node_server,
             published,

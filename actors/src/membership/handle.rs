@@ -1,6 +1,5 @@
 //! `MembershipHandle`: what the rest of the node uses; cheap to clone.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +18,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// State the actor writes and the handle reads without a round trip.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) fenced: AtomicBool,
+    /// `Some(why)` while this node is fenced (see [`MembershipHandle::fence`]).
+    pub(crate) fence: watch::Sender<Option<String>>,
     pub(crate) refusals: Mutex<Vec<Refusal>>,
 }
 
@@ -73,10 +73,21 @@ impl MembershipHandle {
             .unwrap_or_default()
     }
 
-    /// True while this node's ZooKeeper session has expired and its member node is not yet
-    /// re-created: it must not act on cluster-wide decisions meanwhile.
+    /// True while this node is fenced: it must not act on cluster-wide decisions nor serve its
+    /// assignments meanwhile (see [`MembershipHandle::fence`]).
     pub fn is_fenced(&self) -> bool {
-        self.shared.fenced.load(Ordering::SeqCst)
+        self.shared.fence.borrow().is_some()
+    }
+
+    /// Whether this node is fenced, and why: `Some(reason)` from the moment it knows the cluster
+    /// has given it up — ZooKeeper out of reach while its peers hold it dead (its member node
+    /// vanished, so the scheduler re-places its instances), or out of reach for a whole session
+    /// timeout while it reaches only a minority of the cluster — until its member node is
+    /// registered in ZooKeeper again. A fenced node stops its instances. A ZooKeeper outage that
+    /// the whole cluster sees fences nobody: no one can re-place anything meanwhile, so the
+    /// instances keep serving. Always `None` without ZooKeeper.
+    pub fn fence(&self) -> watch::Receiver<Option<String>> {
+        self.shared.fence.subscribe()
     }
 
     /// The cluster connection, for other actors that talk to remote nodes.

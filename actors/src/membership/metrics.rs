@@ -1,12 +1,14 @@
-//! `lathe_cluster_members{status}`: how many members this node sees in each status.
+//! `lathe_cluster_members{status}`: how many members this node sees in each status;
+//! `lathe_node_fenced`: 1 while this node is fenced.
 
-use prometheus::{IntGaugeVec, Opts, Registry};
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::types::MemberStatus;
 
 #[derive(Clone)]
 pub(crate) struct MembershipMetrics {
     members: IntGaugeVec,
+    fenced: IntGauge,
 }
 
 impl MembershipMetrics {
@@ -21,7 +23,18 @@ impl MembershipMetrics {
         registry
             .register(Box::new(members.clone()))
             .map_err(|err| anyhow::anyhow!("failed to register lathe_cluster_members: {err}"))?;
-        Ok(MembershipMetrics { members })
+        let fenced = IntGauge::new(
+            "lathe_node_fenced",
+            "1 while this node is fenced (cut off from ZooKeeper: its task instances are stopped)",
+        )?;
+        registry
+            .register(Box::new(fenced.clone()))
+            .map_err(|err| anyhow::anyhow!("failed to register lathe_node_fenced: {err}"))?;
+        Ok(MembershipMetrics { members, fenced })
+    }
+
+    pub(crate) fn set_fenced(&self, fenced: bool) {
+        self.fenced.set(i64::from(fenced));
     }
 
     pub(crate) fn set(&self, counts: &[(MemberStatus, usize)]) {

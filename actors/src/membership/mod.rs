@@ -38,7 +38,6 @@ mod sessions_tests;
 #[cfg(test)]
 mod table_tests;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -88,7 +87,7 @@ pub async fn start_membership(
     })?;
 
     let shared = Arc::new(Shared {
-        fenced: AtomicBool::new(false),
+        fence: watch::channel(None).0,
         refusals: Mutex::new(Vec::new()),
     });
     let initial_join = if config.join.is_empty() {

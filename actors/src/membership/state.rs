@@ -1,7 +1,6 @@
 //! The membership actor's state, and what each event does to it. Nothing in here waits on I/O:
 //! connects and ZooKeeper run in tasks, peers are reached with casts.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ractor::ActorRef;
@@ -25,7 +24,7 @@ use super::types::{
     unix_ms, JoinState, MemberInfo, MemberStatus, MemberView, PeerMessage, Refusal,
     SessionDirection,
 };
-use super::zookeeper::ZkEvent;
+use super::zookeeper::{ZkEvent, SESSION_TIMEOUT};
 
 /// How many refusals are remembered (the oldest are forgotten first).
 const MAX_REFUSALS: usize = 100;
@@ -51,6 +50,8 @@ pub(crate) struct MembershipState {
     pub(crate) leaving: Option<Leaving>,
     /// When the heartbeat timer last fired, to notice this process being paused.
     pub(crate) last_tick: Instant,
+    /// Since when ZooKeeper has been unreachable (`None` while it answers), for fencing.
+    pub(crate) zookeeper_lost_since: Option<Instant>,
 }
 
 impl MembershipState {
@@ -77,6 +78,59 @@ impl MembershipState {
         self.send_heartbeat();
         let transitions = self.table.tick(now);
         self.changed(transitions, now);
+        self.fence_if_cut_off(now);
+    }
+
+    /// Fences this node when it has been without ZooKeeper for a whole session timeout while it
+    /// reaches only a minority of the cluster: ZooKeeper has expired its session by now unless
+    /// ZooKeeper itself is down, and a node that reaches a majority of its peers cannot tell
+    /// the two apart, so only the minority side fences (a whole-cluster ZooKeeper outage fences
+    /// nobody and the instances keep serving).
+    fn fence_if_cut_off(&mut self, now: Instant) {
+        let Some(since) = self.zookeeper_lost_since else {
+            return;
+        };
+        let lost_for = now.saturating_duration_since(since);
+        if lost_for < SESSION_TIMEOUT || self.is_fenced() {
+            return;
+        }
+        let (reachable, total) = self.table.reachability();
+        if reachable * 2 < total {
+            self.fence(format!(
+                "cut off: no zookeeper for {} s and only {reachable} of {total} members reachable",
+                lost_for.as_secs()
+            ));
+        }
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.shared.fence.borrow().is_some()
+    }
+
+    /// Fences this node (see `MembershipHandle::fence`); the first reason given stays.
+    pub(crate) fn fence(&mut self, reason: String) {
+        let fenced = self.shared.fence.send_if_modified(|fence| {
+            let new = fence.is_none();
+            if new {
+                *fence = Some(reason.clone());
+            }
+            new
+        });
+        if fenced {
+            tracing::error!(%reason, "node fenced: its task instances stop until it is registered in zookeeper again");
+            self.metrics.set_fenced(true);
+        }
+    }
+
+    fn unfence(&mut self) {
+        if self
+            .shared
+            .fence
+            .send_if_modified(|fence| fence.take().is_some())
+        {
+            tracing::info!("member node registered in zookeeper: no longer fenced");
+            self.metrics.set_fenced(false);
+        }
     }
 
     pub(crate) fn on_peer(
@@ -114,8 +168,17 @@ impl MembershipState {
                 self.finish_leave_if_done(myself);
             }
             PeerMessage::Refute { name, incarnation } => {
-                let fenced = self.shared.fenced.load(Ordering::SeqCst);
-                if name == self.config.name && self.leaving.is_none() && !fenced {
+                if name != self.config.name || self.leaving.is_some() {
+                    return;
+                }
+                if self.zookeeper_lost_since.is_some() {
+                    // Held dead while ZooKeeper is out of reach: its member node is gone, so
+                    // the scheduler is re-placing this node's instances elsewhere.
+                    self.fence(format!(
+                        "peers hold this node dead (incarnation {incarnation}) while zookeeper is unreachable"
+                    ));
+                }
+                if !self.is_fenced() {
                     tracing::info!(
                         held_dead_at = incarnation,
                         "a peer holds this node dead: refuting with a newer incarnation"
@@ -272,20 +335,27 @@ impl MembershipState {
     ) {
         match event {
             ZkEvent::Registered => {
-                if self.shared.fenced.swap(false, Ordering::SeqCst) {
-                    tracing::info!("member node re-created in zookeeper: no longer fenced");
-                }
+                self.zookeeper_lost_since = None;
+                self.unfence();
             }
             ZkEvent::Listing(listing) => {
+                // A listing follows this session's own registration: the member node is ours.
+                self.zookeeper_lost_since = None;
+                self.unfence();
                 let transitions = self.table.on_zookeeper(Some(listing), now);
                 self.changed(transitions, now);
             }
             ZkEvent::Unavailable(reason) => {
                 tracing::debug!(%reason, "no zookeeper listing: membership runs on heartbeats");
+                self.zookeeper_lost_since.get_or_insert(now);
                 self.table.on_zookeeper(None, now);
             }
             ZkEvent::Expired => {
-                self.shared.fenced.store(true, Ordering::SeqCst);
+                // Not proof that the cluster gave this node up: zookeeper-client also reports
+                // an expiry when it could not reconnect within the session timeout, as during a
+                // whole-ZooKeeper outage in which no one re-places anything. The node fences if
+                // its peers hold it dead or it is in a minority (`fence_if_cut_off`).
+                self.zookeeper_lost_since.get_or_insert(now);
                 self.table.on_zookeeper(None, now);
                 // Peers hold this node dead once its member node vanished; come back newer.
                 let current = self.table.own().incarnation;

@@ -333,6 +333,23 @@ impl MemberTable {
         all
     }
 
+    /// How many members this node reaches (itself and the alive peers) out of how many it counts
+    /// (itself and every peer heard of, dead ones included, except those that left).
+    pub(crate) fn reachability(&self) -> (usize, usize) {
+        let counted = self
+            .members
+            .values()
+            .filter(|r| !matches!(r.death, Some((_, DeathCause::Left))));
+        let (mut reachable, mut total) = (1, 1);
+        for record in counted {
+            total += 1;
+            if record.status == MemberStatus::Alive {
+                reachable += 1;
+            }
+        }
+        (reachable, total)
+    }
+
     /// How many members have each status (this node counts as alive).
     pub(crate) fn counts(&self) -> [(MemberStatus, usize); 3] {
         let count = |s| {

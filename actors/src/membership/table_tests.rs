@@ -285,3 +285,21 @@ fn a_closed_session_and_silence_mean_dead_sooner_than_silence_alone() {
     t.tick(t0 + DEAD);
     assert_eq!(t.status("c"), Some(MemberStatus::Dead));
 }
+
+#[test]
+fn reachability_counts_alive_peers_against_all_but_those_that_left() {
+    let (mut t, t0) = (table(), Instant::now());
+    assert_eq!(t.reachability(), (1, 1), "alone: a majority of itself");
+    for name in ["b", "c", "d", "e"] {
+        t.on_heartbeat(info(name, 5), t0);
+    }
+    assert_eq!(t.reachability(), (5, 5));
+    // d leaves gracefully: it no longer counts; the others fall silent except b.
+    t.on_leave("d", 5);
+    t.on_heartbeat(info("b", 5), t0 + DEAD);
+    t.tick(t0 + DEAD);
+    assert_eq!(t.reachability(), (2, 4), "me and b of me, b, c, e");
+    // Cut off from everyone: a minority.
+    t.tick(t0 + DEAD * 3);
+    assert_eq!(t.reachability(), (1, 4));
+}

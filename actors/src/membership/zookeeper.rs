@@ -1,8 +1,8 @@
 //! The ZooKeeper side of membership: a task (never the actor's handler) that keeps this node's
 //! ephemeral `/lathe/members/<name>` and reports the member listing back by message.
 //!
-//! A session expiry is final in zookeeper-client: the task reports it (the node is *fenced*), builds
-//! a new client and re-creates the member node. ZooKeeper being down never ends the task: it
+//! A session expiry is final in zookeeper-client: the task reports it, builds a new client and
+//! re-creates the member node (whether the node fences meanwhile is decided in `state.rs`). ZooKeeper being down never ends the task: it
 //! reports `Unavailable` and retries with back-off while membership runs on heartbeats alone.
 
 use std::collections::BTreeMap;
@@ -17,10 +17,13 @@ use super::types::MemberInfo;
 
 /// Where member nodes live (under the chroot).
 pub const MEMBERS_PATH: &str = "/lathe/members";
-const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// The ZooKeeper session timeout asked for; a node cut off this long fences itself (state.rs).
+pub(crate) const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Short: after a ZooKeeper restart the member node must be back before ZooKeeper expires the
+/// old session (a session timeout after it started), or peers would see it vanish.
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Member nodes present in ZooKeeper, with their info when it parses.
 pub(crate) type ZkListing = BTreeMap<String, ZkMember>;
@@ -83,7 +86,7 @@ impl ZookeeperTask {
                 SessionEnd::Expired => {
                     tracing::error!(
                         zookeeper = %self.connect,
-                        "zookeeper session expired: node fenced until its member node is re-created"
+                        "zookeeper session expired: opening a new one and re-creating the member node"
                     );
                     self.report(ZkEvent::Expired);
                     retry = RETRY_MIN;

@@ -73,6 +73,9 @@ pub struct TaskSupervisorConfig {
     /// Where the supervisor reports its instances (`node/tasks` of the node's tree); a tree of
     /// its own when not given.
     pub tree: Option<TreeScope>,
+    /// The node's fence (`MembershipHandle::fence`): while it holds a reason, every instance is
+    /// stopped. Never fenced when not given.
+    pub fence: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 impl TaskSupervisorConfig {
@@ -83,7 +86,14 @@ impl TaskSupervisorConfig {
             restart: RestartPolicy::default(),
             failed_retry: FAILED_RETRY,
             tree: None,
+            fence: None,
         }
+    }
+
+    /// Stops every instance while `fence` holds a reason (see `MembershipHandle::fence`).
+    pub fn with_fence(mut self, fence: tokio::sync::watch::Receiver<Option<String>>) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// Reports the instances under `scope` (normally `node/tasks` of the node's tree).
@@ -143,6 +153,7 @@ pub async fn start_task_supervisor(
         default_policy: config.restart,
         failed_retry: config.failed_retry,
         tree,
+        fence: config.fence,
     };
     let actor = spawn_supervisor(args.clone(), parent).await?;
     Ok(TaskSupervisorHandle {

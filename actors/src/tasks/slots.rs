@@ -4,6 +4,7 @@
 //! (`supervisor.rs`) feeds it messages.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use lathe::layout::{InstanceState, InstanceStatus};
 use ractor::{Actor, ActorCell, ActorId, ActorRef};
@@ -42,6 +43,9 @@ pub(crate) struct Slot {
     pub(super) restarts: u32,
     pub(super) tracker: RestartTracker,
     pub(super) reason: Option<String>,
+    /// When the supervisor saw the instance crash, while it is being restarted
+    /// (`lathe_task_restart_seconds` once it runs again).
+    pub(super) crashed: Option<Instant>,
 }
 
 pub(crate) struct TaskSupervisorState {
@@ -53,6 +57,10 @@ pub(crate) struct TaskSupervisorState {
     pub(super) counts: InstanceCounts,
     /// What the tree was last told about the instances.
     pub(super) reported: Vec<ChildReport>,
+    /// The node's assignments as last received, applied when a fence lifts.
+    latest: Option<BTreeMap<InstanceKey, Desired>>,
+    /// Why the node is fenced, while it is: nothing runs meanwhile.
+    fenced: Option<String>,
     _watches: Vec<AbortOnDrop>,
 }
 
@@ -66,6 +74,8 @@ impl TaskSupervisorState {
             incarnations: 0,
             counts: InstanceCounts::new(),
             reported: Vec::new(),
+            latest: None,
+            fenced: None,
             _watches: watches,
         }
     }
@@ -84,6 +94,10 @@ impl TaskSupervisorState {
             if *started == incarnation {
                 slot.phase = Phase::Running(actor.clone(), endpoint);
                 slot.reason = None;
+                if let Some(crashed) = slot.crashed.take() {
+                    let metrics = &self.args.services.metrics;
+                    metrics.observe_restart(&key.group, crashed.elapsed());
+                }
                 self.write_status(&key);
             }
         }
@@ -146,7 +160,45 @@ impl TaskSupervisorState {
         self.clear_counts();
     }
 
-    pub(crate) async fn reconcile(
+    /// The node's assignments changed: run them, unless the node is fenced.
+    pub(crate) async fn on_assignments(
+        &mut self,
+        myself: &ActorRef<TaskSupervisorMsg>,
+        desired: BTreeMap<InstanceKey, Desired>,
+    ) {
+        self.latest = Some(desired.clone());
+        if self.fenced.is_none() {
+            self.reconcile(myself, desired).await;
+        }
+    }
+
+    /// The node was fenced (`Some`): every instance stops at once, since the scheduler is placing
+    /// them elsewhere; or the fence lifted (`None`): run the assignments as last received (the
+    /// registry mirror brings any newer ones as they come).
+    pub(crate) async fn set_fence(
+        &mut self,
+        myself: &ActorRef<TaskSupervisorMsg>,
+        fence: Option<String>,
+    ) {
+        match (&self.fenced, fence) {
+            (None, Some(reason)) => {
+                let running = self.slots.len();
+                tracing::error!(%reason, instances = running, "node fenced: stopping every task instance");
+                self.fenced = Some(reason);
+                self.reconcile(myself, BTreeMap::new()).await;
+            }
+            (Some(_), None) => {
+                tracing::info!("fence lifted: running this node's assignments again");
+                self.fenced = None;
+                if let Some(desired) = self.latest.clone() {
+                    self.reconcile(myself, desired).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn reconcile(
         &mut self,
         myself: &ActorRef<TaskSupervisorMsg>,
         desired: BTreeMap<InstanceKey, Desired>,
@@ -228,6 +280,7 @@ impl TaskSupervisorState {
             restarts: 0,
             tracker: RestartTracker::new(policy),
             reason: None,
+            crashed: None,
         }
     }
 

@@ -23,8 +23,9 @@ use lathe::layout::{self, InstanceStatus};
 use lathe::Catalog;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
+use tokio::sync::watch;
 
-use super::mirror::spawn_mirror;
+use super::mirror::{spawn_mirror, AbortOnDrop};
 use super::policy::RestartPolicy;
 use super::reconcile::{desired_assignments, Desired, InstanceKey};
 use super::runtime::NodeServices;
@@ -63,6 +64,9 @@ pub(crate) enum TaskSupervisorMsg {
     Instances(RpcReplyPort<Vec<InstanceStatus>>),
     /// The restart policy in force for a group.
     Policy(String, RpcReplyPort<RestartPolicy>),
+    /// The node was fenced (`Some(reason)`) or is no longer (`None`): see
+    /// `MembershipHandle::fence`.
+    Fence(Option<String>),
 }
 
 pub(crate) struct TaskSupervisor;
@@ -76,6 +80,8 @@ pub(crate) struct TaskSupervisorArgs {
     pub(crate) failed_retry: Duration,
     /// Where the instances appear in the node's supervision tree (`node/tasks`).
     pub(crate) tree: TreeScope,
+    /// The node's fence: while it holds a reason, no instance runs here.
+    pub(crate) fence: Option<watch::Receiver<Option<String>>>,
 }
 
 impl Actor for TaskSupervisor {
@@ -109,6 +115,9 @@ impl Actor for TaskSupervisor {
                     .is_ok()
             },
         ));
+        if let Some(fence) = args.fence.clone() {
+            watches.push(follow_fence(fence, myself.clone()));
+        }
         tracing::info!(node = %services.node, catalog = args.catalog.len(), "task supervisor watching its assignments");
         Ok(TaskSupervisorState::new(args, watches))
     }
@@ -120,7 +129,7 @@ impl Actor for TaskSupervisor {
         state: &mut TaskSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            TaskSupervisorMsg::Assignments(desired) => state.reconcile(&myself, desired).await,
+            TaskSupervisorMsg::Assignments(desired) => state.on_assignments(&myself, desired).await,
             TaskSupervisorMsg::Running {
                 group,
                 index,
@@ -140,6 +149,7 @@ impl Actor for TaskSupervisor {
             TaskSupervisorMsg::Policy(group, reply) => {
                 let _ = reply.send(state.policy_of(&group));
             }
+            TaskSupervisorMsg::Fence(fence) => state.set_fence(&myself, fence).await,
         }
         state.publish();
         Ok(())
@@ -181,4 +191,22 @@ impl Actor for TaskSupervisor {
         let _ = tokio::time::timeout(STATUS_FLUSH_DEADLINE, flush).await;
         Ok(())
     }
+}
+
+/// Tells the supervisor about the node's fence: its state now, then every change.
+fn follow_fence(
+    mut fence: watch::Receiver<Option<String>>,
+    supervisor: ActorRef<TaskSupervisorMsg>,
+) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let now = fence.borrow_and_update().clone();
+            if supervisor.cast(TaskSupervisorMsg::Fence(now)).is_err() {
+                return;
+            }
+            if fence.changed().await.is_err() {
+                return;
+            }
+        }
+    }))
 }
