@@ -55,6 +55,12 @@ pub async fn serve(
     context: ApiContext,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    // Accepted connections inherit TCP_NODELAY from the listener. Without it, an SSE event or a
+    // blocking query's answer written while the previous segment awaits a (delayed) ACK is held
+    // back by Nagle's algorithm for up to 40 ms.
+    if let Err(error) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY on the REST listener");
+    }
     let context = Arc::new(context);
     let api = warp::method()
         .and(warp::path::full())

@@ -35,19 +35,24 @@ pub(crate) async fn handle(
     let subscription = context.registry.subscribe(&prefix, query.index).await?;
     let start = query.index.unwrap_or_else(|| context.registry.index());
     let events = event_stream(context.registry.clone(), prefix, subscription, start);
-    let reply = warp::sse::reply(
-        warp::sse::keep_alive()
-            .interval(Duration::from_secs(15))
-            .stream(events),
-    );
+    let reply = warp::sse::reply(events);
     Ok(with_index(reply.into_response(), start))
 }
+
+/// A comment line goes out when this long passed without an event (checked every interval, so
+/// the silence lasts at most twice this), so proxies and clients see the stream is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 struct WatchState {
     registry: RegistryHandle,
     prefix: KeyPath,
     subscription: Option<Subscription>,
     last_index: u64,
+    /// Fires every [`KEEP_ALIVE`]; re-armed when it fires, not on every event (one timer update
+    /// per interval instead of one per event and watcher).
+    keep_alive: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Whether an event went out since the keep-alive timer last fired.
+    sent: bool,
 }
 
 fn event_stream(
@@ -61,6 +66,8 @@ fn event_stream(
         prefix,
         subscription: Some(subscription),
         last_index,
+        keep_alive: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
+        sent: false,
     };
     futures::stream::unfold(state, |mut state| async move {
         loop {
@@ -77,32 +84,41 @@ fn event_stream(
                     Err(_) => return None,
                 },
             };
-            match subscription.next().await {
-                Some(event) => {
+            let next = tokio::select! {
+                biased;
+                next = subscription.next() => Some(next),
+                () = &mut state.keep_alive => None,
+            };
+            match next {
+                Some(Some(event)) => {
                     state.last_index = state.last_index.max(event.index());
+                    state.sent = true;
                     return Some((Ok(to_sse(event)), state));
                 }
-                None => state.subscription = None,
+                Some(None) => state.subscription = None,
+                None => {
+                    let deadline = tokio::time::Instant::now() + KEEP_ALIVE;
+                    state.keep_alive.as_mut().reset(deadline);
+                    if !std::mem::take(&mut state.sent) {
+                        return Some((Ok(Event::default().comment("")), state));
+                    }
+                }
             }
         }
     })
 }
 
 fn to_sse(event: SubscriptionEvent) -> Event {
-    let (id, data) = match event {
-        SubscriptionEvent::Change(change) => {
-            let data = serde_json::json!({
-                "key": change.key,
-                "value": change.value,
-                "version": change.version,
-                "op": change.op(),
-            });
-            (change.version, data)
-        }
+    match event {
+        // Encoded once for every watcher of the change.
+        SubscriptionEvent::Change(change) => Event::default()
+            .id(change.version.to_string())
+            .data(String::from_utf8_lossy(change.json())),
         SubscriptionEvent::Snapshot { entries, index } => {
             let data = serde_json::json!({ "op": "snapshot", "index": index, "entries": entries });
-            (index, data)
+            Event::default()
+                .id(index.to_string())
+                .data(data.to_string())
         }
-    };
-    Event::default().id(id.to_string()).data(data.to_string())
+    }
 }

@@ -26,7 +26,7 @@ use lathe_store::StoreError;
 use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, watch};
 
-pub use subscription::{Subscription, SubscriptionEvent, SUBSCRIBER_QUEUE};
+pub use subscription::{SharedChange, Subscription, SubscriptionEvent, SUBSCRIBER_QUEUE};
 pub use supervisor::{start_registry, start_registry_in, RegistryConfig, RegistrySupervisorMsg};
 
 use feed::{FeedMsg, ShardTable};

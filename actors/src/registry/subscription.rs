@@ -6,7 +6,12 @@
 //! A subscriber that cannot keep up is dropped: its receiver then ends, and the caller re-subscribes
 //! from the last index it saw (which is what `Subscription::resume` does).
 
-use lathe::{Change, Entry, KeyPath};
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use lathe::{Change, ChangeOp, Entry, KeyPath};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 /// How many events may wait for a subscriber before it is dropped as too slow.
@@ -17,8 +22,64 @@ pub const SUBSCRIBER_QUEUE: usize = 4096;
 pub enum SubscriptionEvent {
     /// The whole prefix as of `index` (sent instead of changes when the start index is too old).
     Snapshot { entries: Vec<Entry>, index: u64 },
-    /// One change under the prefix.
-    Change(Change),
+    /// One change under the prefix, shared with every other subscriber it went to.
+    Change(Arc<SharedChange>),
+}
+
+/// One change as fanned out: a single allocation shared by every subscriber it goes to, with its
+/// JSON encoding made once for all of them (a change to a key a thousand clients watch is encoded
+/// once, not a thousand times).
+#[derive(Debug)]
+pub struct SharedChange {
+    change: Change,
+    json: OnceLock<Bytes>,
+}
+
+/// The JSON of a change on the wire (`/v1/watch` events): `{"key","value","version","op"}`.
+#[derive(Serialize)]
+struct ChangeJson<'a> {
+    key: &'a KeyPath,
+    value: &'a Option<serde_json::Value>,
+    version: u64,
+    op: ChangeOp,
+}
+
+impl SharedChange {
+    pub fn new(change: Change) -> Arc<SharedChange> {
+        Arc::new(SharedChange {
+            change,
+            json: OnceLock::new(),
+        })
+    }
+
+    /// `{"key","value","version","op"}` (`value` is `null` for a delete), encoded on first use.
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| {
+            let change = &self.change;
+            let json = ChangeJson {
+                key: &change.key,
+                value: &change.value,
+                version: change.version,
+                op: change.op(),
+            };
+            // A map of a string, a JSON value and numbers always encodes.
+            Bytes::from(serde_json::to_vec(&json).unwrap_or_default())
+        })
+    }
+}
+
+impl Deref for SharedChange {
+    type Target = Change;
+
+    fn deref(&self) -> &Change {
+        &self.change
+    }
+}
+
+impl PartialEq for SharedChange {
+    fn eq(&self, other: &SharedChange) -> bool {
+        self.change == other.change
+    }
 }
 
 impl SubscriptionEvent {
@@ -111,6 +172,10 @@ impl SubscriberSet {
     /// Sends `change` to every subscriber whose prefix covers its key; drops those that fail.
     /// Returns how many subscribers were dropped.
     pub(crate) fn fan_out(&mut self, change: &Change) -> usize {
+        if self.count == 0 {
+            return 0;
+        }
+        let shared = SharedChange::new(change.clone());
         let mut dropped = 0;
         for prefix in change.key.ancestors_inclusive() {
             let Some(subscribers) = self.by_prefix.get_mut(&prefix) else {
@@ -118,7 +183,7 @@ impl SubscriberSet {
             };
             let before = subscribers.len();
             subscribers.retain(|s| {
-                s.deliver(SubscriptionEvent::Change(change.clone())) == Delivery::Delivered
+                s.deliver(SubscriptionEvent::Change(shared.clone())) == Delivery::Delivered
             });
             dropped += before - subscribers.len();
             if subscribers.is_empty() {
@@ -153,7 +218,10 @@ pub(crate) fn attach(
 ) -> bool {
     if let Some(from) = from {
         let backlog = match replica.changes_since(&subscriber.prefix, from) {
-            Some(changes) => changes.into_iter().map(SubscriptionEvent::Change).collect(),
+            Some(changes) => changes
+                .into_iter()
+                .map(|change| SubscriptionEvent::Change(SharedChange::new(change)))
+                .collect(),
             None => vec![SubscriptionEvent::Snapshot {
                 entries: replica.list(&subscriber.prefix),
                 index: replica.index(),

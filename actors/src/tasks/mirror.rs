@@ -126,10 +126,11 @@ fn apply(entries: &mut Entries, event: SubscriptionEvent) -> u64 {
         } => {
             *entries = mirrored(listed);
         }
-        SubscriptionEvent::Change(change) => match change.value {
+        SubscriptionEvent::Change(change) => match &change.value {
             Some(value) => {
                 let version = change.version;
-                entries.insert(change.key, Mirrored { value, version });
+                let value = value.clone();
+                entries.insert(change.key.clone(), Mirrored { value, version });
             }
             None => {
                 entries.remove(&change.key);
