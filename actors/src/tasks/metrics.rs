@@ -1,6 +1,8 @@
-//! The task runtime's Prometheus metrics: HTTP traffic of task instances and instance counts.
+//! The task runtime's Prometheus metrics: HTTP traffic of task instances, instance counts, and
+//! how long a crashed instance takes to run again (`lathe_task_restart_seconds`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -13,6 +15,7 @@ pub(crate) struct TaskMetrics {
     pub(crate) http_duration: HistogramVec,
     pub(crate) handler_panics: IntCounterVec,
     instances: IntGaugeVec,
+    restart: HistogramVec,
 }
 
 impl TaskMetrics {
@@ -49,16 +52,37 @@ impl TaskMetrics {
             ),
             &["group", "version", "status"],
         )?;
+        let restart = HistogramVec::new(
+            HistogramOpts::new(
+                "lathe_task_restart_seconds",
+                "From the task supervisor learning that an instance crashed to the restarted \
+                 instance running (an HTTP task serving on its port), back-off included",
+            )
+            .buckets(vec![
+                0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
+                0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["group"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(handler_panics.clone()))?;
         registry.register(Box::new(instances.clone()))?;
+        registry.register(Box::new(restart.clone()))?;
         Ok(TaskMetrics {
             http_requests,
             http_duration,
             handler_panics,
             instances,
+            restart,
         })
+    }
+
+    /// One crashed instance of `group` runs again, `took` after its crash was seen.
+    pub(crate) fn observe_restart(&self, group: &str, took: Duration) {
+        self.restart
+            .with_label_values(&[group])
+            .observe(took.as_secs_f64());
     }
 
     /// Removes every `lathe_task_instances` series (a restarted supervisor counts afresh).

@@ -23,6 +23,7 @@ impl TaskSupervisorState {
         key: &InstanceKey,
         reason: String,
     ) {
+        let seen = Instant::now();
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
@@ -38,11 +39,18 @@ impl TaskSupervisorState {
                 tracing::warn!(instance = %key, %reason, ?delay, restarts = slot.restarts, strategy = strategy.name(), "task instance crashed: restarting");
                 slot.phase = Phase::BackingOff(generation);
                 slot.reason = Some(reason);
-                let due = key.clone();
-                myself.send_after(delay, move || TaskSupervisorMsg::RestartDue {
-                    key: due,
+                // A crash while restarting keeps the first: the time runs until it serves again.
+                slot.crashed.get_or_insert(seen);
+                let due = TaskSupervisorMsg::RestartDue {
+                    key: key.clone(),
                     generation,
-                });
+                };
+                if delay.is_zero() {
+                    // Not through a timer: tokio rounds a zero sleep up to its next 1 ms tick.
+                    let _ = myself.cast(due);
+                } else {
+                    myself.send_after(delay, move || due);
+                }
                 self.write_status(key);
                 self.restart_along(key, strategy);
             }
@@ -59,6 +67,7 @@ impl TaskSupervisorState {
                 tracing::error!(instance = %key, %reason, "task instance failed");
                 slot.phase = Phase::Failed(Some(generation));
                 slot.reason = Some(reason);
+                slot.crashed = None;
                 let due = key.clone();
                 myself.send_after(retry, move || TaskSupervisorMsg::RetryFailed {
                     key: due,
