@@ -4,6 +4,10 @@
 //! after one warm-up each, so that drift in the machine's load hits both alike; the better run of
 //! each (higher req/s) is reported with its own latencies. CPU per request is read from `/proc`
 //! for `wrk`, the proxy and the 3 node processes, which all share the machine's CPUs.
+//!
+//! The phase runs twice: as shipped (an LB calls the front pages of its own node in-process) for
+//! the goal rows, then on a fresh cluster started with `--no-local-forward` (every front page
+//! over the network, as HAProxy reaches them) for a reference row.
 
 use serde::Serialize;
 
@@ -18,6 +22,7 @@ use crate::{attempt, probe, progress, Plan};
 const PATH: &str = "/get/index";
 const THROUGHPUT: &str = "6. LB throughput vs HAProxy";
 const LATENCY: &str = "6. LB p99 latency vs HAProxy";
+const NETWORK_ONLY: &str = "6. LB vs HAProxy, network forwarding only";
 const THROUGHPUT_GOAL: &str = "≥ HAProxy throughput";
 const LATENCY_GOAL: &str = "p99 ≤ 1.5× HAProxy";
 const LATENCY_FACTOR: f64 = 1.5;
@@ -69,24 +74,48 @@ struct Target {
     pid: Option<u32>,
 }
 
+/// How the Lathe LB reaches the front pages in one run of the phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forwarding {
+    /// As shipped: front pages of the LB's own node in-process, the others over the network.
+    Default,
+    /// `--no-local-forward`: every front page over the network, as HAProxy reaches them.
+    NetworkOnly,
+}
+
+/// The phase: the shipped configuration against HAProxy (the goal rows and the side-by-side
+/// table), then the same with network forwarding only (reference rows).
 pub(crate) fn lb_vs_haproxy(plan: &Plan, report: &mut Report) {
+    lb_run(plan, report, Forwarding::Default);
+    lb_run(plan, report, Forwarding::NetworkOnly);
+}
+
+fn lb_run(plan: &Plan, report: &mut Report, forwarding: Forwarding) {
     let load = Load {
         threads: 2,
         connections: 32,
         duration: plan.lb_duration,
     };
     let load_before = probe::machine_load();
-    let seed = match attempt(SeedCluster::start) {
+    let local_forward = forwarding == Forwarding::Default;
+    let seed = match attempt(|| SeedCluster::start(local_forward)) {
         Ok(seed) => seed,
-        Err(why) => return not_measured(report, &format!("the seed did not deploy: {why}")),
+        Err(why) => {
+            let why = format!("the seed did not deploy: {why}");
+            return not_measured(report, forwarding, &why);
+        }
     };
     let Some(lb) = seed.lbs.first().cloned() else {
-        return not_measured(report, "no LB instance");
+        return not_measured(report, forwarding, "no LB instance");
     };
     progress("LB phase: starting HAProxy in front of the same front pages");
     let haproxy = attempt(|| Haproxy::start(&seed.backends, PATH));
+    let how = match forwarding {
+        Forwarding::Default => "",
+        Forwarding::NetworkOnly => ", --no-local-forward",
+    };
     let mut targets = vec![Target {
-        proxy: format!("Lathe LB ({})", lb.instance),
+        proxy: format!("Lathe LB ({}{how})", lb.instance),
         addr: lb.addr.clone(),
         pid: None,
     }];
@@ -147,8 +176,13 @@ pub(crate) fn lb_vs_haproxy(plan: &Plan, report: &mut Report) {
             verdict: Verdict::NoGoal,
         })
         .collect();
+    if forwarding == Forwarding::NetworkOnly {
+        reference_rows(report, &rows, plan);
+        notes(report, forwarding, &lb, &rows, &load_before);
+        return;
+    }
     goal_rows(report, &mut rows, &load, plan);
-    notes(report, &lb, &rows, &load_before);
+    notes(report, forwarding, &lb, &rows, &load_before);
     report.lb = Some(Comparison {
         command: load.command(&format!("http://<proxy>{PATH}")),
         runs_each: plan.lb_runs,
@@ -243,14 +277,61 @@ fn goal_rows(report: &mut Report, rows: &mut [ProxyRow], load: &Load, plan: &Pla
     };
 }
 
+/// The reference rows of the network-only run: the same comparison, no goal.
+fn reference_rows(report: &mut Report, rows: &[ProxyRow], plan: &Plan) {
+    let setup = format!(
+        "as above, nodes started with --no-local-forward: the LB reaches every front page over \
+         the network, as HAProxy does; better of {} interleaved runs each",
+        plan.lb_runs
+    );
+    let (lathe, haproxy) = match rows {
+        [lathe, haproxy, ..] => (lathe.best().copied(), haproxy.best().copied()),
+        _ => (None, None),
+    };
+    let result = match (lathe, haproxy) {
+        (Some(l), Some(h)) => format!(
+            "Lathe {} req/s, p99 {} vs HAProxy {} req/s, p99 {} ({:.2}×, {:.2}×)",
+            thousands(l.wrk.requests_per_second as u64),
+            ms(l.wrk.p99_ms),
+            thousands(h.wrk.requests_per_second as u64),
+            ms(h.wrk.p99_ms),
+            l.wrk.requests_per_second / h.wrk.requests_per_second,
+            l.wrk.p99_ms / h.wrk.p99_ms
+        ),
+        _ => "not measured: a proxy has no successful run (see the notes)".into(),
+    };
+    report.row(
+        NETWORK_ONLY,
+        &setup,
+        result,
+        "— (reference)",
+        Verdict::NoGoal,
+    );
+}
+
 /// Every LB row "not measured", when the cluster did not come up.
-fn not_measured(report: &mut Report, why: &str) {
+fn not_measured(report: &mut Report, forwarding: Forwarding, why: &str) {
     let setup = "3 nodes + ZooKeeper, the seed's topology, wrk against 1 LB instance and HAProxy";
+    if forwarding == Forwarding::NetworkOnly {
+        return report.row(
+            NETWORK_ONLY,
+            setup,
+            why.into(),
+            "— (reference)",
+            Verdict::Unknown,
+        );
+    }
     report.failed(THROUGHPUT, setup, why, THROUGHPUT_GOAL);
     report.failed(LATENCY, setup, why, LATENCY_GOAL);
 }
 
-fn notes(report: &mut Report, lb: &LbInstance, rows: &[ProxyRow], load_before: &str) {
+fn notes(
+    report: &mut Report,
+    forwarding: Forwarding,
+    lb: &LbInstance,
+    rows: &[ProxyRow],
+    load_before: &str,
+) {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     report.note(format!(
         "LB phase: ZooKeeper mode (1 ZooKeeper, 3 release lathe-node processes), seed topology, 13 \
@@ -261,10 +342,25 @@ fn notes(report: &mut Report, lb: &LbInstance, rows: &[ProxyRow], load_before: &
         lb.instance, lb.addr, lb.node, lb.frontpages_beside
     ));
     let nodes_cpu = |row: &ProxyRow| row.best().and_then(|best| best.cpu_us[2]);
+    let total_cpu = |row: &ProxyRow| {
+        let cpu = row.best()?.cpu_us;
+        Some(cpu[0]? + cpu[1].unwrap_or(0.0) + cpu[2]?)
+    };
     if let [lathe, haproxy, ..] = rows {
+        if let (Some(lathe_total), Some(haproxy_total)) = (total_cpu(lathe), total_cpu(haproxy)) {
+            report.note(format!(
+                "CPU per request, whole machine (wrk + proxy + the 3 nodes with the front pages): \
+                 {lathe_total:.0} µs through the Lathe LB{}, {haproxy_total:.0} µs through HAProxy",
+                if forwarding == Forwarding::Default {
+                    " (co-located front pages called in-process)"
+                } else {
+                    " (--no-local-forward)"
+                }
+            ));
+        }
         let proxy_cpu = haproxy.best().and_then(|best| best.cpu_us[1]);
-        if let (Some(with_lb), Some(without), Some(haproxy_cpu)) =
-            (nodes_cpu(lathe), nodes_cpu(haproxy), proxy_cpu)
+        if let (Forwarding::NetworkOnly, Some(with_lb), Some(without), Some(haproxy_cpu)) =
+            (forwarding, nodes_cpu(lathe), nodes_cpu(haproxy), proxy_cpu)
         {
             report.note(format!(
                 "CPU per request: the Lathe LB's own share ≈ the nodes' CPU with the LB in the \

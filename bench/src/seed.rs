@@ -45,12 +45,17 @@ pub(crate) struct SeedCluster {
 }
 
 impl SeedCluster {
-    pub(crate) fn start() -> anyhow::Result<SeedCluster> {
+    /// `local_forward: false` starts the nodes with `--no-local-forward`: the LBs reach even the
+    /// front pages of their own node over the network.
+    pub(crate) fn start(local_forward: bool) -> anyhow::Result<SeedCluster> {
         crate::progress("LB phase: starting ZooKeeper and 3 release lathe-node processes");
         let zk = ZkServer::start().context("zookeeper did not start")?;
-        let template = NodeBuilder::new()
+        let mut template = NodeBuilder::new()
             .name("bench-lb")
             .zookeeper(zk.connect_string());
+        if !local_forward {
+            template = template.arg("--no-local-forward");
+        }
         let cluster = Cluster::start(3, template);
         let addr = cluster.node(0).http_addr().to_string();
         crate::progress("LB phase: deploying config/my_topology.toml");

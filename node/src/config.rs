@@ -55,6 +55,10 @@ pub(crate) struct Args {
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
+    /// Forward requests to instances on this node over the network too, instead of calling them
+    /// in-process (for comparisons)
+    #[arg(long, env = "LATHE_NO_LOCAL_FORWARD")]
+    no_local_forward: bool,
     /// The most task instances the scheduler places on this node; default: no limit
     #[arg(long, env = "LATHE_MAX_INSTANCES")]
     max_instances: Option<u32>,
@@ -100,6 +104,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_value_bytes: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
+    /// Whether `forward` calls instances of this node in-process (not `--no-local-forward`).
+    pub(crate) local_forward: bool,
     /// A validated topology to deploy once the node serves: (file name, TOML).
     pub(crate) topology: Option<(String, String)>,
     /// `--max-instances`: `None` = unlimited.
@@ -210,6 +216,7 @@ impl Args {
             registry_shards: self.registry_shards,
             max_value_bytes: self.max_value_bytes,
             enable_chaos: self.enable_chaos,
+            local_forward: !self.no_local_forward,
             topology,
             max_instances: self.max_instances,
             yarn,

@@ -128,6 +128,7 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         catalog,
         topology: config.topology.clone(),
         enable_chaos: config.enable_chaos,
+        local_forward: config.local_forward,
         resources,
     };
     let (node, handle) = Actor::spawn(Some(format!("lathe.node.{name}")), NodeSupervisor, args)

@@ -60,6 +60,8 @@ pub struct NodeSupervisorArgs {
     pub topology: Option<(String, String)>,
     /// Accept failure drills (`POST /v1/actors/kill`, `--enable-chaos`).
     pub enable_chaos: bool,
+    /// Call instances of this node in-process from `forward` (not `--no-local-forward`).
+    pub local_forward: bool,
     /// A resource manager backend (`--yarn-rm`): asks for more nodes when the cluster is full.
     pub resources: Option<ResourceManagerSpec>,
 }
@@ -143,10 +145,12 @@ impl Actor for NodeSupervisor {
             tokio::spawn(deploy_on_start(registry.clone(), file, source));
         }
         let http_ip = args.http_listener.local_addr()?.ip();
+        let mut task_config = TaskSupervisorConfig::new(&args.name, http_ip)
+            .with_tree(root.child("tasks"))
+            .with_fence(membership.fence());
+        task_config.local_forward = args.local_forward;
         let tasks = start_task_supervisor(
-            TaskSupervisorConfig::new(&args.name, http_ip)
-                .with_tree(root.child("tasks"))
-                .with_fence(membership.fence()),
+            task_config,
             args.catalog,
             registry.clone(),
             &args.metrics,

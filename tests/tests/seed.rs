@@ -83,6 +83,18 @@ fn load(endpoints: &[String], path: &str, count: usize) -> Vec<(u16, String, Str
         .collect()
 }
 
+/// `lathe_forward_total{way=...}` of one node.
+fn forwarded(addr: &str, way: &str) -> f64 {
+    let reply = http::get_json(addr, "/metrics");
+    let series = format!("lathe_forward_total{{way=\"{way}\"}} ");
+    reply
+        .text
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn share_of(results: &[(u16, String, String, String)], version: &str) -> f64 {
     let hits = results.iter().filter(|r| r.3 == version).count();
     hits as f64 / results.len() as f64
@@ -137,6 +149,16 @@ fn the_seed_topology_runs_end_to_end() {
     }
     let share = share_of(&results, "4.2.2");
     println!("v4.2.2 share at 90/10: {:.1} %", share * 100.0);
+    // Each LB sits beside front pages (+7): it calls those of its own node in-process.
+    let local: f64 = cluster
+        .nodes()
+        .iter()
+        .map(|node| forwarded(node.http_addr(), "local"))
+        .sum();
+    assert!(
+        local > 1000.0,
+        "only {local} of 3000 requests forwarded in-process to co-located front pages"
+    );
     assert!((0.07..=0.13).contains(&share), "v4.2.2 share {share}");
 
     // Any other path: 400 "invalid request", from a front page.

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::local::LocalRegistration;
 use super::metrics::TaskMetrics;
 
 /// The largest request body an instance reads.
@@ -40,6 +41,8 @@ pub(crate) struct HttpInstance {
     metrics: TaskMetrics,
     duration: Histogram,
     panics: IntCounter,
+    /// `lathe_http_requests_total{group, code="200"}`, the common case, looked up once.
+    answered_ok: IntCounter,
 }
 
 impl HttpInstance {
@@ -51,6 +54,7 @@ impl HttpInstance {
             version_header: HeaderValue::from_str(&identity.task_type.version).ok(),
             duration: metrics.http_duration.with_label_values(&[group]),
             panics: metrics.handler_panics.with_label_values(&[group]),
+            answered_ok: metrics.http_requests.with_label_values(&[group, "200"]),
             metrics,
             task,
             ctx,
@@ -59,10 +63,24 @@ impl HttpInstance {
 
     async fn answer(&self, request: hyper::Request<Incoming>) -> Response {
         let started = Instant::now();
-        let mut response = match read_in_full(request).await {
+        let response = match read_in_full(request).await {
             Ok(request) => self.call(request).await,
             Err(response) => response,
         };
+        self.finish(response, started)
+    }
+
+    /// Answers a request forwarded from another task of this process: the same handling as a
+    /// request over the network (stamp, metrics, panic → 500), without the socket.
+    pub(crate) async fn answer_local(&self, request: lathe::Request) -> Response {
+        let started = Instant::now();
+        let response = self.call(request).await;
+        self.finish(response, started)
+    }
+
+    /// Stamps the response with this instance's name and version unless it names its producer
+    /// already (a forwarded response keeps the target's), and counts it.
+    fn finish(&self, mut response: Response, started: Instant) -> Response {
         let headers = response.headers_mut();
         for (name, value) in [
             (TASK_HEADER, &self.task_header),
@@ -73,13 +91,17 @@ impl HttpInstance {
             }
         }
         self.duration.observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .http_requests
-            .with_label_values(&[
-                self.ctx.identity().group.as_str(),
-                response.status().as_str(),
-            ])
-            .inc();
+        match response.status().as_u16() {
+            200 => self.answered_ok.inc(),
+            _ => self
+                .metrics
+                .http_requests
+                .with_label_values(&[
+                    self.ctx.identity().group.as_str(),
+                    response.status().as_str(),
+                ])
+                .inc(),
+        }
         response
     }
 
@@ -131,13 +153,18 @@ pub(crate) struct HttpServer {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<Duration>>,
     serving: JoinHandle<()>,
+    /// Lists the instance for in-process forwarding while it takes requests.
+    local: Option<LocalRegistration>,
 }
 
 impl HttpServer {
     /// Serves `instance` on `listener` until stopped.
+    /// Serves `instance` on `listener` until stopped; `local` keeps it listed for in-process
+    /// forwarding meanwhile.
     pub(crate) fn start(
         listener: TcpListener,
         instance: Arc<HttpInstance>,
+        local: Option<LocalRegistration>,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
@@ -146,6 +173,7 @@ impl HttpServer {
             addr,
             stop: Some(stop),
             serving,
+            local,
         })
     }
 
@@ -155,6 +183,7 @@ impl HttpServer {
 
     /// Stops accepting, then waits up to `deadline` for open requests to finish.
     pub(crate) async fn drain(mut self, deadline: Duration) {
+        self.local = None;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(deadline);
         }

@@ -287,12 +287,16 @@ async fn start_http(
         Ok(Err(error)) => return Err(format!("start failed: {error}")),
         Err(panic) => return Err(format!("start panicked: {}", panic_message(&*panic))),
     }
+    let identity = ctx.identity().clone();
     let instance = Arc::new(HttpInstance::new(
         task.clone(),
         ctx,
         services.metrics.clone(),
     ));
-    let server =
-        HttpServer::start(listener, instance).map_err(|e| format!("cannot serve the task: {e}"))?;
+    let local = services
+        .local
+        .register(&identity.group, identity.index, instance.clone());
+    let server = HttpServer::start(listener, instance, Some(local))
+        .map_err(|e| format!("cannot serve the task: {e}"))?;
     Ok(Serving::Http { server, task })
 }

@@ -16,6 +16,9 @@ pub(crate) struct TaskMetrics {
     pub(crate) handler_panics: IntCounterVec,
     instances: IntGaugeVec,
     restart: HistogramVec,
+    /// `lathe_forward_total{way}`: requests `forward` sent in-process (`local`) or over the
+    /// network (`network`).
+    pub(crate) forwarded: IntCounterVec,
 }
 
 impl TaskMetrics {
@@ -68,13 +71,23 @@ impl TaskMetrics {
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(handler_panics.clone()))?;
         registry.register(Box::new(instances.clone()))?;
+        let forwarded = IntCounterVec::new(
+            Opts::new(
+                "lathe_forward_total",
+                "Requests forwarded by tasks of this node: way=local to an instance in this \
+                 process (a direct call), way=network to an instance elsewhere",
+            ),
+            &["way"],
+        )?;
         registry.register(Box::new(restart.clone()))?;
+        registry.register(Box::new(forwarded.clone()))?;
         Ok(TaskMetrics {
             http_requests,
             http_duration,
             handler_panics,
             instances,
             restart,
+            forwarded,
         })
     }
 

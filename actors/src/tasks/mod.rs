@@ -7,7 +7,8 @@
 //! shared by the node's instances (NodeServices, behind every TaskContext):
 //!   MetadataCache         a group's keys (/task/http/lb/*), mirrored per group
 //!   EndpointCache         get_ref(group): /lathe/endpoints/<group>/*, filled on a miss, then followed
-//!   Forwarder             forward(request, target): pooled keep-alive HTTP client
+//!   Forwarder             forward(request, target): an instance on this node in-process
+//!                         (LocalInstances), else a pooled keep-alive HTTP client
 //!   StatusWriter          /lathe/instances and /lathe/endpoints records, in order, CAS-guarded
 //! ```
 //!
@@ -17,6 +18,7 @@ mod endpoints;
 mod forward;
 mod http_server;
 mod instance;
+mod local;
 mod metadata;
 mod metrics;
 mod mirror;
@@ -76,6 +78,9 @@ pub struct TaskSupervisorConfig {
     /// The node's fence (`MembershipHandle::fence`): while it holds a reason, every instance is
     /// stopped. Never fenced when not given.
     pub fence: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    /// Whether `forward` calls instances of this node in-process (the default) rather than over
+    /// the network (`lathe-node --no-local-forward`).
+    pub local_forward: bool,
 }
 
 impl TaskSupervisorConfig {
@@ -87,6 +92,7 @@ impl TaskSupervisorConfig {
             failed_retry: FAILED_RETRY,
             tree: None,
             fence: None,
+            local_forward: true,
         }
     }
 
@@ -142,6 +148,7 @@ pub async fn start_task_supervisor(
         config.http_ip,
         registry,
         TaskMetrics::register(metrics)?,
+        config.local_forward,
     ));
     let endpoints = services.endpoints.clone();
     let tree = config

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::endpoints::EndpointCache;
 use super::forward::Forwarder;
+use super::local::LocalInstances;
 use super::metadata::{GroupMetadata, MetadataCache};
 use super::metrics::TaskMetrics;
 use super::status::StatusWriter;
@@ -28,6 +29,8 @@ pub(crate) struct NodeServices {
     pub(crate) metadata: MetadataCache,
     pub(crate) endpoints: Arc<EndpointCache>,
     pub(crate) forwarder: Forwarder,
+    /// The HTTP instances serving in this process, for in-process forwarding.
+    pub(crate) local: Arc<LocalInstances>,
     pub(crate) status: StatusWriter,
     pub(crate) metrics: TaskMetrics,
 }
@@ -38,14 +41,18 @@ impl NodeServices {
         http_ip: IpAddr,
         registry: RegistryHandle,
         metrics: TaskMetrics,
+        local_forward: bool,
     ) -> Self {
+        let local = Arc::new(LocalInstances::default());
+        let local_node = local_forward.then(|| (node.clone(), local.clone()));
         NodeServices {
             advertised_host: advertised_host(http_ip),
+            forwarder: Forwarder::counted(local_node, &metrics.forwarded),
+            local,
             node,
             http_ip,
             metadata: MetadataCache::new(registry.clone()),
             endpoints: Arc::new(EndpointCache::new(registry.clone())),
-            forwarder: Forwarder::new(),
             status: StatusWriter::start(registry.clone()),
             registry,
             metrics,
