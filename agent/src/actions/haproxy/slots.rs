@@ -65,8 +65,9 @@ pub fn plan(current: &[Slot], desired: &BTreeSet<Target>, spare: usize) -> Plan 
     };
     let mut changes = Vec::new();
     let mut placed = BTreeSet::new();
+    let mut freed = BTreeSet::new();
     // Keep what stays (once: a duplicate slot is freed), free what is gone.
-    for slot in slots.iter_mut() {
+    for (at, slot) in slots.iter_mut().enumerate() {
         match slot.target() {
             Some(target) if desired.contains(&target) && placed.insert(target.clone()) => {}
             Some(_) => {
@@ -77,6 +78,7 @@ pub fn plan(current: &[Slot], desired: &BTreeSet<Target>, spare: usize) -> Plan 
                     enabled: false,
                     ..slot.clone()
                 };
+                freed.insert(at);
             }
             None => {}
         }
@@ -89,10 +91,26 @@ pub fn plan(current: &[Slot], desired: &BTreeSet<Target>, spare: usize) -> Plan 
         let numbers = slots.len() + 1..=needed.max(slots.len());
         slots.extend(numbers.map(Slot::free));
     }
-    let mut free_slots = slots.iter_mut().filter(|s| !s.enabled);
+    // New endpoints take the slots that were free already, so the ones just freed keep serving
+    // until the new ones are in; a freed slot is refilled only when nothing else is free, and
+    // then its fill alone re-points it (a fill and a free of one slot would end in `maint`).
+    let mut free_slots: Vec<usize> = (0..slots.len())
+        .filter(|at| !slots[*at].enabled && !freed.contains(at))
+        .chain(freed.iter().copied())
+        .collect();
+    free_slots.reverse();
     for target in missing {
-        let slot = free_slots.next().expect("enough free slots after growing");
+        let at = free_slots.pop().expect("enough free slots after growing");
+        let slot = &mut slots[at];
         (slot.addr, slot.port, slot.enabled) = (target.0.clone(), target.1, true);
+        if freed.contains(&at) {
+            changes.retain(|change| {
+                *change
+                    != SlotChange::Free {
+                        name: slot.name.clone(),
+                    }
+            });
+        }
         changes.push(SlotChange::Fill {
             name: slot.name.clone(),
             target,
@@ -135,6 +153,38 @@ mod tests {
         );
         let unchanged = plan(&second.slots, &targets(&[11, 12, 13]), 4);
         assert!(unchanged.changes.is_empty());
+    }
+
+    #[test]
+    fn a_moved_endpoint_takes_a_free_slot_before_its_old_one_is_freed() {
+        let first = plan(&[], &targets(&[10, 11, 12]), 4);
+        let moved = plan(&first.slots, &targets(&[10, 11, 13]), 4);
+        assert_eq!(live(&moved), targets(&[10, 11, 13]));
+        assert_eq!(
+            moved.changes,
+            vec![
+                SlotChange::Free {
+                    name: "lathe3".into()
+                },
+                SlotChange::Fill {
+                    name: "lathe4".into(),
+                    target: ("127.0.0.1".into(), 13)
+                },
+            ],
+            "the new endpoint goes to the slot that was free, not the one just freed"
+        );
+        // With no other slot free, the freed one is re-pointed by its fill alone.
+        let full = plan(&[], &targets(&[1, 2, 3, 4]), 4);
+        let swapped = plan(&full.slots, &targets(&[1, 2, 3, 5]), 4);
+        assert!(!swapped.grew);
+        assert_eq!(live(&swapped), targets(&[1, 2, 3, 5]));
+        assert_eq!(
+            swapped.changes,
+            vec![SlotChange::Fill {
+                name: "lathe4".into(),
+                target: ("127.0.0.1".into(), 5)
+            }]
+        );
     }
 
     #[test]
