@@ -1,7 +1,8 @@
 //! The REST API every node serves (warp): `/v1/kv`, `/v1/watch`, `/v1/members`, `/v1/health`,
 //! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/tree`, `/v1/actors/kill` (failure drills),
 //! `/metrics`. Routes are matched by hand in `route` so that every unknown path, wrong method,
-//! bad path, bad body or oversized value gets one clear `{"error": "..."}` answer.
+//! bad path, bad body or oversized value gets one clear `{"error": "..."}` answer. Every answer is
+//! counted in `lathe_api_requests_total{route,code}` (`requests.rs`).
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
 
@@ -9,6 +10,7 @@ mod chaos;
 mod error;
 mod kv;
 mod query;
+mod requests;
 mod topology;
 mod tree;
 mod watch;
@@ -61,19 +63,24 @@ pub async fn serve(
     if let Err(error) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
         tracing::warn!(%error, "cannot set TCP_NODELAY on the REST listener");
     }
+    let requests = requests::ApiRequests::register(&context.metrics);
     let context = Arc::new(context);
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream().map(BodyStream::new))
         .and(warp::any().map(move || context.clone()))
+        .and(warp::any().map(move || requests.clone()))
         .then(
             |method: Method,
              path: warp::path::FullPath,
              query: String,
              body: BodyStream,
-             context: Arc<ApiContext>| async move {
-                route(method, path.as_str(), &query, body, context).await
+             context: Arc<ApiContext>,
+             requests: requests::ApiRequests| async move {
+                let response = route(method.clone(), path.as_str(), &query, body, context).await;
+                requests.count(&method, path.as_str(), &query, response.status());
+                response
             },
         );
     warp::serve(api)

@@ -156,7 +156,7 @@ impl TestNode {
         roots.iter().find_map(|root| root.find(path)).cloned()
     }
 
-    /// A metric's value, by name and label values.
+    /// A metric's value, by name and label values (a histogram: its number of samples).
     pub(super) fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         use prometheus::proto::MetricType;
         let families = self.metrics.gather();
@@ -171,6 +171,7 @@ impl TestNode {
         })?;
         Some(match family.get_field_type() {
             MetricType::COUNTER => metric.get_counter().get_value(),
+            MetricType::HISTOGRAM => metric.get_histogram().get_sample_count() as f64,
             _ => metric.get_gauge().get_value(),
         })
     }

@@ -65,6 +65,12 @@ async fn one_for_one_restarts_only_the_crashed_instance() {
         node.metric("lathe_actor_restarts_total", &restarts),
         Some(1.0)
     );
+    let timed = [("group", GROUP)];
+    assert_eq!(
+        node.metric("lathe_task_restart_seconds", &timed),
+        Some(1.0),
+        "the crashed instance's way back to running is timed once"
+    );
     let killed = node.actor(&format!("node/tasks/{GROUP}/1"));
     assert_eq!(
         killed.map(|a| (a.status, a.restarts)),
@@ -91,6 +97,12 @@ async fn one_for_all_restarts_every_instance_of_the_group() {
     assert_eq!(
         node.metric("lathe_actor_restarts_total", &restarts),
         Some(3.0)
+    );
+    let timed = [("group", GROUP)];
+    assert_eq!(
+        node.metric("lathe_task_restart_seconds", &timed),
+        Some(1.0),
+        "only the crashed instance is timed, not those restarted along"
     );
 }
 
