@@ -37,12 +37,15 @@ lint: deps
 run: build
 	exec $(CARGO_TARGET_DIR)/debug/lathe up --nodes 3 --topology config/my_topology.toml
 
-# The benchmarks (registry, load balancer vs HAProxy, placement): release lathe-node processes and
-# a real ZooKeeper on loopback; prints a markdown table with the goals beside the numbers.
-# BENCH_ARGS="--json bench.json", "--quick" or "--only lb,placement".
+# The benchmarks (registry, load balancer vs HAProxy, placement, failover, crash restarts,
+# lathe-agent): release lathe-node and lathe-agent processes, a real ZooKeeper and HAProxy on
+# loopback; prints a markdown table with the goals beside the numbers.
+# BENCH_ARGS="--json bench.json", "--quick" or "--only lb,placement" (phases: lathe-bench --help).
 bench: deps
-	$(CARGO) build --release --bins -p lathe-node -p lathe-bench
-	LATHE_NODE_BIN=$(CARGO_TARGET_DIR)/release/lathe-node $(CARGO_TARGET_DIR)/release/lathe-bench $(BENCH_ARGS)
+	$(CARGO) build --release --bins -p lathe-node -p lathe-agent -p lathe-bench
+	LATHE_NODE_BIN=$(CARGO_TARGET_DIR)/release/lathe-node \
+	LATHE_AGENT_BIN=$(CARGO_TARGET_DIR)/release/lathe-agent \
+	$(CARGO_TARGET_DIR)/release/lathe-bench $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -1,5 +1,5 @@
 //! `make bench`: Lathe's benchmark. Starts a real ZooKeeper and real `lathe-node` processes on
-//! loopback, measures, stops them, and prints a markdown table with the goals of issues 2 and 3
+//! loopback, measures, stops them, and prints a markdown table with the goals of issues 2 to 5
 //! beside the numbers.
 //!
 //! ```text
@@ -14,12 +14,25 @@
 //! - `lb`: the seed's topology on 3 nodes + ZooKeeper; `wrk` through one Lathe LB instance and
 //!   through HAProxy 2.6 in front of the same front pages, side by side.
 //! - `placement`: instances placed per second, 1,000 instances on 50 simulated nodes.
+//! - `failover`: the seed's topology on 3 nodes + ZooKeeper; SIGKILL a node, time until every
+//!   instance it ran serves elsewhere; restart it, let the cluster settle, again (non-leaders,
+//!   then the scheduler leader).
+//! - `crash`: 1 node with `--enable-chaos`; kill a task instance's actor many times; the node's
+//!   `lathe_task_restart_seconds` per restart, and the time until it answers again over HTTP.
+//! - `agent`: 1 node; a registry change → HAProxy serving the new servers through `lathe-agent`;
+//!   registry requests per change with 100 agents against one blocking query per dependency.
 //!
-//! The node binary is `$LATHE_NODE_BIN` (the Makefile points it at the release build); `wrk` and
-//! `haproxy` come from Debian. A measurement that cannot be made is a row saying why. `--quick` is
+//! The node binary is `$LATHE_NODE_BIN`, the agent's `$LATHE_AGENT_BIN` (the Makefile points them
+//! at the release builds); `wrk` and `haproxy` come from Debian. A measurement that cannot be made is a row saying why. `--quick` is
 //! a smaller run, for trying the bench out; `--json FILE` also writes the report as JSON;
 //! `--only lb` runs one phase.
 
+mod agent;
+mod agent_follow;
+mod agent_load;
+mod agent_procs;
+mod crash;
+mod failover;
 mod fanout;
 mod haproxy;
 mod lb;
@@ -64,6 +77,16 @@ pub(crate) struct Plan {
     /// Timed runs per proxy.
     pub(crate) lb_runs: usize,
     pub(crate) placement_runs: usize,
+    /// Failover trials killing a non-leader node, and killing the scheduler leader.
+    pub(crate) failover_trials: usize,
+    pub(crate) failover_leader_trials: usize,
+    /// Timed kills of a task instance.
+    pub(crate) crash_kills: usize,
+    /// Registry changes followed into HAProxy by one agent.
+    pub(crate) agent_changes: usize,
+    /// Agents (and blocking-query clients) watching, and the changes they watch.
+    pub(crate) agent_watchers: usize,
+    pub(crate) agent_load_changes: usize,
 }
 
 impl Plan {
@@ -82,6 +105,12 @@ impl Plan {
             lb_duration: Duration::from_secs(10),
             lb_runs: 2,
             placement_runs: 5,
+            failover_trials: 10,
+            failover_leader_trials: 3,
+            crash_kills: 100,
+            agent_changes: 40,
+            agent_watchers: 100,
+            agent_load_changes: 20,
         }
     }
 
@@ -100,6 +129,12 @@ impl Plan {
             lb_duration: Duration::from_secs(3),
             lb_runs: 1,
             placement_runs: 3,
+            failover_trials: 2,
+            failover_leader_trials: 1,
+            crash_kills: 20,
+            agent_changes: 10,
+            agent_watchers: 20,
+            agent_load_changes: 5,
         }
     }
 }
@@ -111,14 +146,20 @@ enum Phase {
     Embedded,
     Lb,
     Placement,
+    Failover,
+    Crash,
+    Agent,
 }
 
 impl Phase {
-    const ALL: [(Phase, &'static str); 4] = [
+    const ALL: [(Phase, &'static str); 7] = [
         (Phase::Zookeeper, "zookeeper"),
         (Phase::Embedded, "embedded"),
         (Phase::Lb, "lb"),
         (Phase::Placement, "placement"),
+        (Phase::Failover, "failover"),
+        (Phase::Crash, "crash"),
+        (Phase::Agent, "agent"),
     ];
 
     fn parse_list(list: &str) -> Result<Vec<Phase>, String> {
@@ -210,6 +251,15 @@ fn main() -> ExitCode {
     }
     if runs(Phase::Placement) {
         placement::placement_rate(&plan, &mut report);
+    }
+    if runs(Phase::Failover) {
+        failover::failover(&plan, &mut report);
+    }
+    if runs(Phase::Crash) {
+        crash::crash_restart(&plan, &mut report);
+    }
+    if runs(Phase::Agent) {
+        agent::agent_phase(&plan, &mut report);
     }
     report.note(format!(
         "machine: {load_at_start} at the start, {} at the end; the bench took {:.0} s",
