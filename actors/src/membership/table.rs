@@ -75,8 +75,9 @@ pub(crate) struct MemberTable {
     /// The members in the latest ZooKeeper listing with the zxids that created their nodes;
     /// `None` while ZooKeeper is not watched.
     zookeeper_view: Option<BTreeMap<String, i64>>,
-    /// The leader by the last ZooKeeper listing, kept while ZooKeeper is unreachable.
-    zookeeper_leader: Option<String>,
+    /// The members of the last ZooKeeper listing, oldest member node first (by the zxid that
+    /// created it, then name), kept while ZooKeeper is unreachable: the order of succession.
+    zookeeper_order: Vec<(i64, String)>,
 }
 
 impl MemberTable {
@@ -86,7 +87,7 @@ impl MemberTable {
             timing,
             members: BTreeMap::new(),
             zookeeper_view: None,
-            zookeeper_leader: None,
+            zookeeper_order: Vec::new(),
         }
     }
 
@@ -220,10 +221,11 @@ impl MemberTable {
                 }
             }
         }
-        self.zookeeper_leader = listing
+        self.zookeeper_order = listing
             .iter()
-            .min_by_key(|(name, member)| (member.czxid, name.as_str()))
-            .map(|(name, _)| name.clone());
+            .map(|(name, member)| (member.czxid, name.clone()))
+            .collect();
+        self.zookeeper_order.sort();
         self.zookeeper_view = Some(
             listing
                 .into_iter()
@@ -233,12 +235,27 @@ impl MemberTable {
         changes
     }
 
-    /// The scheduler leader. With ZooKeeper: the member whose ephemeral node is the oldest (the
-    /// last listing's choice while ZooKeeper is unreachable: a new leader needs ZooKeeper).
-    /// Without: the live node that holds the embedded registry.
+    /// The scheduler leader. With ZooKeeper: the member whose ephemeral node is the oldest, passing
+    /// over members this node holds dead — a SIGKILLed leader's node lingers in ZooKeeper until
+    /// its session times out, while heartbeats and the closed connection tell it dead within
+    /// 1.5 s. A node passes over a listed member to lead itself only while it reaches a majority
+    /// of the members (`reachability`): a node cut off from the others must not lead beside the
+    /// real leader. Without ZooKeeper: the live node that holds the embedded registry.
     pub(crate) fn leader(&self) -> Option<String> {
-        if self.zookeeper_leader.is_some() {
-            return self.zookeeper_leader.clone();
+        if !self.zookeeper_order.is_empty() {
+            let mut passed_over = false;
+            for (_, name) in &self.zookeeper_order {
+                if *name == self.own.name {
+                    let (reachable, total) = self.reachability();
+                    let majority = reachable * 2 >= total;
+                    return (!passed_over || majority).then(|| name.clone());
+                }
+                match self.members.get(name) {
+                    Some(record) if record.status == MemberStatus::Dead => passed_over = true,
+                    _ => return Some(name.clone()),
+                }
+            }
+            return None;
         }
         if self.own.holds_registry {
             return Some(self.own.name.clone());

@@ -303,3 +303,24 @@ fn reachability_counts_alive_peers_against_all_but_those_that_left() {
     t.tick(t0 + DEAD * 3);
     assert_eq!(t.reachability(), (1, 4));
 }
+
+#[test]
+fn a_dead_leader_is_passed_over_before_its_zookeeper_node_goes_but_not_by_a_minority() {
+    let (mut t, t0) = (table(), Instant::now());
+    let listing: BTreeMap<String, ZkMember> = [("b", 10), ("me", 20), ("c", 30)]
+        .iter()
+        .map(|(n, z)| (n.to_string(), member(info(n, 5), *z)))
+        .collect();
+    t.on_zookeeper(Some(listing), t0);
+    t.on_heartbeat(info("b", 5), t0);
+    t.on_heartbeat(info("c", 5), t0);
+    assert_eq!(t.leader().as_deref(), Some("b"));
+    // b falls silent (SIGKILL): dead by heartbeats while its member node is still listed.
+    t.on_heartbeat(info("c", 5), t0 + DEAD);
+    t.tick(t0 + DEAD);
+    assert_eq!(t.status("b"), Some(MemberStatus::Dead));
+    assert_eq!(t.leader().as_deref(), Some("me"), "me and c are a majority of 3");
+    // c falls silent too: me alone is a minority and must not pass over b.
+    t.tick(t0 + DEAD * 3);
+    assert_eq!(t.leader(), None);
+}
