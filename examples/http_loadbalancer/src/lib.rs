@@ -12,7 +12,7 @@ pub use distribution::{Distribution, DistributionError};
 pub const DISTRIBUTION_KEY: &str = "backend_distribution";
 
 pub mod my {
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, RwLock};
 
     use lathe::http::{HttpTask, Request, Response};
     use lathe::TaskContext;
@@ -26,7 +26,10 @@ pub mod my {
     /// The seed's load balancer.
     #[derive(Debug, Default)]
     pub struct LoadBalancer {
-        cached: Mutex<Option<(u64, Parsed)>>,
+        /// The parsed distribution and the metadata generation it was parsed at. A read lock
+        /// on every request (never contended: requests only read), a write lock when the
+        /// metadata changed; a mutex here made the request threads queue behind each other.
+        cached: RwLock<Option<(u64, Parsed)>>,
     }
 
     impl LoadBalancer {
@@ -35,7 +38,15 @@ pub mod my {
             // Read the generation before the value: a change landing in between only makes the
             // next request parse again.
             let generation = *ctx.metadata_changed().borrow();
-            let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            {
+                let cached = self.cached.read().unwrap_or_else(|e| e.into_inner());
+                if let Some((seen, parsed)) = cached.as_ref() {
+                    if *seen == generation {
+                        return parsed.clone();
+                    }
+                }
+            }
+            let mut cached = self.cached.write().unwrap_or_else(|e| e.into_inner());
             if let Some((seen, parsed)) = cached.as_ref() {
                 if *seen == generation {
                     return parsed.clone();
