@@ -319,7 +319,11 @@ fn a_dead_leader_is_passed_over_before_its_zookeeper_node_goes_but_not_by_a_mino
     t.on_heartbeat(info("c", 5), t0 + DEAD);
     t.tick(t0 + DEAD);
     assert_eq!(t.status("b"), Some(MemberStatus::Dead));
-    assert_eq!(t.leader().as_deref(), Some("me"), "me and c are a majority of 3");
+    assert_eq!(
+        t.leader().as_deref(),
+        Some("me"),
+        "me and c are a majority of 3"
+    );
     // c falls silent too: me alone is a minority and must not pass over b.
     t.tick(t0 + DEAD * 3);
     assert_eq!(t.leader(), None);
