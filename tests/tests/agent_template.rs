@@ -114,11 +114,18 @@ fn rejected_renders_keep_the_old_file_and_are_reported() {
         .is_some_and(|e| e.contains("check failed")));
 
     // A burst of changes is debounced into few runs (not one per change), and the last wins.
+    let mut last = 0;
     for i in 0..10 {
-        put_ok(&addr, "/app/conf/counter", &json!(i));
+        last = put_ok(&addr, "/app/conf/counter", &json!(i));
     }
     wait_until("the burst's last value", DEADLINE, || {
         live(dir.path()).contains("counter = 9\n")
+    });
+    // The file is replaced before the reload command runs: wait until the run that brought the
+    // last change has finished, reload included.
+    wait_until("the burst's last run applied", DEADLINE, || {
+        let action = action(&agent);
+        action["index"].as_u64() >= Some(last) && action["result"] == "applied"
     });
     let after_burst = reloads(dir.path());
     assert!(
