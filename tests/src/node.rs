@@ -729,11 +729,13 @@ mod tests {
     fn terminate_sends_sigterm_and_returns_the_status() {
         let mut node =
             fake_node("trap 'exit 0' TERM; echo trapped; while true; do sleep 0.05; done");
+        // A line of its own: the log's first line, the command line, contains the word too.
         wait_until("the trap", Duration::from_secs(10), || {
-            node.log_contents().contains("trapped")
+            node.log_contents().lines().any(|line| line == "trapped")
         });
         assert!(node.is_running());
-        assert_eq!(node.terminate().code(), Some(0));
+        let status = node.terminate();
+        assert_eq!(status.code(), Some(0), "{status:?}");
         assert!(!node.is_running());
         node.respawn();
         node.kill();
