@@ -22,6 +22,7 @@ use super::plan::{self, ContainerView};
 use super::records::{self, ContainerRecord};
 use super::worker::{Job, Outcome, Worker};
 use super::ResourceManagerSpec;
+use crate::follow::follow;
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
 use crate::scheduler::demand::CapacityDemand;
@@ -115,8 +116,16 @@ impl Actor for ResourceManagerActor {
                 .is_ok()
         })?;
         let watchers = vec![
-            watch_members(myself.clone(), args.membership.clone()),
-            watch_demand(myself.clone(), args.demand),
+            follow(
+                args.membership.subscribe(),
+                myself.clone(),
+                ResourceManagerMsg::MembersChanged,
+            ),
+            follow(
+                args.demand,
+                myself.clone(),
+                ResourceManagerMsg::DemandChanged,
+            ),
         ];
         myself.send_interval(TICK, || ResourceManagerMsg::Tick);
         tracing::info!(
@@ -522,47 +531,6 @@ impl ResourceManagerState {
 fn backoff(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     (BACKOFF_MIN * 2u32.pow(doublings)).min(BACKOFF_MAX)
-}
-
-fn watch_members(
-    actor: ActorRef<ResourceManagerMsg>,
-    membership: MembershipHandle,
-) -> tokio::task::JoinHandle<()> {
-    let mut members = membership.subscribe();
-    tokio::spawn(async move {
-        loop {
-            let current = members.borrow_and_update().clone();
-            if actor
-                .cast(ResourceManagerMsg::MembersChanged(current))
-                .is_err()
-            {
-                return;
-            }
-            if members.changed().await.is_err() {
-                return;
-            }
-        }
-    })
-}
-
-fn watch_demand(
-    actor: ActorRef<ResourceManagerMsg>,
-    mut demand: watch::Receiver<CapacityDemand>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let current = demand.borrow_and_update().clone();
-            if actor
-                .cast(ResourceManagerMsg::DemandChanged(current))
-                .is_err()
-            {
-                return;
-            }
-            if demand.changed().await.is_err() {
-                return;
-            }
-        }
-    })
 }
 
 fn unix_ms() -> u64 {

@@ -24,6 +24,7 @@ use ractor_cluster::RactorMessage;
 use super::demand::{CapacityDemand, DemandSender};
 use super::deploy;
 use super::placement::{place, rebalance, NodeCandidate, PendingCause};
+use crate::follow::follow;
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
 
@@ -100,7 +101,11 @@ impl Actor for Scheduler {
         args: SchedulerArgs,
     ) -> Result<SchedulerState, ActorProcessingErr> {
         let watchers = vec![
-            watch_members(myself.clone(), args.membership.clone()),
+            follow(
+                args.membership.subscribe(),
+                myself.clone(),
+                SchedulerMsg::MembersChanged,
+            ),
             watch_topology(myself.clone(), args.registry.clone()),
         ];
         myself.send_interval(SAFETY_NET, || SchedulerMsg::Reconcile);
@@ -223,27 +228,6 @@ impl SchedulerState {
             let _ = scheduler.cast(SchedulerMsg::Reconciled(result));
         });
     }
-}
-
-fn watch_members(
-    scheduler: ActorRef<SchedulerMsg>,
-    membership: MembershipHandle,
-) -> tokio::task::JoinHandle<()> {
-    let mut members = membership.subscribe();
-    tokio::spawn(async move {
-        loop {
-            let current = members.borrow_and_update().clone();
-            if scheduler
-                .cast(SchedulerMsg::MembersChanged(current))
-                .is_err()
-            {
-                return;
-            }
-            if members.changed().await.is_err() {
-                return;
-            }
-        }
-    })
 }
 
 fn watch_topology(

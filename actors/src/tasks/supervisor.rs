@@ -31,6 +31,7 @@ use super::reconcile::{desired_assignments, Desired, InstanceKey};
 use super::runtime::NodeServices;
 use super::slots::TaskSupervisorState;
 use super::topology::follow_topology_policies;
+use crate::follow::follow;
 use crate::tree::{ActorKind, TreeScope};
 
 /// How long stopping the supervisor waits for its instances to drain.
@@ -116,7 +117,9 @@ impl Actor for TaskSupervisor {
             },
         ));
         if let Some(fence) = args.fence.clone() {
-            watches.push(follow_fence(fence, myself.clone()));
+            // Its state now, then every change.
+            let following = follow(fence, myself.clone(), TaskSupervisorMsg::Fence);
+            watches.push(AbortOnDrop(following));
         }
         tracing::info!(node = %services.node, catalog = args.catalog.len(), "task supervisor watching its assignments");
         Ok(TaskSupervisorState::new(args, watches))
@@ -191,22 +194,4 @@ impl Actor for TaskSupervisor {
         let _ = tokio::time::timeout(STATUS_FLUSH_DEADLINE, flush).await;
         Ok(())
     }
-}
-
-/// Tells the supervisor about the node's fence: its state now, then every change.
-fn follow_fence(
-    mut fence: watch::Receiver<Option<String>>,
-    supervisor: ActorRef<TaskSupervisorMsg>,
-) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(async move {
-        loop {
-            let now = fence.borrow_and_update().clone();
-            if supervisor.cast(TaskSupervisorMsg::Fence(now)).is_err() {
-                return;
-            }
-            if fence.changed().await.is_err() {
-                return;
-            }
-        }
-    }))
 }
