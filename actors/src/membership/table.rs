@@ -350,13 +350,17 @@ impl MemberTable {
         all
     }
 
-    /// How many members this node reaches (itself and the alive peers) out of how many it counts
-    /// (itself and every peer heard of, dead ones included, except those that left).
+    /// How many members this node reaches (itself and the alive peers) out of how many it counts:
+    /// itself, the peers not dead, and the dead ones still listed in ZooKeeper (the last listing,
+    /// kept while ZooKeeper is away). A member that left, or whose member node is gone from
+    /// ZooKeeper, no longer counts: released YARN nodes and long-dead ones must not turn the live
+    /// nodes into a minority.
     pub(crate) fn reachability(&self) -> (usize, usize) {
-        let counted = self
-            .members
-            .values()
-            .filter(|r| !matches!(r.death, Some((_, DeathCause::Left))));
+        let counted = self.members.values().filter(|r| match r.death {
+            Some((_, DeathCause::Left)) => false,
+            Some(_) => r.in_zookeeper,
+            None => true,
+        });
         let (mut reachable, mut total) = (1, 1);
         for record in counted {
             total += 1;

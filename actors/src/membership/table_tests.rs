@@ -287,21 +287,38 @@ fn a_closed_session_and_silence_mean_dead_sooner_than_silence_alone() {
 }
 
 #[test]
-fn reachability_counts_alive_peers_against_all_but_those_that_left() {
+fn reachability_counts_alive_peers_against_all_but_those_that_left_or_vanished() {
     let (mut t, t0) = (table(), Instant::now());
     assert_eq!(t.reachability(), (1, 1), "alone: a majority of itself");
-    for name in ["b", "c", "d", "e"] {
+    let listing = |names: &[&str]| -> BTreeMap<String, ZkMember> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), member(info(n, 5), i as i64)))
+            .collect()
+    };
+    t.on_zookeeper(Some(listing(&["me", "b", "c", "d", "e", "f"])), t0);
+    for name in ["b", "c", "d", "e", "f"] {
         t.on_heartbeat(info(name, 5), t0);
     }
-    assert_eq!(t.reachability(), (5, 5));
+    assert_eq!(t.reachability(), (6, 6));
     // d leaves gracefully: it no longer counts; the others fall silent except b.
     t.on_leave("d", 5);
     t.on_heartbeat(info("b", 5), t0 + DEAD);
     t.tick(t0 + DEAD);
-    assert_eq!(t.reachability(), (2, 4), "me and b of me, b, c, e");
-    // Cut off from everyone: a minority.
+    assert_eq!(t.reachability(), (2, 5), "me and b of me, b, c, e, f");
+    // Cut off from everyone (ZooKeeper away: its last listing stands): a minority.
+    t.on_zookeeper(None, t0 + DEAD);
     t.tick(t0 + DEAD * 3);
-    assert_eq!(t.reachability(), (1, 4));
+    assert_eq!(t.reachability(), (1, 5));
+    // Back in ZooKeeper: the members whose nodes are gone no longer count.
+    t.on_heartbeat(info("b", 5), t0 + DEAD * 3);
+    t.on_zookeeper(Some(listing(&["me", "b"])), t0 + DEAD * 3);
+    assert_eq!(
+        t.reachability(),
+        (1, 2),
+        "b is still dead here: it came back with the same incarnation"
+    );
 }
 
 #[test]
