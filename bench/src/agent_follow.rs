@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use crate::agent_procs::{agent_binary, toml_str, AgentProc, MasterWorker};
+use crate::agent_procs::{agent_binary, toml_str, AgentProc};
 use crate::stats::Summary;
+use lathe_tests::haproxy::MasterWorker;
 
 const TEMPLATE: &str = include_str!("../../config/agent-templates/haproxy.cfg.j2");
 const PREFIX: &str = "bench/agent/endpoints";
@@ -229,7 +230,7 @@ pub(crate) fn follow(node: &str, changes: usize) -> anyhow::Result<FollowRun> {
     let haproxy = MasterWorker::start(&rendered, &dir.path().join("admin.sock"), dir.path())?;
     wait_serving(&haproxy, &pool.expected(), START_DEADLINE).map_err(anyhow::Error::msg)?;
     wait_applied(&status, START_DEADLINE)?;
-    let reloads_before = haproxy.reloads();
+    let reloads_before = haproxy.reloads().ok();
     let (mut latency, mut writes, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     for change in 3..3 + changes {
         let (index, port) = pool.next(change);
@@ -245,6 +246,7 @@ pub(crate) fn follow(node: &str, changes: usize) -> anyhow::Result<FollowRun> {
     }
     let reloads = haproxy
         .reloads()
+        .ok()
         .zip(reloads_before)
         .map(|(after, before)| after - before);
     drop(agent);
