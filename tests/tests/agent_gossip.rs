@@ -7,9 +7,9 @@ mod agent_support;
 use std::path::Path;
 use std::time::Duration;
 
-use agent_support::proxy::TcpProxy;
 use agent_support::{free_addr, registry_list, toml_str, AgentProcess};
 use lathe_tests::node::NodeBuilder;
+use lathe_tests::proxy::TcpProxy;
 use lathe_tests::scenario::put_ok;
 use lathe_tests::wait::wait_until;
 use serde_json::json;
@@ -73,13 +73,13 @@ fn a_cut_off_agent_learns_it_is_behind_and_catches_up() {
         dir.path(),
         "b",
         &status_b,
-        &config("b", &proxy.addr, &status_b, &status_a, dir.path()),
+        &config("b", &proxy.addr(), &status_b, &status_a, dir.path()),
     );
     wait_until("both agents to render v = 1", DEADLINE, || {
         output(dir.path(), "a") == "v = 1\n" && output(dir.path(), "b") == "v = 1\n"
     });
 
-    proxy.block();
+    proxy.cut();
     put_ok(&addr, "/app/g/v", &json!(2));
     wait_until("agent a to render v = 2", DEADLINE, || {
         output(dir.path(), "a") == "v = 2\n"
@@ -102,7 +102,7 @@ fn a_cut_off_agent_learns_it_is_behind_and_catches_up() {
     );
     assert!(b.metric("lathe_agent_gossip_messages_total") > 0.0);
 
-    proxy.unblock();
+    proxy.restore();
     wait_until("agent b to catch up", DEADLINE, || {
         output(dir.path(), "b") == "v = 2\n"
     });

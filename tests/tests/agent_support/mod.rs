@@ -1,10 +1,10 @@
 //! Shared pieces of the `agent_*` tests: a real `lathe-agent` process ([`AgentProcess`]), and in
-//! the sub-modules real HAProxy and Varnish processes, the seed topology with scaling, a request
-//! loop and a TCP proxy that can cut an agent off. Every process is stopped when dropped.
+//! the sub-modules real HAProxy and Varnish processes, the seed topology with scaling and a request
+//! loop (the TCP proxy that cuts an agent off is the harness's `lathe_tests::proxy`). Every
+//! process is stopped when dropped.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a part; test-only items
 
 pub mod haproxy;
-pub mod proxy;
 pub mod seed;
 pub mod varnish;
 
