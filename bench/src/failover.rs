@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{bail, Context};
 use lathe_tests::http;
 use lathe_tests::node::{Cluster, NodeBuilder};
 use lathe_tests::zk::ZkServer;
@@ -21,7 +21,6 @@ use crate::report::Report;
 use crate::stats::{ms, Summary};
 use crate::{attempt, progress, Plan};
 
-const TOPOLOGY: &str = include_str!("../../config/my_topology.toml");
 /// 3 LBs + 5 + 5 front pages.
 const INSTANCES: usize = 13;
 const GOAL: &str = "p99 ≤ 2 s (Storm and Erlang defaults detect in 30–60 s)";
@@ -111,18 +110,7 @@ fn run_trials(plan: &Plan, non_leader: &mut Trials, leader: &mut Trials) -> anyh
     let mut cluster = Cluster::start(3, template);
     let addr = cluster.node(0).http_addr().to_string();
     progress("failover phase: deploying config/my_topology.toml");
-    let reply = http::put_text(
-        &addr,
-        "/v1/topology?file=my_topology.toml",
-        "application/toml",
-        TOPOLOGY,
-    );
-    ensure!(
-        reply.status == 200,
-        "deploy answered {}: {}",
-        reply.status,
-        reply.text
-    );
+    crate::seed::deploy(&addr)?;
     settle(&mut cluster)?;
     for trial in 0..plan.failover_trials {
         let trials = plan.failover_trials;

@@ -35,6 +35,23 @@ pub(crate) struct LbInstance {
     pub(crate) frontpages_beside: usize,
 }
 
+/// `PUT /v1/topology` of the seed's topology on the node at `addr`.
+pub(crate) fn deploy(addr: &str) -> anyhow::Result<()> {
+    let reply = http::put_text(
+        addr,
+        "/v1/topology?file=my_topology.toml",
+        "application/toml",
+        TOPOLOGY,
+    );
+    ensure!(
+        reply.status == 200,
+        "deploy answered {}: {}",
+        reply.status,
+        reply.text
+    );
+    Ok(())
+}
+
 pub(crate) struct SeedCluster {
     // Declared (and so dropped) before ZooKeeper: the nodes go first.
     cluster: Cluster,
@@ -59,18 +76,7 @@ impl SeedCluster {
         let cluster = Cluster::start(3, template);
         let addr = cluster.node(0).http_addr().to_string();
         crate::progress("LB phase: deploying config/my_topology.toml");
-        let reply = http::put_text(
-            &addr,
-            "/v1/topology?file=my_topology.toml",
-            "application/toml",
-            TOPOLOGY,
-        );
-        ensure!(
-            reply.status == 200,
-            "deploy answered {}: {}",
-            reply.status,
-            reply.text
-        );
+        deploy(&addr)?;
         let tasks = try_wait_until(CONVERGE, || running_tasks(&addr)).map_err(|seen| {
             anyhow::anyhow!("not all {INSTANCES} running after {CONVERGE:?}: {seen}")
         })?;
