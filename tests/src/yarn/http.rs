@@ -14,8 +14,6 @@ use serde_json::Value;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request accepted (a submission context is a few KB).
 const MAX_REQUEST: usize = 1 << 20;
-/// How often the accept loop looks at the stop flag.
-const ACCEPT_POLL: Duration = Duration::from_millis(10);
 
 /// One request: method, path without the query, the decoded query, the body.
 #[derive(Debug, Clone)]
@@ -74,22 +72,19 @@ impl Answer {
     }
 }
 
-/// Accepts connections on `listener` until `stop`, answering each with `handle`.
+/// Accepts connections on `listener` until `stop`, answering each with `handle`. Whoever sets
+/// `stop` connects once to wake the blocked accept.
 pub(super) fn serve(
     listener: TcpListener,
     stop: Arc<AtomicBool>,
     handle: impl Fn(Request) -> Answer,
 ) {
-    listener
-        .set_nonblocking(true)
-        .expect("a non-blocking listener");
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let _ = answer_one(stream, &handle);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
-            Err(_) => std::thread::sleep(ACCEPT_POLL),
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(stream) = stream {
+            let _ = answer_one(stream, &handle);
         }
     }
 }

@@ -180,6 +180,8 @@ impl ResourceManagerDouble {
 impl Drop for ResourceManagerDouble {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wake the server's blocked accept so it sees the flag.
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
