@@ -8,6 +8,8 @@ use clap::Parser;
 
 /// The default shared secret, for one-machine clusters; real clusters pass their own.
 pub(crate) const DEFAULT_COOKIE: &str = "lathe-local-cookie";
+/// The most `--workers`: far more threads than any machine has cores only adds switching.
+pub(crate) const MAX_WORKERS: usize = 1024;
 /// `--yarn-max-containers` when not given.
 pub(crate) const DEFAULT_YARN_MAX_CONTAINERS: usize = 8;
 /// `--yarn-container-max-instances` when neither it nor `--max-instances` is given.
@@ -59,6 +61,10 @@ pub(crate) struct Args {
     /// in-process (for comparisons)
     #[arg(long, env = "LATHE_NO_LOCAL_FORWARD")]
     no_local_forward: bool,
+    /// Threads that run async work (REST, the cluster, HTTP tasks); blocking tasks get their own
+    /// threads whatever this is [default: one per CPU]
+    #[arg(long, env = "LATHE_WORKERS")]
+    workers: Option<usize>,
     /// The most task instances the scheduler places on this node; default: no limit
     #[arg(long, env = "LATHE_MAX_INSTANCES")]
     max_instances: Option<u32>,
@@ -110,6 +116,8 @@ pub(crate) struct NodeConfig {
     pub(crate) topology: Option<(String, String)>,
     /// `--max-instances`: `None` = unlimited.
     pub(crate) max_instances: Option<u32>,
+    /// `--workers`: the async runtime's worker threads; `None` = one per CPU.
+    pub(crate) workers: Option<usize>,
     /// The YARN backend of the resource manager (`--yarn-rm` and its companions).
     pub(crate) yarn: Option<YarnSettings>,
 }
@@ -203,6 +211,14 @@ impl Args {
         if self.max_value_bytes == 0 {
             return Err(bad("--max-value-bytes", "must be positive"));
         }
+        if let Some(workers) = self.workers {
+            if workers == 0 || workers > MAX_WORKERS {
+                return Err(bad(
+                    "--workers",
+                    format!("must be between 1 and {MAX_WORKERS}, got {workers}"),
+                ));
+            }
+        }
         let yarn = self.yarn_settings()?;
         Ok(NodeConfig {
             name: self.name,
@@ -219,6 +235,7 @@ impl Args {
             local_forward: !self.no_local_forward,
             topology,
             max_instances: self.max_instances,
+            workers: self.workers,
             yarn,
         })
     }
@@ -396,6 +413,20 @@ mod tests {
         .unwrap();
         assert_eq!(config.name.as_deref(), Some("n1"));
         assert_eq!(config.tags, vec!["lb"]);
+    }
+
+    #[test]
+    fn workers() {
+        assert_eq!(parse(&[]).unwrap().workers, None);
+        assert_eq!(parse(&["--workers", "1"]).unwrap().workers, Some(1));
+        let zero = parse(&["--workers", "0"]).unwrap_err();
+        assert_eq!(zero, "--workers: must be between 1 and 1024, got 0");
+        assert!(parse(&["--workers", "5000"])
+            .unwrap_err()
+            .starts_with("--workers: must be between 1 and 1024"));
+        assert!(parse(&["--workers", "two"])
+            .unwrap_err()
+            .contains("--workers"));
     }
 
     #[test]

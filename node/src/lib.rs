@@ -60,13 +60,14 @@ pub fn main_with(catalog: Catalog) -> ! {
         }
     };
     init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("lathe-node: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        });
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build().unwrap_or_else(|e| {
+        eprintln!("lathe-node: cannot start the async runtime: {e}");
+        std::process::exit(1);
+    });
     let code = runtime.block_on(async {
         match run(config, catalog).await {
             Ok(()) => 0,
@@ -105,6 +106,7 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| default_name(cluster_addr.port()));
     let metrics = prometheus::Registry::new();
+    metrics::register_workers(&metrics)?;
     let store = open_store(&config, &name, &metrics).await?;
     let mut membership = MembershipConfig::new(&name, cluster_addr, http_addr, &config.cookie);
     membership.join = config.join.clone();

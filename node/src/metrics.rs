@@ -5,7 +5,18 @@ use std::sync::Arc;
 use lathe_store::zk::ZkStore;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounterVec, Opts};
+use prometheus::{IntCounterVec, IntGauge, Opts};
+
+/// `lathe_node_workers`: the async runtime's worker threads (`--workers`, else one per CPU).
+pub(crate) fn register_workers(metrics: &prometheus::Registry) -> prometheus::Result<()> {
+    let workers = IntGauge::new(
+        "lathe_node_workers",
+        "Threads of this node that run async work (--workers)",
+    )?;
+    let count = tokio::runtime::Handle::current().metrics().num_workers();
+    workers.set(i64::try_from(count).unwrap_or(i64::MAX));
+    metrics.register(Box::new(workers))
+}
 
 /// `lathe_zookeeper_requests_total{op}`, read from the ZooKeeper store's counters at scrape time.
 pub(crate) struct ZkRequests {

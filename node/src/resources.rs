@@ -58,10 +58,43 @@ fn template(config: &NodeConfig, yarn: &YarnSettings) -> ContainerTemplate {
         zookeeper: config.zookeeper.clone(),
         max_instances: yarn.container_max_instances,
         tags: vec![CONTAINER_TAG.to_string()],
-        extra_args: yarn.as_args(),
+        extra_args: container_args(yarn),
         env: PASSED_ON
             .iter()
             .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
             .collect(),
+    }
+}
+
+/// The flags every container node gets beyond the template's own: the YARN flags (any node may
+/// come to lead), and as many async workers as the container has virtual cores.
+fn container_args(yarn: &YarnSettings) -> Vec<String> {
+    let mut args = yarn.as_args();
+    let workers = usize::try_from(yarn.container_vcores)
+        .unwrap_or(usize::MAX)
+        .min(crate::config::MAX_WORKERS);
+    args.extend(["--workers".to_string(), workers.to_string()]);
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_node_runs_as_many_workers_as_it_has_virtual_cores() {
+        let yarn = YarnSettings {
+            rm_url: "http://rm:8088".into(),
+            queue: "default".into(),
+            user: None,
+            max_containers: 8,
+            container_memory_mb: 1024,
+            container_vcores: 2,
+            container_max_instances: 4,
+            node_bin: "/opt/lathe-node".into(),
+        };
+        let args = container_args(&yarn);
+        assert!(args.starts_with(&yarn.as_args()));
+        assert_eq!(args[args.len() - 2..], ["--workers", "2"]);
     }
 }

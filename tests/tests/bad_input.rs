@@ -222,6 +222,9 @@ fn bad_flags_are_one_line_naming_the_flag_and_exit_code_2_before_binding() {
     let refusal = run_with_bad_flags(&["--join", "no-port-here"], &[]);
     check_refusal(&refusal, "--join", "a bad --join");
 
+    let refusal = run_with_bad_flags(&["--workers", "0"], &[]);
+    check_refusal(&refusal, "--workers", "zero --workers");
+
     // The environment is read like the flags.
     let refusal = run_with_bad_flags(&[], &[("LATHE_BIND", "nowhere")]);
     check_refusal(&refusal, "--bind", "LATHE_BIND=nowhere");
