@@ -33,15 +33,18 @@ pub(crate) struct Haproxy {
 }
 
 impl Haproxy {
-    /// Writes the configuration, checks it with `haproxy -c`, starts HAProxy and waits until
-    /// `GET check_path` through it answers 200.
-    pub(crate) fn start(groups: &[BackendGroup], check_path: &str) -> anyhow::Result<Haproxy> {
+    /// Writes the configuration (`nbthread threads`), checks it with `haproxy -c`, starts
+    /// HAProxy and waits until `GET check_path` through it answers 200.
+    pub(crate) fn start(
+        groups: &[BackendGroup],
+        check_path: &str,
+        threads: usize,
+    ) -> anyhow::Result<Haproxy> {
         let dir = tempfile::Builder::new()
             .prefix("lathe-bench-haproxy-")
             .tempdir()
             .context("cannot create a directory for haproxy")?;
         let port = lathe_tests::node::free_port();
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let config = dir.path().join("haproxy.cfg");
         std::fs::write(&config, configuration(port, threads, groups)?)
             .context("cannot write haproxy.cfg")?;

@@ -5,9 +5,18 @@
 //! each (higher req/s) is reported with its own latencies. CPU per request is read from `/proc`
 //! for `wrk`, the proxy and the 3 node processes, which all share the machine's CPUs.
 //!
-//! The phase runs twice: as shipped (an LB calls the front pages of its own node in-process) for
-//! the goal rows, then on a fresh cluster started with `--no-local-forward` (every front page
-//! over the network, as HAProxy reaches them) for a reference row.
+//! The load generator, the proxy and the front pages share the machine's CPUs (2 on the machines
+//! this was written on). If their busy threads outnumber the CPUs, the kernel time-slices them and
+//! p99 becomes the length of a time slice for whichever proxy is measured: it swung between 1 and
+//! 6 ms run to run for both proxies that way. So the goal rows give `wrk` one thread (a CPU at
+//! most) and each proxy one thread for the rest: the Lathe nodes run with `--workers 1`, HAProxy
+//! with `nbthread 1`. That is also where HAProxy's p99 is lowest (1.0–1.1 ms in two runs, against
+//! 1.3–1.5 ms with `nbthread 2` and `wrk -t2`), at a throughput within 10 % of its best.
+//!
+//! The phase runs three times, each on a fresh cluster: the goal setup (an LB calls the front
+//! pages of its own node in-process); the same with `--no-local-forward` (every front page over
+//! the network, as HAProxy reaches them); and a thread per CPU for everyone (`wrk -t2`, default
+//! workers, HAProxy's `nbthread` = CPUs), to show what oversubscribing the CPUs does to both.
 
 use serde::Serialize;
 
@@ -23,6 +32,7 @@ const PATH: &str = "/get/index";
 const THROUGHPUT: &str = "6. LB throughput vs HAProxy";
 const LATENCY: &str = "6. LB p99 latency vs HAProxy";
 const NETWORK_ONLY: &str = "6. LB vs HAProxy, network forwarding only";
+const THREAD_PER_CPU: &str = "6. LB vs HAProxy, a thread per CPU each";
 const THROUGHPUT_GOAL: &str = "≥ HAProxy throughput";
 const LATENCY_GOAL: &str = "p99 ≤ 1.5× HAProxy";
 const LATENCY_FACTOR: f64 = 1.5;
@@ -74,45 +84,84 @@ struct Target {
     pid: Option<u32>,
 }
 
-/// How the Lathe LB reaches the front pages in one run of the phase.
+/// One run of the phase: how the Lathe LB reaches the front pages, and how many threads `wrk`,
+/// the nodes and HAProxy get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Forwarding {
-    /// As shipped: front pages of the LB's own node in-process, the others over the network.
-    Default,
-    /// `--no-local-forward`: every front page over the network, as HAProxy reaches them.
+enum Setup {
+    /// The goal rows: front pages of the LB's own node in-process, the others over the network;
+    /// `wrk -t1`, `--workers 1`, `nbthread 1`.
+    Goal,
+    /// As [`Setup::Goal`], with `--no-local-forward`: every front page over the network, as
+    /// HAProxy reaches them.
     NetworkOnly,
+    /// As shipped, everyone a thread per CPU: `wrk -t<CPUs>`, default `--workers`, `nbthread`
+    /// = CPUs.
+    ThreadPerCpu,
 }
 
-/// The phase: the shipped configuration against HAProxy (the goal rows and the side-by-side
-/// table), then the same with network forwarding only (reference rows).
+impl Setup {
+    fn local_forward(self) -> bool {
+        self != Setup::NetworkOnly
+    }
+
+    /// Threads of `wrk`, and `--workers` of the nodes (`None`: their default, one per CPU).
+    fn threads(self) -> (usize, Option<usize>) {
+        match self {
+            Setup::Goal | Setup::NetworkOnly => (1, Some(1)),
+            Setup::ThreadPerCpu => (cpus(), None),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Setup::Goal => "goal setup",
+            Setup::NetworkOnly => "--no-local-forward",
+            Setup::ThreadPerCpu => "a thread per CPU",
+        }
+    }
+
+    /// HAProxy's `nbthread`.
+    fn haproxy_threads(self) -> usize {
+        self.threads().1.unwrap_or_else(cpus)
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The phase: the goal setup against HAProxy (the goal rows and the side-by-side table), then
+/// the reference setups.
 pub(crate) fn lb_vs_haproxy(plan: &Plan, report: &mut Report) {
-    lb_run(plan, report, Forwarding::Default);
-    lb_run(plan, report, Forwarding::NetworkOnly);
+    lb_run(plan, report, Setup::Goal);
+    lb_run(plan, report, Setup::NetworkOnly);
+    lb_run(plan, report, Setup::ThreadPerCpu);
 }
 
-fn lb_run(plan: &Plan, report: &mut Report, forwarding: Forwarding) {
+fn lb_run(plan: &Plan, report: &mut Report, setup: Setup) {
+    let (wrk_threads, workers) = setup.threads();
     let load = Load {
-        threads: 2,
+        threads: wrk_threads,
         connections: 32,
         duration: plan.lb_duration,
     };
     let load_before = probe::machine_load();
-    let local_forward = forwarding == Forwarding::Default;
-    let seed = match attempt(|| SeedCluster::start(local_forward)) {
+    let seed = match attempt(|| SeedCluster::start(setup.local_forward(), workers)) {
         Ok(seed) => seed,
         Err(why) => {
             let why = format!("the seed did not deploy: {why}");
-            return not_measured(report, forwarding, &why);
+            return not_measured(report, setup, &why);
         }
     };
     let Some(lb) = seed.lbs.first().cloned() else {
-        return not_measured(report, forwarding, "no LB instance");
+        return not_measured(report, setup, "no LB instance");
     };
     progress("LB phase: starting HAProxy in front of the same front pages");
-    let haproxy = attempt(|| Haproxy::start(&seed.backends, PATH));
-    let how = match forwarding {
-        Forwarding::Default => "",
-        Forwarding::NetworkOnly => ", --no-local-forward",
+    let haproxy = attempt(|| Haproxy::start(&seed.backends, PATH, setup.haproxy_threads()));
+    let how = match setup {
+        Setup::Goal => String::new(),
+        Setup::NetworkOnly => ", --no-local-forward".into(),
+        Setup::ThreadPerCpu => format!(", {} workers", cpus()),
     };
     let mut targets = vec![Target {
         proxy: format!("Lathe LB ({}{how})", lb.instance),
@@ -176,13 +225,13 @@ fn lb_run(plan: &Plan, report: &mut Report, forwarding: Forwarding) {
             verdict: Verdict::NoGoal,
         })
         .collect();
-    if forwarding == Forwarding::NetworkOnly {
-        reference_rows(report, &rows, plan);
-        notes(report, forwarding, &lb, &rows, &load_before);
+    if setup != Setup::Goal {
+        reference_rows(report, &rows, setup, &load, plan);
+        notes(report, setup, &lb, &rows, &load_before);
         return;
     }
     goal_rows(report, &mut rows, &load, plan);
-    notes(report, forwarding, &lb, &rows, &load_before);
+    notes(report, setup, &lb, &rows, &load_before);
     report.lb = Some(Comparison {
         command: load.command(&format!("http://<proxy>{PATH}")),
         runs_each: plan.lb_runs,
@@ -224,7 +273,8 @@ fn measure(load: &Load, target: &Target, node_pids: &[u32]) -> anyhow::Result<Me
 fn goal_rows(report: &mut Report, rows: &mut [ProxyRow], load: &Load, plan: &Plan) {
     let setup = format!(
         "{} to 1 Lathe LB instance vs to HAProxy, both over the seed's 10 front pages (90/10); \
-         better of {} interleaved runs each; wrk, proxy and front pages share the machine's CPUs",
+         better of {} interleaved runs each; wrk, proxy and front pages share the machine's CPUs: \
+         wrk gets 1 thread, the nodes --workers 1, HAProxy nbthread 1",
         load.command(&format!("http://<proxy>{PATH}")),
         plan.lb_runs
     );
@@ -277,13 +327,29 @@ fn goal_rows(report: &mut Report, rows: &mut [ProxyRow], load: &Load, plan: &Pla
     };
 }
 
-/// The reference rows of the network-only run: the same comparison, no goal.
-fn reference_rows(report: &mut Report, rows: &[ProxyRow], plan: &Plan) {
-    let setup = format!(
-        "as above, nodes started with --no-local-forward: the LB reaches every front page over \
-         the network, as HAProxy does; better of {} interleaved runs each",
-        plan.lb_runs
-    );
+/// The reference row of a run that is not the goal's: the same comparison, no goal.
+fn reference_rows(report: &mut Report, rows: &[ProxyRow], setup: Setup, load: &Load, plan: &Plan) {
+    let (name, how) = match setup {
+        Setup::NetworkOnly => (
+            NETWORK_ONLY,
+            format!(
+                "as above, nodes started with --no-local-forward: the LB reaches every front \
+                 page over the network, as HAProxy does; better of {} interleaved runs each",
+                plan.lb_runs
+            ),
+        ),
+        _ => (
+            THREAD_PER_CPU,
+            format!(
+                "{}, nodes with their default --workers ({}), HAProxy nbthread {}: more busy \
+                 threads than CPUs; better of {} interleaved runs each",
+                load.command(&format!("http://<proxy>{PATH}")),
+                cpus(),
+                setup.haproxy_threads(),
+                plan.lb_runs
+            ),
+        ),
+    };
     let (lathe, haproxy) = match rows {
         [lathe, haproxy, ..] => (lathe.best().copied(), haproxy.best().copied()),
         _ => (None, None),
@@ -300,46 +366,41 @@ fn reference_rows(report: &mut Report, rows: &[ProxyRow], plan: &Plan) {
         ),
         _ => "not measured: a proxy has no successful run (see the notes)".into(),
     };
-    report.row(
-        NETWORK_ONLY,
-        &setup,
-        result,
-        "— (reference)",
-        Verdict::NoGoal,
-    );
+    report.row(name, &how, result, "— (reference)", Verdict::NoGoal);
 }
 
-/// Every LB row "not measured", when the cluster did not come up.
-fn not_measured(report: &mut Report, forwarding: Forwarding, why: &str) {
-    let setup = "3 nodes + ZooKeeper, the seed's topology, wrk against 1 LB instance and HAProxy";
-    if forwarding == Forwarding::NetworkOnly {
-        return report.row(
-            NETWORK_ONLY,
-            setup,
-            why.into(),
-            "— (reference)",
-            Verdict::Unknown,
-        );
+/// Every LB row of `setup` "not measured", when the cluster did not come up.
+fn not_measured(report: &mut Report, setup: Setup, why: &str) {
+    let how = "3 nodes + ZooKeeper, the seed's topology, wrk against 1 LB instance and HAProxy";
+    let reference = match setup {
+        Setup::Goal => None,
+        Setup::NetworkOnly => Some(NETWORK_ONLY),
+        Setup::ThreadPerCpu => Some(THREAD_PER_CPU),
+    };
+    if let Some(name) = reference {
+        return report.row(name, how, why.into(), "— (reference)", Verdict::Unknown);
     }
+    let setup = how;
     report.failed(THROUGHPUT, setup, why, THROUGHPUT_GOAL);
     report.failed(LATENCY, setup, why, LATENCY_GOAL);
 }
 
-fn notes(
-    report: &mut Report,
-    forwarding: Forwarding,
-    lb: &LbInstance,
-    rows: &[ProxyRow],
-    load_before: &str,
-) {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+fn notes(report: &mut Report, setup: Setup, lb: &LbInstance, rows: &[ProxyRow], load_before: &str) {
+    let (wrk_threads, workers) = setup.threads();
+    let workers = workers.map_or_else(|| format!("default ({})", cpus()), |w| w.to_string());
     report.note(format!(
-        "LB phase: ZooKeeper mode (1 ZooKeeper, 3 release lathe-node processes), seed topology, 13 \
-         instances running. wrk hits {} at {} on node {}, a node process that also runs {} of the \
-         10 front pages; HAProxy runs with nbthread {threads}, roundrobin, http-keep-alive, \
-         http-reuse always. Each proxy is warmed up once, then runs alternate; the table shows \
-         the better run of each (higher req/s) with that run's latencies",
-        lb.instance, lb.addr, lb.node, lb.frontpages_beside
+        "LB phase, {}: ZooKeeper mode (1 ZooKeeper, 3 release lathe-node processes with \
+         --workers {workers}), seed topology, 13 instances running. wrk -t{wrk_threads} hits {} \
+         at {} on node {}, a node process that also runs {} of the 10 front pages; HAProxy runs \
+         with nbthread {}, roundrobin, http-keep-alive, http-reuse always. Each proxy is warmed \
+         up once, then runs alternate; the table shows the better run of each (higher req/s) \
+         with that run's latencies",
+        setup.label(),
+        lb.instance,
+        lb.addr,
+        lb.node,
+        lb.frontpages_beside,
+        setup.haproxy_threads()
     ));
     let nodes_cpu = |row: &ProxyRow| row.best().and_then(|best| best.cpu_us[2]);
     let total_cpu = |row: &ProxyRow| {
@@ -351,7 +412,7 @@ fn notes(
             report.note(format!(
                 "CPU per request, whole machine (wrk + proxy + the 3 nodes with the front pages): \
                  {lathe_total:.0} µs through the Lathe LB{}, {haproxy_total:.0} µs through HAProxy",
-                if forwarding == Forwarding::Default {
+                if setup.local_forward() {
                     " (co-located front pages called in-process)"
                 } else {
                     " (--no-local-forward)"
@@ -359,8 +420,8 @@ fn notes(
             ));
         }
         let proxy_cpu = haproxy.best().and_then(|best| best.cpu_us[1]);
-        if let (Forwarding::NetworkOnly, Some(with_lb), Some(without), Some(haproxy_cpu)) =
-            (forwarding, nodes_cpu(lathe), nodes_cpu(haproxy), proxy_cpu)
+        if let (Setup::NetworkOnly, Some(with_lb), Some(without), Some(haproxy_cpu)) =
+            (setup, nodes_cpu(lathe), nodes_cpu(haproxy), proxy_cpu)
         {
             report.note(format!(
                 "CPU per request: the Lathe LB's own share ≈ the nodes' CPU with the LB in the \

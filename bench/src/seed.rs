@@ -63,8 +63,11 @@ pub(crate) struct SeedCluster {
 
 impl SeedCluster {
     /// `local_forward: false` starts the nodes with `--no-local-forward`: the LBs reach even the
-    /// front pages of their own node over the network.
-    pub(crate) fn start(local_forward: bool) -> anyhow::Result<SeedCluster> {
+    /// front pages of their own node over the network. `workers`: their `--workers`, if any.
+    pub(crate) fn start(
+        local_forward: bool,
+        workers: Option<usize>,
+    ) -> anyhow::Result<SeedCluster> {
         crate::progress("LB phase: starting ZooKeeper and 3 release lathe-node processes");
         let zk = ZkServer::start().context("zookeeper did not start")?;
         let mut template = NodeBuilder::new()
@@ -72,6 +75,9 @@ impl SeedCluster {
             .zookeeper(zk.connect_string());
         if !local_forward {
             template = template.arg("--no-local-forward");
+        }
+        if let Some(workers) = workers {
+            template = template.arg("--workers").arg(workers.to_string());
         }
         let cluster = Cluster::start(3, template);
         let addr = cluster.node(0).http_addr().to_string();
