@@ -9,6 +9,7 @@
 //! /lathe/instances/<group>/<i>             InstanceStatus, written by the node running it
 //! /lathe/endpoints/<group path>/<i>        Endpoint of a running instance (service discovery)
 //! /lathe/resources/<backend>/<container>   a node container the scheduler leader asked for (YARN)
+//! /lathe/rollouts/<group>                  RolloutRecord: a group moving to a new task type
 //! /<group path>/<key>                      group metadata (`backend_distribution`, ...)
 //! ```
 //!
@@ -26,6 +27,7 @@ pub const ASSIGNMENTS: &str = "/lathe/assignments";
 pub const INSTANCES: &str = "/lathe/instances";
 pub const ENDPOINTS: &str = "/lathe/endpoints";
 pub const RESOURCES: &str = "/lathe/resources";
+pub const ROLLOUTS: &str = "/lathe/rollouts";
 
 fn path(raw: String) -> KeyPath {
     // Callers pass validated node and group names; a bad one is a programming error upstream,
@@ -68,6 +70,74 @@ pub fn resources(backend: &str) -> KeyPath {
 /// `/lathe/resources/<backend>/<container>` (a YARN application id).
 pub fn resource(backend: &str, container: &str) -> KeyPath {
     path(format!("{RESOURCES}/{backend}/{container}"))
+}
+
+/// `/lathe/rollouts/<group>`: the roll-out of one group.
+pub fn rollout(group: &str) -> KeyPath {
+    path(format!("{ROLLOUTS}/{group}"))
+}
+
+/// Where a roll-out is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    /// Replacing instances a batch at a time.
+    Rolling,
+    /// Stopped by a person or by a failed batch (`on_failure = "pause"`): nothing more is
+    /// replaced until `resume` or `undo`.
+    Paused,
+    /// Every instance runs the new task type.
+    Done,
+    /// Putting every instance back on the old task type (a failed batch, or `undo`).
+    RollingBack,
+    /// Every instance runs the old task type again; `resume` tries the roll-out once more.
+    RolledBack,
+}
+
+impl RolloutState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RolloutState::Rolling => "rolling",
+            RolloutState::Paused => "paused",
+            RolloutState::Done => "done",
+            RolloutState::RollingBack => "rolling-back",
+            RolloutState::RolledBack => "rolled-back",
+        }
+    }
+
+    /// Whether the scheduler still has work to do.
+    pub fn is_moving(self) -> bool {
+        matches!(self, RolloutState::Rolling | RolloutState::RollingBack)
+    }
+}
+
+/// A group moving from one task type to another, kept by the scheduler leader (any leader
+/// carries it on: times are wall-clock milliseconds since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub group: String,
+    /// What the group ran before.
+    pub from: TaskType,
+    /// What the deployed topology asks for.
+    pub to: TaskType,
+    pub state: RolloutState,
+    /// The instances being replaced now.
+    #[serde(default)]
+    pub batch: Vec<u32>,
+    /// When the current batch started.
+    #[serde(default)]
+    pub batch_started_ms: Option<u64>,
+    /// Since when every instance of the batch has run the new type without a restart.
+    #[serde(default)]
+    pub healthy_since_ms: Option<u64>,
+    /// The batch's restarts when `healthy_since_ms` was set: any more and the clock starts over.
+    #[serde(default)]
+    pub healthy_restarts: u32,
+    /// Why it paused or rolls back.
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub started_ms: u64,
+    pub updated_ms: u64,
 }
 
 /// Instance `index` of `group` is to run on `node`.
@@ -128,5 +198,9 @@ mod tests {
             "/lathe/assignments/n1/task.http.lb/0"
         );
         assert!(instance("task.http.lb", 1).is_reserved());
+        assert_eq!(
+            rollout("task.http.frontpage.v4-2-1").as_str(),
+            "/lathe/rollouts/task.http.frontpage.v4-2-1"
+        );
     }
 }

@@ -49,6 +49,7 @@ pub enum ChangedField {
     Tags,
     Biases,
     Restart,
+    Rollout,
 }
 
 /// The metadata keys of one group to write and to delete.
@@ -132,6 +133,9 @@ fn changed_fields(before: &GroupSpec, after: &GroupSpec) -> Vec<ChangedField> {
     }
     if before.restart != after.restart {
         fields.push(ChangedField::Restart);
+    }
+    if before.rollout != after.rollout {
+        fields.push(ChangedField::Rollout);
     }
     fields
 }

@@ -7,6 +7,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::Diagnostics;
 use super::restart::{self, RestartPolicy};
+use super::rollout::{self, RolloutPolicy};
 use super::tags;
 use super::value::{described, integer, to_json, Value};
 use super::GroupSpec;
@@ -17,13 +18,12 @@ use crate::registry::KeyPath;
 pub const MAX_TASKS: u32 = 10_000;
 
 /// Keys Lathe reads itself; any other key of a group is metadata.
-pub const RESERVED_KEYS: [&str; 7] = [
-    "crate", "version", "task", "tasks", "tags", "biases", "restart",
+pub const RESERVED_KEYS: [&str; 8] = [
+    "crate", "version", "task", "tasks", "tags", "biases", "restart", "rollout",
 ];
 
 /// Keys kept for features that are not built yet, so that they never silently become metadata.
-pub const FUTURE_KEYS: [(&str, &str); 4] = [
-    ("rollout", "roll-out"),
+pub const FUTURE_KEYS: [(&str, &str); 3] = [
     ("flows", "flow"),
     ("state", "state-store"),
     ("cache", "cache"),
@@ -81,6 +81,11 @@ pub(super) fn read(
         .map_or(Some(RestartPolicy::default()), |v| {
             restart::read(d, name, v)
         });
+    let rollout = table
+        .get("rollout")
+        .map_or(Some(RolloutPolicy::default()), |v| {
+            rollout::read(d, name, v)
+        });
     let metadata = read_metadata(d, name, &path, table);
     if d.count() != before {
         return None;
@@ -93,6 +98,7 @@ pub(super) fn read(
         tags: tags?,
         biases: biases?,
         restart: restart?,
+        rollout: rollout?,
         metadata,
     })
 }

@@ -29,7 +29,17 @@
 //!   | `backoff_ms` | `100` | the first restart is immediate, the second waits this long (0 to 600000), each further one twice as long ... |
 //!   | `max_backoff_ms` | `5000` | ... up to this (at least `backoff_ms`; raised to it when not given) |
 //!
-//! - `rollout`, `flows`, `state` and `cache` are reserved for features to come and refused today.
+//! - `rollout` ([`RolloutPolicy`]): how a new `version` replaces the running instances, every key
+//!   optional:
+//!
+//!   | key | default | meaning |
+//!   |---|---|---|
+//!   | `batch` | `1` | instances replaced at a time (1 to 10000) |
+//!   | `healthy_seconds` | `5` | each new instance must run this long without a restart (0 to 86400) before the next batch |
+//!   | `timeout_seconds` | `60` | a batch not healthy this long after it started fails the roll-out (above `healthy_seconds`) |
+//!   | `on_failure` | `"rollback"` | then put every instance back on the old version (`rollback`), or stop where it is (`pause`) |
+//!
+//! - `flows`, `state` and `cache` are reserved for features to come and refused today.
 //! - Every other key is metadata: converted to JSON and stored at the group's registry path
 //!   (`/task/http/lb/backend_distribution`), where running tasks read it and where it can be changed
 //!   at run time. Metadata keys are registry path segments (`A-Z a-z 0-9 . _ -`).
@@ -42,6 +52,7 @@ mod diff;
 mod error;
 mod group;
 mod restart;
+mod rollout;
 mod tags;
 mod value;
 mod walk;
@@ -58,6 +69,7 @@ pub use diff::{diff, ChangedField, GroupChange, MetadataChange, TopologyDiff};
 pub use error::{TopologyError, TopologyErrors};
 pub use group::{FUTURE_KEYS, MAX_TASKS, RESERVED_KEYS};
 pub use restart::{RestartPolicy, RestartStrategy};
+pub use rollout::{OnFailure, RolloutPolicy};
 pub use tags::MAX_BIAS;
 
 use crate::catalog::TaskType;
@@ -85,6 +97,10 @@ pub struct GroupSpec {
     /// (tag, score) pairs, in the order written.
     pub biases: Vec<(String, i64)>,
     pub restart: RestartPolicy,
+    /// How a new task type replaces the running instances (topologies stored before roll-outs
+    /// existed read as the default).
+    #[serde(default)]
+    pub rollout: RolloutPolicy,
     /// Every non-reserved key, as JSON.
     pub metadata: BTreeMap<String, serde_json::Value>,
 }

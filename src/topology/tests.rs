@@ -96,6 +96,30 @@ fn restart_policies_parse_with_defaults() {
 }
 
 #[test]
+fn rollout_policies_parse_with_defaults() {
+    let lb = parse("t.toml", LB).unwrap().groups.remove(0);
+    assert_eq!(lb.rollout, RolloutPolicy::default());
+    let text =
+        format!("{LB}rollout = {{ batch = 2, healthy_seconds = 1, on_failure = \"pause\" }}\n");
+    let lb = parse("t.toml", &text).unwrap().groups.remove(0);
+    assert_eq!(
+        lb.rollout,
+        RolloutPolicy {
+            batch: 2,
+            healthy_seconds: 1,
+            timeout_seconds: 60,
+            on_failure: OnFailure::Pause,
+        }
+    );
+    assert!(!lb.metadata.contains_key("rollout"));
+    // A topology stored before roll-outs existed reads with the default policy.
+    let mut json = serde_json::to_value(&lb).unwrap();
+    json.as_object_mut().unwrap().remove("rollout");
+    let old: GroupSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(old.rollout, RolloutPolicy::default());
+}
+
+#[test]
 fn backoff_doubles_from_the_second_restart() {
     let policy = RestartPolicy::default();
     let waits: Vec<u128> = (1..=8).map(|n| policy.backoff(n).as_millis()).collect();
@@ -224,8 +248,33 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "reserved future key",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nflows = 1\n",
+        "t.toml:6:1: group a: key \"flows\" is reserved for Lathe's flow settings",
+    ),
+    (
+        "rollout that is no table",
         "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = 1\n",
-        "t.toml:6:1: group a: key \"rollout\" is reserved for Lathe's roll-out settings",
+        "t.toml:6:11: group a: \"rollout\" must be a table such as rollout = { batch = 1, healthy_seconds = 5 }, found an integer",
+    ),
+    (
+        "rollout batch zero",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { batch = 0 }\n",
+        "t.toml:6:21: group a: \"rollout.batch\" must be an integer from 1 to 10000, found 0",
+    ),
+    (
+        "rollout unknown key",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { speed = 2 }\n",
+        "t.toml:6:13: group a: unknown key \"speed\" in \"rollout\": the keys are batch, healthy_seconds, timeout_seconds, on_failure",
+    ),
+    (
+        "rollout bad on_failure",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { on_failure = \"retry\" }\n",
+        "t.toml:6:26: group a: \"rollout.on_failure\" must be \"rollback\" or \"pause\"",
+    ),
+    (
+        "rollout timeout not above healthy",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { healthy_seconds = 30, timeout_seconds = 30 }\n",
+        "t.toml:6:53: group a: \"rollout.timeout_seconds\" (30) must be above \"rollout.healthy_seconds\" (30)",
     ),
     (
         "metadata key that is no path segment",

@@ -57,6 +57,7 @@ fn bench_groups(instances: usize) -> Vec<GroupSpec> {
                 tags: vec![format!("t{}", g % TAGS)],
                 biases,
                 restart: RestartPolicy::default(),
+                rollout: lathe::topology::RolloutPolicy::default(),
                 metadata: BTreeMap::new(),
             }
         })

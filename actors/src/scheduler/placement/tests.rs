@@ -52,6 +52,7 @@ pub(super) fn group(
         tags: tags.iter().map(|t| t.to_string()).collect(),
         biases: biases.iter().map(|(t, s)| (t.to_string(), *s)).collect(),
         restart: RestartPolicy::default(),
+        rollout: lathe::topology::RolloutPolicy::default(),
         metadata: BTreeMap::new(),
     }
 }
