@@ -136,6 +136,11 @@ impl Client {
         )
     }
 
+    /// `POST path` with no body (a command such as `/v1/rollouts/{group}/pause`).
+    pub(crate) fn post(&self, path: &str) -> Result<Reply, CliError> {
+        self.finish(self.agent.post(&self.url(path)).call())
+    }
+
     pub(crate) fn delete(&self, path: &str) -> Result<Reply, CliError> {
         self.finish(self.agent.delete(&self.url(path)).call())
     }

@@ -63,8 +63,35 @@ pub(crate) enum Command {
     /// Read and change the registry (keys are /-separated paths, values are JSON)
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Follow and steer the slow roll-out of a group to a new version
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Start a local cluster: N lathe-node processes on loopback, restarted when they die, until Ctrl-C
     Up(up::UpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RolloutCommand {
+    /// Where the roll-out of GROUP is (or of every group, without GROUP)
+    Status {
+        /// The group: its name (task.http.frontpage.v4-2-1) or path (http/frontpage/v4-2-1)
+        group: Option<String>,
+    },
+    /// Replace no more instances until `resume`
+    Pause {
+        /// The group: its name or path
+        group: String,
+    },
+    /// Go on with a paused roll-out, or try a rolled-back one again
+    Resume {
+        /// The group: its name or path
+        group: String,
+    },
+    /// Put every instance back on the version the group ran before
+    Undo {
+        /// The group: its name or path
+        group: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

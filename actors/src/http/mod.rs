@@ -1,8 +1,9 @@
 //! The REST API every node serves (warp): `/v1/kv`, `/v1/watch`, `/v1/members`, `/v1/health`,
-//! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/tree`, `/v1/actors/kill` (failure drills),
-//! `/metrics`. Routes are matched by hand in `route` so that every unknown path, wrong method,
-//! bad path, bad body or oversized value gets one clear `{"error": "..."}` answer. Every answer is
-//! counted in `lathe_api_requests_total{route,code}` (`requests.rs`).
+//! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/rollouts` (slow roll-outs), `/v1/tree`,
+//! `/v1/actors/kill` (failure drills), `/metrics`. Routes are matched by hand in `route` so that
+//! every unknown path, wrong method, bad path, bad body or oversized value gets one clear
+//! `{"error": "..."}` answer. Every answer is counted in `lathe_api_requests_total{route,code}`
+//! (`requests.rs`).
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
 
@@ -11,6 +12,7 @@ mod error;
 mod kv;
 mod query;
 mod requests;
+mod rollout;
 mod topology;
 mod tree;
 mod watch;
@@ -112,6 +114,9 @@ async fn route(
         ("/v1/tasks", &Method::GET) => topology::tasks(&context, query).await,
         ("/v1/tree", &Method::GET) => tree::tree(&context, query).await,
         ("/v1/actors/kill", &Method::POST) => chaos::kill(&context, query, body).await,
+        _ if rollout::is_rollouts_path(path) => {
+            rollout::handle(&context, &method, path, query).await
+        }
         _ if topology::is_services_path(path) && method == Method::GET => {
             topology::services(&context, path, query).await
         }

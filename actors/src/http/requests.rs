@@ -11,7 +11,7 @@ use super::{kv, topology, watch};
 const NAME: &str = "lathe_api_requests_total";
 const HELP: &str =
     "Requests answered by this node's REST API, by route (kv, kv-blocking, kv-write, \
-                    watch, tasks, services, topology, members, metrics, health, tree, kill, other)";
+                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, other)";
 
 #[derive(Clone)]
 pub(crate) struct ApiRequests(IntCounterVec);
@@ -49,6 +49,8 @@ fn route(method: &Method, path: &str, query: &str) -> &'static str {
     }
     if topology::is_services_path(path) {
         "services"
+    } else if super::rollout::is_rollouts_path(path) {
+        "rollouts"
     } else if kv::is_kv_path(path) && *method != Method::GET {
         "kv-write"
     } else if kv::is_kv_path(path) && query.split('&').any(|p| p.starts_with("index=")) {
@@ -75,6 +77,10 @@ mod tests {
         assert_eq!(route(&get, "/v1/watch/a", "index=3"), "watch");
         assert_eq!(route(&get, "/v1/services/http/lb", ""), "services");
         assert_eq!(route(&get, "/v1/tasks", ""), "tasks");
+        assert_eq!(
+            route(&Method::POST, "/v1/rollouts/a.b/pause", ""),
+            "rollouts"
+        );
         assert_eq!(route(&get, "/nope", ""), "other");
     }
 }

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use lathe::layout::{self, Assignment, InstanceState, InstanceStatus};
+use lathe::layout::{self, Assignment, InstanceState, InstanceStatus, RolloutRecord};
 use lathe::KeyPath;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
@@ -24,6 +24,7 @@ use ractor_cluster::RactorMessage;
 use super::demand::{CapacityDemand, DemandSender};
 use super::deploy;
 use super::placement::{place, rebalance, NodeCandidate, PendingCause};
+use super::rollout::{self, Governed, Placed};
 use crate::follow::follow;
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
@@ -42,6 +43,8 @@ const HOLD_AFTER_MOVE: Duration = Duration::from_secs(60);
 /// After a reconcile that moved instances, the next one comes this soon.
 const NEXT_STEP: Duration = Duration::from_secs(1);
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
+/// While a roll-out moves, the next reconcile comes this soon (it judges the batch's health).
+const ROLLOUT_TICK: Duration = Duration::from_millis(500);
 
 #[derive(RactorMessage)]
 pub enum SchedulerMsg {
@@ -61,6 +64,8 @@ pub struct ReconcileReport {
     pub moved: Vec<(String, u32)>,
     /// What the placement lacked room for, and the nodes it had.
     pub demand: CapacityDemand,
+    /// Whether a roll-out is rolling or rolling back (the scheduler comes back soon).
+    pub rolling: bool,
 }
 
 pub struct Scheduler;
@@ -169,6 +174,9 @@ impl Actor for Scheduler {
                                 moved = report.moved.len(),
                                 "assignments reconciled"
                             );
+                        }
+                        if report.rolling {
+                            myself.send_after(ROLLOUT_TICK, || SchedulerMsg::Reconcile);
                         }
                         if !report.moved.is_empty() {
                             let until = tokio::time::Instant::now() + HOLD_AFTER_MOVE;
@@ -286,7 +294,21 @@ async fn reconcile(
         .map(|(record, _)| record.topology)
         .unwrap_or_default();
     let current = read_records::<Assignment>(registry, layout::ASSIGNMENTS).await?;
-    let current_assignments: Vec<Assignment> = current.values().cloned().collect();
+    let mut report = ReconcileReport::default();
+    let (groups, governed) =
+        roll_outs(registry, &topology.groups, &current, members, &mut report).await?;
+    // Placement sees a group under roll-out with the type it rolls from, so that instances
+    // already replaced stay valid and in place; `governed` then gives each index its type.
+    let current_assignments: Vec<Assignment> = current
+        .values()
+        .cloned()
+        .map(|mut a| {
+            if let Some(governed) = governed.get(&a.group) {
+                a.task_type = governed.base.clone();
+            }
+            a
+        })
+        .collect();
     let mut candidates: Vec<NodeCandidate> = members
         .iter()
         .filter(|m| m.status != MemberStatus::Dead)
@@ -300,8 +322,7 @@ async fn reconcile(
     if settling {
         candidates.extend(unheard_of(members, &current_assignments));
     }
-    let mut placement = place(&topology.groups, &candidates, &current_assignments);
-    let mut report = ReconcileReport::default();
+    let mut placement = place(&groups, &candidates, &current_assignments);
     if !settling {
         let alive: Vec<NodeCandidate> = candidates
             .iter()
@@ -312,13 +333,7 @@ async fn reconcile(
             })
             .cloned()
             .collect();
-        let (rebalanced, _) = rebalance(
-            &topology.groups,
-            &alive,
-            &placement.assignments,
-            held,
-            MAX_MOVES,
-        );
+        let (rebalanced, _) = rebalance(&groups, &alive, &placement.assignments, held, MAX_MOVES);
         report.moved = placement
             .assignments
             .iter()
@@ -332,6 +347,12 @@ async fn reconcile(
     let wanted: BTreeMap<KeyPath, Assignment> = placement
         .assignments
         .into_iter()
+        .map(|mut a| {
+            if let Some(governed) = governed.get(&a.group) {
+                a.task_type = governed.type_of(a.index).clone();
+            }
+            a
+        })
         .map(|a| (layout::assignment(&a.node, &a.group, a.index), a))
         .collect();
     for (path, assignment) in &wanted {
@@ -360,9 +381,108 @@ async fn reconcile(
             .count(),
         nodes: candidates.iter().map(|c| c.name.clone()).collect(),
     };
-    write_pending(registry, &topology.groups, &placement.pending, members).await?;
+    write_pending(registry, &groups, &placement.pending, members).await?;
     withdraw_dead_endpoints(registry, members).await?;
     Ok(report)
+}
+
+/// Runs one step of every group's roll-out ([`rollout::step`]) and stores the records that
+/// changed, before any assignment is written: a record that cannot be stored (a `lathe rollout`
+/// command changed it meanwhile) fails the reconcile, which retries, so no instance is replaced
+/// without its batch on record. Returns the groups as placement should see them, and the groups
+/// a roll-out governs.
+async fn roll_outs(
+    registry: &RegistryHandle,
+    groups: &[lathe::topology::GroupSpec],
+    current: &BTreeMap<KeyPath, Assignment>,
+    members: &[MemberView],
+    report: &mut ReconcileReport,
+) -> Result<(Vec<lathe::topology::GroupSpec>, BTreeMap<String, Governed>), String> {
+    let stored = read_versioned::<RolloutRecord>(registry, layout::ROLLOUTS).await?;
+    let statuses = read_records::<InstanceStatus>(registry, layout::INSTANCES).await?;
+    let catalogs: BTreeMap<&str, &Vec<lathe::TaskType>> = members
+        .iter()
+        .filter(|m| m.status != MemberStatus::Dead)
+        .map(|m| (m.name.as_str(), &m.catalog))
+        .collect();
+    let now_ms = unix_ms();
+    let mut placed_groups = groups.to_vec();
+    let mut governed = BTreeMap::new();
+    let mut writes: Vec<(KeyPath, Option<RolloutRecord>, u64)> = Vec::new();
+    for group in &mut placed_groups {
+        let path = layout::rollout(&group.name);
+        let record = stored.get(&path);
+        let placed: Vec<Placed<'_>> = current
+            .values()
+            .filter(|a| a.group == group.name)
+            .map(|assignment| Placed {
+                assignment,
+                // A node membership does not list (yet) is not held against the roll-out.
+                node_can_run: catalogs
+                    .get(assignment.node.as_str())
+                    .is_none_or(|catalog| catalog.contains(&assignment.task_type)),
+            })
+            .collect();
+        let group_statuses: BTreeMap<u32, &InstanceStatus> = statuses
+            .values()
+            .filter(|s| s.group == group.name)
+            .map(|s| (s.index, s))
+            .collect();
+        let step = rollout::step(
+            group,
+            record.map(|(r, _)| r),
+            &placed,
+            &group_statuses,
+            now_ms,
+        );
+        let cas = record.map_or(0, |(_, version)| *version);
+        match (&step.record, record) {
+            (Some(new), Some((old, _))) if new == old => {}
+            (None, None) => {}
+            (new, _) => writes.push((path, new.clone(), cas)),
+        }
+        if let Some(record) = &step.record {
+            report.rolling |= record.state.is_moving();
+        }
+        if let Some(rule) = step.governs {
+            group.task_type = rule.base.clone();
+            governed.insert(group.name.clone(), rule);
+        }
+    }
+    // Roll-outs of groups no longer deployed.
+    for (path, (record, version)) in &stored {
+        if !groups.iter().any(|g| g.name == record.group) {
+            writes.push((path.clone(), None, *version));
+        }
+    }
+    for (path, record, cas) in writes {
+        let result = match &record {
+            Some(record) => {
+                let value = serde_json::to_value(record).map_err(|e| e.to_string())?;
+                registry.put(&path, value, Some(cas)).await.map(|_| ())
+            }
+            None => registry.delete(&path, Some(cas), false).await.map(|_| ()),
+        };
+        result.map_err(|e| format!("cannot store the roll-out at {path}: {e}"))?;
+        if let Some(record) = record {
+            tracing::info!(
+                group = %record.group,
+                from = %record.from,
+                to = %record.to,
+                state = record.state.name(),
+                batch = ?record.batch,
+                reason = record.reason.as_deref().unwrap_or(""),
+                "roll-out"
+            );
+        }
+    }
+    Ok((placed_groups, governed))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Deletes the endpoints of instances on nodes membership holds dead, so load balancers stop

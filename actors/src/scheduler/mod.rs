@@ -4,3 +4,4 @@ pub mod actor;
 pub mod demand;
 pub mod deploy;
 pub mod placement;
+pub mod rollout;

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod kv;
+mod rollout;
 pub(crate) mod topology;
 mod tree;
 mod watch;
@@ -12,7 +13,7 @@ use std::io::{self, Write};
 use serde_json::Value;
 
 use crate::client::{CliError, Client};
-use crate::{Cli, Command, KvCommand};
+use crate::{Cli, Command, KvCommand, RolloutCommand};
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
@@ -33,6 +34,18 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
         }
         Command::Kv(KvCommand::List { path }) => kv::list(&client, &out, path),
         Command::Kv(KvCommand::Watch { path, index }) => watch::watch(&client, &out, path, *index),
+        Command::Rollout(RolloutCommand::Status { group }) => {
+            rollout::status(&client, &out, group.as_deref())
+        }
+        Command::Rollout(RolloutCommand::Pause { group }) => {
+            rollout::command(&client, &out, group, "pause")
+        }
+        Command::Rollout(RolloutCommand::Resume { group }) => {
+            rollout::command(&client, &out, group, "resume")
+        }
+        Command::Rollout(RolloutCommand::Undo { group }) => {
+            rollout::command(&client, &out, group, "undo")
+        }
         // `lathe up` has exit codes of its own: main runs it directly.
         Command::Up(_) => Err(CliError::Local("lathe up runs from main".into())),
     }
