@@ -1,9 +1,9 @@
 //! The REST API every node serves (warp): `/v1/kv`, `/v1/watch`, `/v1/members`, `/v1/health`,
 //! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/rollouts` (slow roll-outs), `/v1/tree`,
-//! `/v1/actors/kill` (failure drills), `/metrics`. Routes are matched by hand in `route` so that
-//! every unknown path, wrong method, bad path, bad body or oversized value gets one clear
-//! `{"error": "..."}` answer. Every answer is counted in `lathe_api_requests_total{route,code}`
-//! (`requests.rs`).
+//! `/v1/actors/kill` (failure drills), `/metrics`, and `/ui`, the live dashboard over them
+//! (`ui.rs`, `ui.html`). Routes are matched by hand in `route` so that every unknown path, wrong
+//! method, bad path, bad body or oversized value gets one clear `{"error": "..."}` answer. Every
+//! answer is counted in `lathe_api_requests_total{route,code}` (`requests.rs`).
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
 
@@ -15,6 +15,7 @@ mod requests;
 mod rollout;
 mod topology;
 mod tree;
+mod ui;
 mod watch;
 
 use std::future::Future;
@@ -114,6 +115,7 @@ async fn route(
         ("/v1/tasks", &Method::GET) => topology::tasks(&context, query).await,
         ("/v1/tree", &Method::GET) => tree::tree(&context, query).await,
         ("/v1/actors/kill", &Method::POST) => chaos::kill(&context, query, body).await,
+        _ if ui::is_ui_path(path) && method == Method::GET => Ok(ui::page()),
         _ if rollout::is_rollouts_path(path) => {
             rollout::handle(&context, &method, path, query).await
         }
@@ -152,6 +154,7 @@ fn known_path(path: &str) -> bool {
         path,
         "/v1/health" | "/metrics" | "/v1/members" | "/v1/tasks" | "/v1/tree" | "/v1/actors/kill"
     ) || topology::is_services_path(path)
+        || ui::is_ui_path(path)
 }
 
 fn health(context: &ApiContext) -> Response {

@@ -11,7 +11,7 @@ use super::{kv, topology, watch};
 const NAME: &str = "lathe_api_requests_total";
 const HELP: &str =
     "Requests answered by this node's REST API, by route (kv, kv-blocking, kv-write, \
-                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, other)";
+                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, ui, other)";
 
 #[derive(Clone)]
 pub(crate) struct ApiRequests(IntCounterVec);
@@ -51,6 +51,8 @@ fn route(method: &Method, path: &str, query: &str) -> &'static str {
         "services"
     } else if super::rollout::is_rollouts_path(path) {
         "rollouts"
+    } else if super::ui::is_ui_path(path) {
+        "ui"
     } else if kv::is_kv_path(path) && *method != Method::GET {
         "kv-write"
     } else if kv::is_kv_path(path) && query.split('&').any(|p| p.starts_with("index=")) {

@@ -300,10 +300,11 @@ fn print_ready(plan: &ClusterPlan, entries: &[String]) {
         format!("lathe --addr {} status", first.http_addr)
     };
     say!(
-        "  REST API: http://{}{also}; try: {status}",
+        "  REST API:  http://{}{also}; try: {status}",
         first.http_addr
     );
-    say!("  metrics:  http://{}/metrics", first.http_addr);
+    say!("  dashboard: http://{}/ui", first.http_addr);
+    say!("  metrics:   http://{}/metrics", first.http_addr);
     entries.iter().for_each(|line| say!("  {line}"));
     say!("lathe up: Ctrl-C stops the {} nodes", plan.nodes.len());
 }
