@@ -94,6 +94,12 @@ pub trait TaskRuntime: Send + Sync + 'static {
     async fn forward(&self, request: Request, target: &TaskRef) -> Response;
     /// True once the instance is asked to stop.
     fn is_stopping(&self) -> bool;
+    /// The instance's persistent state.
+    fn state(&self) -> Result<crate::StateStore, crate::StateError> {
+        Err(crate::StateError::Unavailable(
+            "this runtime keeps no state".into(),
+        ))
+    }
 }
 
 /// The context handed to every task method.
@@ -152,6 +158,11 @@ impl TaskContext {
     /// True once Lathe asks the instance to stop.
     pub fn is_stopping(&self) -> bool {
         self.runtime.is_stopping()
+    }
+
+    /// This instance's persistent state, kept by its node (see [`crate::state`]).
+    pub fn state(&self) -> Result<crate::StateStore, crate::StateError> {
+        self.runtime.state()
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`context`]: [`TaskContext`]: identity, group metadata, service discovery, forwarding.
 //! - [`catalog`]: task types (crate, version, task path) and the [`http_task!`] / [`task!`] macros.
 //! - [`layout`]: where Lathe keeps its own state in the registry, and those records.
+//! - [`state`]: an instance's persistent state ([`TaskContext::state`]).
 //! - [`supervision`]: restart policies shared by supervisors.
 //! - [`topology`]: the topology TOML, parsed and validated into groups, and diffs between two.
 
@@ -18,6 +19,7 @@ pub mod context;
 pub mod http;
 pub mod layout;
 pub mod registry;
+pub mod state;
 pub mod supervision;
 pub mod task;
 pub mod topology;
@@ -28,4 +30,5 @@ pub use catalog::{Catalog, TaskDescriptor, TaskType};
 pub use context::{Endpoint, LookupError, TaskContext, TaskIdentity, TaskRef, TaskRuntime};
 pub use http::{HttpTask, Request, RequestExt, Response};
 pub use registry::{Change, ChangeOp, Entry, KeyPath, KeyPathError};
+pub use state::{StateError, StateStore};
 pub use task::{Task, TaskError, TaskResult};
