@@ -132,6 +132,9 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         enable_chaos: config.enable_chaos,
         local_forward: config.local_forward,
         resources,
+        states: Some(Arc::new(lathe_store::state::LazyNodeStates::new(data_dir(
+            &config, &name,
+        )))),
     };
     let (node, handle) = Actor::spawn(Some(format!("lathe.node.{name}")), NodeSupervisor, args)
         .await
@@ -169,10 +172,7 @@ async fn open_store(
         tracing::info!("no --zookeeper: using the embedded registry of the founding node");
         return Ok(Arc::new(RemoteStore::start(None).await?));
     }
-    let dir = config
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("lathe-data").join(name));
+    let dir = data_dir(config, name);
     let store = EmbeddedStore::open(&dir).with_context(|| {
         format!(
             "--data-dir: cannot open the embedded registry in {}",
@@ -184,6 +184,14 @@ async fn open_store(
         .await
         .context("cannot serve the embedded registry to joining nodes")?;
     Ok(store)
+}
+
+/// `--data-dir`, else `lathe-data/<name>`: the embedded registry and the task state live there.
+fn data_dir(config: &NodeConfig, name: &str) -> std::path::PathBuf {
+    config
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("lathe-data").join(name))
 }
 
 /// ractor_cluster cannot report the port it bound, so port 0 is resolved here first.

@@ -40,6 +40,7 @@ use tokio::sync::mpsc;
 
 pub mod embedded;
 mod hub;
+pub mod state;
 pub mod zk;
 
 /// How long a tombstone is kept before a backend may remove it.

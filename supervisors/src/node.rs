@@ -64,6 +64,8 @@ pub struct NodeSupervisorArgs {
     pub local_forward: bool,
     /// A resource manager backend (`--yarn-rm`): asks for more nodes when the cluster is full.
     pub resources: Option<ResourceManagerSpec>,
+    /// Where task instances keep their state (`ctx.state()`), under `--data-dir`.
+    pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
 }
 
 pub struct NodeSupervisorState {
@@ -149,6 +151,7 @@ impl Actor for NodeSupervisor {
             .with_tree(root.child("tasks"))
             .with_fence(membership.fence());
         task_config.local_forward = args.local_forward;
+        task_config.states = args.states.clone();
         let tasks = start_task_supervisor(
             task_config,
             args.catalog,

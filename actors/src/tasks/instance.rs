@@ -115,6 +115,7 @@ impl Actor for TaskActor {
             metadata: metadata.clone(),
             services: args.services.clone(),
             stopping: stopping.clone(),
+            instance: (assignment.group.clone(), assignment.index),
         };
         let ctx = TaskContext::new(identity, Arc::new(runtime));
         let job = {

@@ -81,6 +81,8 @@ pub struct TaskSupervisorConfig {
     /// Whether `forward` calls instances of this node in-process (the default) rather than over
     /// the network (`lathe-node --no-local-forward`).
     pub local_forward: bool,
+    /// Where instances keep their persistent state (`ctx.state()`); none when not given.
+    pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
 }
 
 impl TaskSupervisorConfig {
@@ -93,7 +95,14 @@ impl TaskSupervisorConfig {
             tree: None,
             fence: None,
             local_forward: true,
+            states: None,
         }
+    }
+
+    /// Instances keep their state (`ctx.state()`) in `states`.
+    pub fn with_states(mut self, states: Arc<lathe_store::state::LazyNodeStates>) -> Self {
+        self.states = Some(states);
+        self
     }
 
     /// Stops every instance while `fence` holds a reason (see `MembershipHandle::fence`).
@@ -149,6 +158,7 @@ pub async fn start_task_supervisor(
         registry,
         TaskMetrics::register(metrics)?,
         config.local_forward,
+        config.states,
     ));
     let endpoints = services.endpoints.clone();
     let tree = config

@@ -17,6 +17,7 @@ use super::metadata::{GroupMetadata, MetadataCache};
 use super::metrics::TaskMetrics;
 use super::status::StatusWriter;
 use crate::registry::RegistryHandle;
+use lathe_store::state::LazyNodeStates;
 
 /// Everything the instances of one node share.
 pub(crate) struct NodeServices {
@@ -33,6 +34,8 @@ pub(crate) struct NodeServices {
     pub(crate) local: Arc<LocalInstances>,
     pub(crate) status: StatusWriter,
     pub(crate) metrics: TaskMetrics,
+    /// Where instances keep their state, if this node keeps any.
+    pub(crate) states: Option<Arc<LazyNodeStates>>,
 }
 
 impl NodeServices {
@@ -42,6 +45,7 @@ impl NodeServices {
         registry: RegistryHandle,
         metrics: TaskMetrics,
         local_forward: bool,
+        states: Option<Arc<LazyNodeStates>>,
     ) -> Self {
         let local = Arc::new(LocalInstances::default());
         let local_node = local_forward.then(|| (node.clone(), local.clone()));
@@ -56,6 +60,7 @@ impl NodeServices {
             status: StatusWriter::start(registry.clone()),
             registry,
             metrics,
+            states,
         }
     }
 }
@@ -78,10 +83,23 @@ pub(crate) struct InstanceRuntime {
     pub(crate) metadata: Arc<GroupMetadata>,
     pub(crate) services: Arc<NodeServices>,
     pub(crate) stopping: Arc<AtomicBool>,
+    /// The instance's (group, index), for its state.
+    pub(crate) instance: (String, u32),
 }
 
 #[async_trait]
 impl TaskRuntime for InstanceRuntime {
+    fn state(&self) -> Result<lathe::StateStore, lathe::StateError> {
+        let (group, index) = &self.instance;
+        match &self.services.states {
+            Some(states) => states.instance(group, *index),
+            None => Err(lathe::StateError::Unavailable(format!(
+                "node {} keeps no task state",
+                self.services.node
+            ))),
+        }
+    }
+
     fn lookup(&self, key: &str) -> Option<serde_json::Value> {
         self.metadata.lookup(key)
     }

@@ -95,6 +95,56 @@ pub mod my {
         lathe::http::json(503, &serde_json::json!({ "error": reason }))
     }
 
+    /// A count kept in the instance's persistent state (`ctx.state()`): `POST /count` adds one,
+    /// `GET /count` reads it; both answer `{"count": N, "instance": "<group>/<index>"}`. The count
+    /// outlives crashes of the instance and restarts of its node (same `--data-dir`).
+    #[derive(Debug, Default)]
+    pub struct Counter {
+        /// Serializes read-modify-write of the count between concurrent requests (held across
+        /// no await: state operations are synchronous).
+        lock: std::sync::Mutex<()>,
+    }
+
+    /// The state key of the count.
+    const COUNT: &str = "count";
+
+    #[async_trait::async_trait]
+    impl HttpTask for Counter {
+        async fn handle(&self, ctx: &TaskContext, request: Request) -> Response {
+            use lathe::RequestExt;
+            if request.path_segments() != ["count"] {
+                return lathe::http::text(400, "invalid request");
+            }
+            let state = match ctx.state() {
+                Ok(state) => state,
+                Err(error) => return unavailable(&error.to_string()),
+            };
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let count = match state.get_json::<u64>(COUNT) {
+                Ok(count) => count.unwrap_or(0),
+                Err(error) => return unavailable(&error.to_string()),
+            };
+            let count = match request.method().as_str() {
+                "GET" => count,
+                "POST" => {
+                    if let Err(error) = state.put_json(COUNT, &(count + 1)) {
+                        return unavailable(&error.to_string());
+                    }
+                    count + 1
+                }
+                _ => return lathe::http::text(405, "GET or POST /count"),
+            };
+            let identity = ctx.identity();
+            lathe::http::json(
+                200,
+                &serde_json::json!({
+                    "count": count,
+                    "instance": format!("{}/{}", identity.group, identity.index),
+                }),
+            )
+        }
+    }
+
     /// A task that always fails: it panics in `start`. For failure drills and tests — a group of
     /// crashers ends `failed` after its restart intensity, and the rest of the node is unharmed.
     #[derive(Debug, Default)]
@@ -112,11 +162,12 @@ pub mod my {
     }
 }
 
-/// The task types of this crate, for a node's catalog: the load balancer, and `my::Crasher`
-/// for failure drills.
+/// The task types of this crate, for a node's catalog: the load balancer, `my::Crasher` for
+/// failure drills, and `my::Counter`, which keeps a count in its persistent state.
 pub fn tasks() -> Vec<lathe::TaskDescriptor> {
     vec![
         lathe::http_task!("my::LoadBalancer", my::LoadBalancer::default),
         lathe::http_task!("my::Crasher", my::Crasher::default),
+        lathe::http_task!("my::Counter", my::Counter::default),
     ]
 }
