@@ -100,6 +100,17 @@ pub trait TaskRuntime: Send + Sync + 'static {
             "this runtime keeps no state".into(),
         ))
     }
+    /// The instance's handle on the group's cache `name`.
+    fn cache(
+        &self,
+        _name: &str,
+        _capacity_bytes: usize,
+        _loader: Arc<dyn crate::CacheLoader>,
+    ) -> Result<crate::Cache, crate::CacheError> {
+        Err(crate::CacheError::Unavailable(
+            "this runtime has no cache".into(),
+        ))
+    }
 }
 
 /// The context handed to every task method.
@@ -158,6 +169,17 @@ impl TaskContext {
     /// True once Lathe asks the instance to stop.
     pub fn is_stopping(&self) -> bool {
         self.runtime.is_stopping()
+    }
+
+    /// This instance's handle on its group's distributed cache `name` (see [`crate::cache`]),
+    /// keeping at most `capacity_bytes` of values here. Create it once (in `start`) and keep it.
+    pub fn cache(
+        &self,
+        name: &str,
+        capacity_bytes: usize,
+        loader: Arc<dyn crate::CacheLoader>,
+    ) -> Result<crate::Cache, crate::CacheError> {
+        self.runtime.cache(name, capacity_bytes, loader)
     }
 
     /// This instance's persistent state, kept by its node (see [`crate::state`]).

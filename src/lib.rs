@@ -11,9 +11,11 @@
 //! - [`catalog`]: task types (crate, version, task path) and the [`http_task!`] / [`task!`] macros.
 //! - [`layout`]: where Lathe keeps its own state in the registry, and those records.
 //! - [`state`]: an instance's persistent state ([`TaskContext::state`]).
+//! - [`cache`]: a distributed cache over a group's instances ([`TaskContext::cache`]).
 //! - [`supervision`]: restart policies shared by supervisors.
 //! - [`topology`]: the topology TOML, parsed and validated into groups, and diffs between two.
 
+pub mod cache;
 pub mod catalog;
 pub mod context;
 pub mod http;
@@ -26,6 +28,7 @@ pub mod topology;
 
 /// Re-exported so task crates can write `#[lathe::async_trait]` on their `HttpTask` impls.
 pub use async_trait::async_trait;
+pub use cache::{Cache, CacheError, CacheLoader};
 pub use catalog::{Catalog, TaskDescriptor, TaskType};
 pub use context::{Endpoint, LookupError, TaskContext, TaskIdentity, TaskRef, TaskRuntime};
 pub use http::{HttpTask, Request, RequestExt, Response};
