@@ -161,6 +161,7 @@ pub async fn start_task_supervisor(
         config.states,
     ));
     let endpoints = services.endpoints.clone();
+    services.caches.serve().await?;
     let tree = config
         .tree
         .unwrap_or_else(|| TreeScope::detached("node/tasks"));

@@ -16,6 +16,7 @@ use super::local::LocalInstances;
 use super::metadata::{GroupMetadata, MetadataCache};
 use super::metrics::TaskMetrics;
 use super::status::StatusWriter;
+use crate::cache::CacheHost;
 use crate::registry::RegistryHandle;
 use lathe_store::state::LazyNodeStates;
 
@@ -36,6 +37,8 @@ pub(crate) struct NodeServices {
     pub(crate) metrics: TaskMetrics,
     /// Where instances keep their state, if this node keeps any.
     pub(crate) states: Option<Arc<LazyNodeStates>>,
+    /// The instances' distributed caches (`ctx.cache`).
+    pub(crate) caches: Arc<CacheHost>,
 }
 
 impl NodeServices {
@@ -48,7 +51,9 @@ impl NodeServices {
         states: Option<Arc<LazyNodeStates>>,
     ) -> Self {
         let local = Arc::new(LocalInstances::default());
+        let endpoints = Arc::new(EndpointCache::new(registry.clone()));
         let local_node = local_forward.then(|| (node.clone(), local.clone()));
+        let caches = CacheHost::new(node.clone(), endpoints.clone());
         NodeServices {
             advertised_host: advertised_host(http_ip),
             forwarder: Forwarder::counted(local_node, &metrics.forwarded),
@@ -56,7 +61,8 @@ impl NodeServices {
             node,
             http_ip,
             metadata: MetadataCache::new(registry.clone()),
-            endpoints: Arc::new(EndpointCache::new(registry.clone())),
+            caches,
+            endpoints,
             status: StatusWriter::start(registry.clone()),
             registry,
             metrics,
@@ -98,6 +104,18 @@ impl TaskRuntime for InstanceRuntime {
                 self.services.node
             ))),
         }
+    }
+
+    fn cache(
+        &self,
+        name: &str,
+        capacity_bytes: usize,
+        loader: Arc<dyn lathe::CacheLoader>,
+    ) -> Result<lathe::Cache, lathe::CacheError> {
+        let (group, index) = &self.instance;
+        self.services
+            .caches
+            .register(group, *index, name, capacity_bytes, loader)
     }
 
     fn lookup(&self, key: &str) -> Option<serde_json::Value> {

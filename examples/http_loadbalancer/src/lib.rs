@@ -145,6 +145,74 @@ pub mod my {
         }
     }
 
+    /// Values through the group's distributed cache (`ctx.cache`): `GET /cache/<key>` answers
+    /// `{"value": "value of <key>, loaded by <group>/<index>"}` — whichever instance is asked, the
+    /// key's owner loaded it, once; `GET /stats` answers this instance's cache counters.
+    #[derive(Debug, Default)]
+    pub struct Cached {
+        cache: std::sync::OnceLock<lathe::Cache>,
+        loads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    /// The loader of `my::Cached`: names the instance that loaded the value.
+    struct Values {
+        instance: String,
+        loads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    #[async_trait::async_trait]
+    impl lathe::CacheLoader for Values {
+        async fn load(&self, key: &str) -> Result<Vec<u8>, String> {
+            self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(format!("value of {key}, loaded by {}", self.instance).into_bytes())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl HttpTask for Cached {
+        async fn start(&self, ctx: &TaskContext) -> lathe::TaskResult {
+            let identity = ctx.identity();
+            let loader = std::sync::Arc::new(Values {
+                instance: format!("{}/{}", identity.group, identity.index),
+                loads: self.loads.clone(),
+            });
+            let cache = ctx.cache("values", 1 << 20, loader)?;
+            let _ = self.cache.set(cache);
+            Ok(())
+        }
+
+        async fn handle(&self, _ctx: &TaskContext, request: Request) -> Response {
+            use lathe::RequestExt;
+            let Some(cache) = self.cache.get() else {
+                return unavailable("the cache is not started");
+            };
+            match request.path_segments().as_slice() {
+                ["cache", key] => match cache.get(key).await {
+                    Ok(value) => lathe::http::json(
+                        200,
+                        &serde_json::json!({ "value": String::from_utf8_lossy(&value) }),
+                    ),
+                    Err(error) => unavailable(&error.to_string()),
+                },
+                ["stats"] => {
+                    let stats = cache.stats();
+                    lathe::http::json(
+                        200,
+                        &serde_json::json!({
+                            "loads": stats.loads,
+                            "gets": stats.gets,
+                            "hits": stats.hits,
+                            "hot_hits": stats.hot_hits,
+                            "peer_gets": stats.peer_gets,
+                            "served": stats.served,
+                        }),
+                    )
+                }
+                _ => lathe::http::text(400, "invalid request"),
+            }
+        }
+    }
+
     /// A task that always fails: it panics in `start`. For failure drills and tests — a group of
     /// crashers ends `failed` after its restart intensity, and the rest of the node is unharmed.
     #[derive(Debug, Default)]
@@ -163,11 +231,13 @@ pub mod my {
 }
 
 /// The task types of this crate, for a node's catalog: the load balancer, `my::Crasher` for
-/// failure drills, and `my::Counter`, which keeps a count in its persistent state.
+/// failure drills, `my::Counter`, which keeps a count in its persistent state, and `my::Cached`,
+/// which serves values through the group's distributed cache.
 pub fn tasks() -> Vec<lathe::TaskDescriptor> {
     vec![
         lathe::http_task!("my::LoadBalancer", my::LoadBalancer::default),
         lathe::http_task!("my::Crasher", my::Crasher::default),
         lathe::http_task!("my::Counter", my::Counter::default),
+        lathe::http_task!("my::Cached", my::Cached::default),
     ]
 }

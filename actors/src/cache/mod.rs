@@ -1,0 +1,382 @@
+//! The node side of `ctx.cache(..)`: groupcache over a group's instances (see `lathe::cache`).
+//!
+//! - [`CacheHost`] (one per node) knows the caches of the instances running here, by
+//!   (group, index, name), and runs the node's [`CacheServer`] actor, through which other nodes
+//!   ask this node's instances for the keys they own. The server joins the process group
+//!   `lathe.cache.<node>`, so a peer finds it from the owner's endpoint record (which names its
+//!   node).
+//! - [`GroupCache`] is one instance's cache: a main LRU for the keys it owns, a hot LRU for copies
+//!   of other owners' popular keys, and single-flight loads. The owner of a key comes from a
+//!   consistent-hash [`ring::Ring`] over the group's live endpoints (the node's endpoint cache,
+//!   kept current by a registry subscription).
+//!
+//! ```text
+//! get(key) ─▶ main / hot hit? ─▶ owner = ring(live instances, key)
+//!               owner is me ─▶ single-flight load ─▶ main
+//!               owner on this node ─▶ its GroupCache::serve
+//!               owner elsewhere ─▶ CacheServer of its node (ractor_cluster call) ─▶ 1 in 10 → hot
+//!               owner unreachable ─▶ single-flight load here, not kept
+//! ```
+
+mod lru;
+mod ring;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lathe::cache::{CacheBackend, CacheError, CacheLoader, CacheStats};
+use lathe::{Cache, LookupError, TaskRef};
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use lru::Lru;
+use ring::Ring;
+
+/// How long a peer may take to answer for a key it owns (its loader included).
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// One answer from a peer in this many is kept in the hot cache.
+const HOT_ONE_IN: u64 = 10;
+/// The hot cache's share of a cache's byte budget.
+const HOT_SHARE: usize = 8;
+
+/// The process group of node `node`'s cache server.
+fn server_group(node: &str) -> String {
+    format!("lathe.cache.{node}")
+}
+
+/// Where an instance's cache finds the group's live instances.
+#[async_trait]
+pub trait Peers: Send + Sync + 'static {
+    async fn live(&self, group: &str) -> Result<TaskRef, LookupError>;
+}
+
+#[async_trait]
+impl Peers for crate::tasks::EndpointCache {
+    async fn live(&self, group: &str) -> Result<TaskRef, LookupError> {
+        self.get_ref(group).await
+    }
+}
+
+type CacheKey = (String, u32, String);
+/// One load in progress: its callers wait on the cell.
+type Flight = Arc<OnceCell<Result<Bytes, CacheError>>>;
+
+/// The caches of one node's instances, and the node's cache server.
+pub struct CacheHost {
+    node: String,
+    peers: Arc<dyn Peers>,
+    caches: RwLock<HashMap<CacheKey, Weak<GroupCache>>>,
+}
+
+impl CacheHost {
+    pub fn new(node: impl Into<String>, peers: Arc<dyn Peers>) -> Arc<CacheHost> {
+        Arc::new(CacheHost {
+            node: node.into(),
+            peers,
+            caches: RwLock::default(),
+        })
+    }
+
+    /// Starts the node's [`CacheServer`] (other nodes reach this node's caches through it).
+    pub async fn serve(self: &Arc<Self>) -> anyhow::Result<ActorRef<CacheRequest>> {
+        let (server, _) = Actor::spawn(None, CacheServer, self.clone()).await?;
+        Ok(server)
+    }
+
+    /// The cache `name` of instance `index` of `group`; a second call (a restarted instance)
+    /// replaces the first.
+    pub fn register(
+        self: &Arc<Self>,
+        group: &str,
+        index: u32,
+        name: &str,
+        capacity_bytes: usize,
+        loader: Arc<dyn CacheLoader>,
+    ) -> Result<Cache, CacheError> {
+        if name.is_empty() || name.len() > 128 {
+            return Err(CacheError::Unavailable(format!(
+                "a cache name must be 1 to 128 bytes, got {:?}",
+                name
+            )));
+        }
+        let cache = Arc::new(GroupCache {
+            group: group.to_string(),
+            index,
+            name: name.to_string(),
+            host: Arc::downgrade(self),
+            main: Mutex::new(Lru::new(capacity_bytes - capacity_bytes / HOT_SHARE)),
+            hot: Mutex::new(Lru::new(capacity_bytes / HOT_SHARE)),
+            flights: Mutex::new(HashMap::new()),
+            loader,
+            stats: Stats::default(),
+        });
+        let key = (group.to_string(), index, name.to_string());
+        let mut caches = self.caches.write().unwrap_or_else(|e| e.into_inner());
+        caches.retain(|_, cache| cache.strong_count() > 0);
+        caches.insert(key, Arc::downgrade(&cache));
+        Ok(Cache::new(cache))
+    }
+
+    fn find(&self, group: &str, index: u32, name: &str) -> Option<Arc<GroupCache>> {
+        let caches = self.caches.read().unwrap_or_else(|e| e.into_inner());
+        caches
+            .get(&(group.to_string(), index, name.to_string()))
+            .and_then(Weak::upgrade)
+    }
+
+    /// Answers another instance's request for a key `index` of `group` owns.
+    async fn answer(&self, request: GetRequest) -> Result<Vec<u8>, String> {
+        let cache = self
+            .find(&request.group, request.index, &request.name)
+            .ok_or_else(|| {
+                format!(
+                    "{}/{} has no cache {:?} on node {}",
+                    request.group, request.index, request.name, self.node
+                )
+            })?;
+        cache
+            .serve(&request.key)
+            .await
+            .map(|value| value.to_vec())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    gets: AtomicU64,
+    hits: AtomicU64,
+    hot_hits: AtomicU64,
+    peer_gets: AtomicU64,
+    loads: AtomicU64,
+    served: AtomicU64,
+}
+
+/// One instance's cache of one name.
+pub struct GroupCache {
+    group: String,
+    index: u32,
+    name: String,
+    host: Weak<CacheHost>,
+    main: Mutex<Lru>,
+    hot: Mutex<Lru>,
+    /// Loads in progress: every caller of a key waits on the same cell.
+    flights: Mutex<HashMap<String, Flight>>,
+    loader: Arc<dyn CacheLoader>,
+    stats: Stats,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GroupCache {
+    /// A key this instance owns: the main cache, else one load however many ask.
+    async fn serve(&self, key: &str) -> Result<Bytes, CacheError> {
+        self.stats.served.fetch_add(1, Ordering::Relaxed);
+        if let Some(value) = lock(&self.main).get(key) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(value);
+        }
+        self.load(key, true).await
+    }
+
+    /// Loads `key` once for every concurrent caller; `keep`: into the main cache (only for keys
+    /// this instance owns: a value loaded for want of its owner is not kept, or this instance
+    /// would go on answering its own copy after the owner is back).
+    async fn load(&self, key: &str, keep: bool) -> Result<Bytes, CacheError> {
+        let cell = lock(&self.flights)
+            .entry(key.to_string())
+            .or_insert_with(|| Arc::new(OnceCell::new()))
+            .clone();
+        let result = cell
+            .get_or_init(|| async {
+                // Another flight may have finished between the caller's miss and now.
+                if let Some(value) = lock(&self.main).get(key) {
+                    return Ok(value);
+                }
+                self.stats.loads.fetch_add(1, Ordering::Relaxed);
+                match self.loader.load(key).await {
+                    Ok(value) => {
+                        let value = Bytes::from(value);
+                        if keep {
+                            lock(&self.main).insert(key, value.clone());
+                        }
+                        Ok(value)
+                    }
+                    Err(reason) => Err(CacheError::Load {
+                        key: key.to_string(),
+                        reason,
+                    }),
+                }
+            })
+            .await
+            .clone();
+        let mut flights = lock(&self.flights);
+        if flights.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            flights.remove(key);
+        }
+        result
+    }
+
+    /// Asks the owner `owner` of `key` (another instance).
+    async fn ask(
+        &self,
+        host: &CacheHost,
+        owner: &lathe::Endpoint,
+        key: &str,
+    ) -> Result<Bytes, String> {
+        let request = GetRequest {
+            group: self.group.clone(),
+            index: owner.index,
+            name: self.name.clone(),
+            key: key.to_string(),
+        };
+        if owner.node == host.node {
+            return host.answer(request).await.map(Bytes::from);
+        }
+        let server = pg::get_members(&server_group(&owner.node))
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("node {} serves no cache", owner.node))?;
+        let server: ActorRef<CacheRequest> = server.into();
+        match server
+            .call(
+                |reply| CacheRequest::Get(request, reply),
+                Some(PEER_TIMEOUT),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(answer)) => answer.map(Bytes::from),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(format!(
+                "node {} did not answer in {PEER_TIMEOUT:?}",
+                owner.node
+            )),
+            Ok(ractor::rpc::CallResult::SenderError) => {
+                Err(format!("node {} dropped the request", owner.node))
+            }
+            Err(error) => Err(format!("cannot reach node {}: {error}", owner.node)),
+        }
+    }
+}
+
+#[async_trait]
+impl CacheBackend for GroupCache {
+    async fn get(&self, key: &str) -> Result<Bytes, CacheError> {
+        self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        if let Some(value) = lock(&self.main).get(key) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(value);
+        }
+        if let Some(value) = lock(&self.hot).get(key) {
+            self.stats.hot_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(value);
+        }
+        let Some(host) = self.host.upgrade() else {
+            return self.load(key, false).await;
+        };
+        let live = host.peers.live(&self.group).await;
+        let owner = live.ok().and_then(|live| {
+            let ring = Ring::new(&self.group, live.instances.iter().map(|e| e.index));
+            let index = ring.owner(key)?;
+            live.instances.iter().find(|e| e.index == index).cloned()
+        });
+        match owner {
+            Some(owner) if owner.index != self.index => match self.ask(&host, &owner, key).await {
+                Ok(value) => {
+                    let peer_gets = self.stats.peer_gets.fetch_add(1, Ordering::Relaxed);
+                    if peer_gets.is_multiple_of(HOT_ONE_IN) {
+                        lock(&self.hot).insert(key, value.clone());
+                    }
+                    Ok(value)
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        group = %self.group,
+                        cache = %self.name,
+                        owner = owner.index,
+                        %reason,
+                        "cache owner out of reach: loading here"
+                    );
+                    self.load(key, false).await
+                }
+            },
+            Some(_) => self.load(key, true).await,
+            // The group's instances are not known (yet): no owner to keep it for.
+            None => self.load(key, false).await,
+        }
+    }
+
+    fn stats(&self) -> CacheStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        CacheStats {
+            gets: read(&self.stats.gets),
+            hits: read(&self.stats.hits),
+            hot_hits: read(&self.stats.hot_hits),
+            peer_gets: read(&self.stats.peer_gets),
+            loads: read(&self.stats.loads),
+            served: read(&self.stats.served),
+        }
+    }
+}
+
+/// A request for a key its owner holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRequest {
+    pub group: String,
+    pub index: u32,
+    pub name: String,
+    pub key: String,
+}
+
+/// What other nodes ask this node's cache server.
+#[derive(RactorClusterMessage)]
+pub enum CacheRequest {
+    #[rpc]
+    Get(GetRequest, RpcReplyPort<Result<Vec<u8>, String>>),
+}
+
+/// Serves the keys this node's instances own to the other nodes.
+pub struct CacheServer;
+
+impl Actor for CacheServer {
+    type Msg = CacheRequest;
+    type State = Arc<CacheHost>;
+    type Arguments = Arc<CacheHost>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CacheRequest>,
+        host: Arc<CacheHost>,
+    ) -> Result<Arc<CacheHost>, ActorProcessingErr> {
+        pg::join(server_group(&host.node), vec![myself.get_cell()]);
+        Ok(host)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<CacheRequest>,
+        request: CacheRequest,
+        host: &mut Arc<CacheHost>,
+    ) -> Result<(), ActorProcessingErr> {
+        let host = host.clone();
+        // A load may take a while: never in the handler, which serves every other request.
+        tokio::spawn(async move {
+            match request {
+                CacheRequest::Get(request, reply) => {
+                    let _ = reply.send(host.answer(request).await);
+                }
+            }
+        });
+        Ok(())
+    }
+}
