@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 use super::error::Diagnostics;
-use super::value::{described, integer, Value};
+use super::value::{bounded, described, Value};
 use crate::supervision::RestartIntensity;
 
 /// Which instances restart when one instance of the group crashes, among the group's instances on
@@ -141,22 +141,22 @@ pub(super) fn read(
                 ),
             },
             "max_restarts" => {
-                if let Some(n) = bounded(d, group, key_name, item, 0, 1000) {
+                if let Some(n) = bounded(d, group, &format!("restart.{key_name}"), item, 0, 1000) {
                     policy.max_restarts = n as u32;
                 }
             }
             "within_seconds" => {
-                if let Some(n) = bounded(d, group, key_name, item, 1, 86_400) {
+                if let Some(n) = bounded(d, group, &format!("restart.{key_name}"), item, 1, 86_400) {
                     policy.within_seconds = n as u32;
                 }
             }
             "backoff_ms" => {
-                if let Some(n) = bounded(d, group, key_name, item, 0, 600_000) {
+                if let Some(n) = bounded(d, group, &format!("restart.{key_name}"), item, 0, 600_000) {
                     policy.backoff_ms = n as u64;
                 }
             }
             "max_backoff_ms" => {
-                if let Some(n) = bounded(d, group, key_name, item, 0, 3_600_000) {
+                if let Some(n) = bounded(d, group, &format!("restart.{key_name}"), item, 0, 3_600_000) {
                     policy.max_backoff_ms = n as u64;
                 }
             }
@@ -193,28 +193,4 @@ fn check_backoff_cap(
         ),
         Some(_) => {}
     }
-}
-
-fn bounded(
-    d: &mut Diagnostics<'_>,
-    group: &str,
-    key: &str,
-    item: &Value<'_>,
-    min: i64,
-    max: i64,
-) -> Option<i64> {
-    let found = match item.get_ref() {
-        value @ DeValue::Integer(_) => match integer(value) {
-            Some(n) if (min..=max).contains(&n) => return Some(n),
-            Some(n) => n.to_string(),
-            None => "a huge integer".to_string(),
-        },
-        other => described(other),
-    };
-    d.report(
-        &item.span(),
-        Some(group),
-        format!("\"restart.{key}\" must be an integer from {min} to {max}, found {found}"),
-    );
-    None
 }

@@ -14,10 +14,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use toml::de::DeValue;
 
 use super::error::Diagnostics;
-use super::value::{described, integer, Value};
+use super::value::{bounded, described, Value};
 
 /// What a roll-out does when a batch is not healthy in time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,17 +100,20 @@ pub(super) fn read(
         let key_name = key.get_ref().as_ref();
         match key_name {
             "batch" => {
-                if let Some(n) = bounded(d, group, key_name, item, 1, 10_000) {
+                if let Some(n) = bounded(d, group, &format!("rollout.{key_name}"), item, 1, 10_000)
+                {
                     policy.batch = n as u32;
                 }
             }
             "healthy_seconds" => {
-                if let Some(n) = bounded(d, group, key_name, item, 0, 86_400) {
+                if let Some(n) = bounded(d, group, &format!("rollout.{key_name}"), item, 0, 86_400)
+                {
                     policy.healthy_seconds = n as u32;
                 }
             }
             "timeout_seconds" => {
-                if let Some(n) = bounded(d, group, key_name, item, 1, 86_400) {
+                if let Some(n) = bounded(d, group, &format!("rollout.{key_name}"), item, 1, 86_400)
+                {
                     policy.timeout_seconds = n as u32;
                 }
             }
@@ -149,28 +151,4 @@ pub(super) fn read(
         );
     }
     (d.count() == before).then_some(policy)
-}
-
-fn bounded(
-    d: &mut Diagnostics<'_>,
-    group: &str,
-    key: &str,
-    item: &Value<'_>,
-    min: i64,
-    max: i64,
-) -> Option<i64> {
-    let found = match item.get_ref() {
-        value @ DeValue::Integer(_) => match integer(value) {
-            Some(n) if (min..=max).contains(&n) => return Some(n),
-            Some(n) => n.to_string(),
-            None => "a huge integer".to_string(),
-        },
-        other => described(other),
-    };
-    d.report(
-        &item.span(),
-        Some(group),
-        format!("\"rollout.{key}\" must be an integer from {min} to {max}, found {found}"),
-    );
-    None
 }

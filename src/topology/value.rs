@@ -16,6 +16,32 @@ pub(super) fn integer(value: &DeValue<'_>) -> Option<i64> {
 }
 
 /// "an integer", "a string", ... for messages.
+/// An integer `item` within `min..=max`; reports `"<key>" must be an integer from ...` otherwise.
+/// `key` is the dotted name a user wrote (`restart.max_restarts`).
+pub(super) fn bounded(
+    d: &mut Diagnostics<'_>,
+    group: &str,
+    key: &str,
+    item: &Value<'_>,
+    min: i64,
+    max: i64,
+) -> Option<i64> {
+    let found = match item.get_ref() {
+        value @ DeValue::Integer(_) => match integer(value) {
+            Some(n) if (min..=max).contains(&n) => return Some(n),
+            Some(n) => n.to_string(),
+            None => "a huge integer".to_string(),
+        },
+        other => described(other),
+    };
+    d.report(
+        &item.span(),
+        Some(group),
+        format!("\"{key}\" must be an integer from {min} to {max}, found {found}"),
+    );
+    None
+}
+
 pub(super) fn described(value: &DeValue<'_>) -> String {
     let kind = value.type_str();
     let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {

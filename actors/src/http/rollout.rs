@@ -157,7 +157,7 @@ async fn run_command(
         };
         let record: RolloutRecord = serde_json::from_value(entry.value)
             .map_err(|e| ApiError::internal(format!("unreadable roll-out at {path}: {e}")))?;
-        let next = rollout::command(&record, command, unix_ms())
+        let next = rollout::command(&record, command, rollout::unix_ms())
             .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
         let value = serde_json::to_value(&next).map_err(|e| ApiError::internal(e.to_string()))?;
         match context
@@ -241,10 +241,4 @@ impl Progress {
 
 fn key(path: &str) -> Result<KeyPath, ApiError> {
     KeyPath::parse(path).map_err(|e| ApiError::internal(e.to_string()))
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -405,7 +405,7 @@ async fn roll_outs(
         .filter(|m| m.status != MemberStatus::Dead)
         .map(|m| (m.name.as_str(), &m.catalog))
         .collect();
-    let now_ms = unix_ms();
+    let now_ms = rollout::unix_ms();
     let mut placed_groups = groups.to_vec();
     let mut governed = BTreeMap::new();
     let mut writes: Vec<(KeyPath, Option<RolloutRecord>, u64)> = Vec::new();
@@ -477,12 +477,6 @@ async fn roll_outs(
         }
     }
     Ok((placed_groups, governed))
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Deletes the endpoints of instances on nodes membership holds dead, so load balancers stop

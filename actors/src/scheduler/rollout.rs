@@ -330,5 +330,12 @@ pub fn command(
     Ok(next)
 }
 
+/// Wall-clock milliseconds since the Unix epoch: roll-out records outlive a leader.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests;
