@@ -105,6 +105,24 @@ fn each_key_is_loaded_once_by_its_owner_and_every_instance_serves_it() {
         assert!(stats["served"].as_u64() > Some(0), "{endpoint}: {stats}");
     }
 
+    // The nodes count their instances' gets by outcome.
+    let peer_gets: f64 = (0..3)
+        .map(|i| {
+            let metrics = http::request("GET", cluster.node(i).http_addr(), "/metrics", None).text;
+            metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with("lathe_cache_gets_total{") && l.contains("outcome=\"peer\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum();
+    assert!(
+        peer_gets >= 60.0,
+        "lathe_cache_gets_total{{outcome=\"peer\"}} = {peer_gets}"
+    );
+
     // 30 requests at once for one new key, through all three instances: one load.
     let before = loads(&endpoints);
     let threads: Vec<_> = (0..30)

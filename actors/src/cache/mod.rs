@@ -75,14 +75,27 @@ pub struct CacheHost {
     node: String,
     peers: Arc<dyn Peers>,
     caches: RwLock<HashMap<CacheKey, Weak<GroupCache>>>,
+    /// `lathe_cache_gets_total{group,cache,outcome}`, when the node exports it.
+    gets: Option<prometheus::IntCounterVec>,
 }
 
 impl CacheHost {
     pub fn new(node: impl Into<String>, peers: Arc<dyn Peers>) -> Arc<CacheHost> {
+        Self::counted(node, peers, None)
+    }
+
+    /// Like [`CacheHost::new`], counting every get in `gets`
+    /// (`lathe_cache_gets_total{group,cache,outcome}`).
+    pub fn counted(
+        node: impl Into<String>,
+        peers: Arc<dyn Peers>,
+        gets: Option<prometheus::IntCounterVec>,
+    ) -> Arc<CacheHost> {
         Arc::new(CacheHost {
             node: node.into(),
             peers,
             caches: RwLock::default(),
+            gets,
         })
     }
 
@@ -269,21 +282,21 @@ impl GroupCache {
     }
 }
 
-#[async_trait]
-impl CacheBackend for GroupCache {
-    async fn get(&self, key: &str) -> Result<Bytes, CacheError> {
-        self.stats.gets.fetch_add(1, Ordering::Relaxed);
+impl GroupCache {
+    /// One get, and how it was answered (the `outcome` label of `lathe_cache_gets_total`).
+    async fn get_from(
+        &self,
+        host: &CacheHost,
+        key: &str,
+    ) -> (Result<Bytes, CacheError>, &'static str) {
         if let Some(value) = lock(&self.main).get(key) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(value);
+            return (Ok(value), "hit");
         }
         if let Some(value) = lock(&self.hot).get(key) {
             self.stats.hot_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(value);
+            return (Ok(value), "hot");
         }
-        let Some(host) = self.host.upgrade() else {
-            return self.load(key, false).await;
-        };
         let live = host.peers.live(&self.group).await;
         let owner = live.ok().and_then(|live| {
             let ring = Ring::new(&self.group, live.instances.iter().map(|e| e.index));
@@ -291,13 +304,13 @@ impl CacheBackend for GroupCache {
             live.instances.iter().find(|e| e.index == index).cloned()
         });
         match owner {
-            Some(owner) if owner.index != self.index => match self.ask(&host, &owner, key).await {
+            Some(owner) if owner.index != self.index => match self.ask(host, &owner, key).await {
                 Ok(value) => {
                     let peer_gets = self.stats.peer_gets.fetch_add(1, Ordering::Relaxed);
                     if peer_gets.is_multiple_of(HOT_ONE_IN) {
                         lock(&self.hot).insert(key, value.clone());
                     }
-                    Ok(value)
+                    (Ok(value), "peer")
                 }
                 Err(reason) => {
                     tracing::warn!(
@@ -307,13 +320,31 @@ impl CacheBackend for GroupCache {
                         %reason,
                         "cache owner out of reach: loading here"
                     );
-                    self.load(key, false).await
+                    (self.load(key, false).await, "fallback")
                 }
             },
-            Some(_) => self.load(key, true).await,
+            Some(_) => (self.load(key, true).await, "load"),
             // The group's instances are not known (yet): no owner to keep it for.
-            None => self.load(key, false).await,
+            None => (self.load(key, false).await, "fallback"),
         }
+    }
+}
+
+#[async_trait]
+impl CacheBackend for GroupCache {
+    async fn get(&self, key: &str) -> Result<Bytes, CacheError> {
+        self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        let Some(host) = self.host.upgrade() else {
+            // The node is shutting down.
+            return self.load(key, false).await;
+        };
+        let (result, outcome) = self.get_from(&host, key).await;
+        if let Some(gets) = &host.gets {
+            let outcome = if result.is_ok() { outcome } else { "error" };
+            gets.with_label_values(&[self.group.as_str(), self.name.as_str(), outcome])
+                .inc();
+        }
+        result
     }
 
     fn stats(&self) -> CacheStats {

@@ -19,6 +19,8 @@ pub(crate) struct TaskMetrics {
     /// `lathe_forward_total{way}`: requests `forward` sent in-process (`local`) or over the
     /// network (`network`).
     pub(crate) forwarded: IntCounterVec,
+    /// `lathe_cache_gets_total{group,cache,outcome}`: `ctx.cache(..).get` calls.
+    pub(crate) cache_gets: IntCounterVec,
 }
 
 impl TaskMetrics {
@@ -79,8 +81,18 @@ impl TaskMetrics {
             ),
             &["way"],
         )?;
+        let cache_gets = IntCounterVec::new(
+            Opts::new(
+                "lathe_cache_gets_total",
+                "Cache gets by instances of this node: outcome=hit (main cache), hot (hot copy), \
+                 peer (answered by the key's owner), load (own key, loaded), fallback (owner out \
+                 of reach, loaded here), error",
+            ),
+            &["group", "cache", "outcome"],
+        )?;
         registry.register(Box::new(restart.clone()))?;
         registry.register(Box::new(forwarded.clone()))?;
+        registry.register(Box::new(cache_gets.clone()))?;
         Ok(TaskMetrics {
             http_requests,
             http_duration,
@@ -88,6 +100,7 @@ impl TaskMetrics {
             instances,
             restart,
             forwarded,
+            cache_gets,
         })
     }
 

@@ -53,7 +53,11 @@ impl NodeServices {
         let local = Arc::new(LocalInstances::default());
         let endpoints = Arc::new(EndpointCache::new(registry.clone()));
         let local_node = local_forward.then(|| (node.clone(), local.clone()));
-        let caches = CacheHost::new(node.clone(), endpoints.clone());
+        let caches = CacheHost::counted(
+            node.clone(),
+            endpoints.clone(),
+            Some(metrics.cache_gets.clone()),
+        );
         NodeServices {
             advertised_host: advertised_host(http_ip),
             forwarder: Forwarder::counted(local_node, &metrics.forwarded),
