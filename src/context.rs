@@ -100,6 +100,23 @@ pub trait TaskRuntime: Send + Sync + 'static {
             "this runtime keeps no state".into(),
         ))
     }
+    /// Sends a message to one instance of every group consuming `stream`.
+    async fn emit(
+        &self,
+        _stream: &str,
+        _key: &str,
+        _payload: bytes::Bytes,
+    ) -> Result<crate::Delivery, crate::FlowError> {
+        Err(crate::FlowError::Unavailable(
+            "this runtime has no flows".into(),
+        ))
+    }
+    /// Hands this instance's share of its group's input streams to `handler`.
+    fn consume(&self, _handler: Arc<dyn crate::FlowHandler>) -> Result<(), crate::FlowError> {
+        Err(crate::FlowError::Unavailable(
+            "this runtime has no flows".into(),
+        ))
+    }
     /// The instance's handle on the group's cache `name`.
     fn cache(
         &self,
@@ -180,6 +197,26 @@ impl TaskContext {
         loader: Arc<dyn crate::CacheLoader>,
     ) -> Result<crate::Cache, crate::CacheError> {
         self.runtime.cache(name, capacity_bytes, loader)
+    }
+
+    /// Sends `payload` under `key` to one instance of every group that consumes `stream` (see
+    /// [`crate::flow`]); returns once each has taken it.
+    pub async fn emit(
+        &self,
+        stream: &str,
+        key: &str,
+        payload: impl Into<bytes::Bytes>,
+    ) -> Result<crate::Delivery, crate::FlowError> {
+        let payload = payload.into();
+        crate::flow::check(stream, key, &payload)?;
+        self.runtime.emit(stream, key, payload).await
+    }
+
+    /// Hands the messages of this instance's share of its group's input streams
+    /// (`flows = { inputs = [...] }`) to `handler`, from now until the instance stops. Call it
+    /// in `start`.
+    pub fn consume(&self, handler: Arc<dyn crate::FlowHandler>) -> Result<(), crate::FlowError> {
+        self.runtime.consume(handler)
     }
 
     /// This instance's persistent state, kept by its node (see [`crate::state`]).

@@ -12,12 +12,14 @@
 //! - [`layout`]: where Lathe keeps its own state in the registry, and those records.
 //! - [`state`]: an instance's persistent state ([`TaskContext::state`]).
 //! - [`cache`]: a distributed cache over a group's instances ([`TaskContext::cache`]).
+//! - [`flow`]: asynchronous flows between groups ([`TaskContext::emit`], [`TaskContext::consume`]).
 //! - [`supervision`]: restart policies shared by supervisors.
 //! - [`topology`]: the topology TOML, parsed and validated into groups, and diffs between two.
 
 pub mod cache;
 pub mod catalog;
 pub mod context;
+pub mod flow;
 pub mod http;
 pub mod layout;
 pub mod registry;
@@ -31,6 +33,7 @@ pub use async_trait::async_trait;
 pub use cache::{Cache, CacheError, CacheLoader};
 pub use catalog::{Catalog, TaskDescriptor, TaskType};
 pub use context::{Endpoint, LookupError, TaskContext, TaskIdentity, TaskRef, TaskRuntime};
+pub use flow::{Delivery, FlowError, FlowHandler, FlowMessage};
 pub use http::{HttpTask, Request, RequestExt, Response};
 pub use registry::{Change, ChangeOp, Entry, KeyPath, KeyPathError};
 pub use state::{StateError, StateStore};

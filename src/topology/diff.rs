@@ -50,6 +50,7 @@ pub enum ChangedField {
     Biases,
     Restart,
     Rollout,
+    Flows,
 }
 
 /// The metadata keys of one group to write and to delete.
@@ -136,6 +137,9 @@ fn changed_fields(before: &GroupSpec, after: &GroupSpec) -> Vec<ChangedField> {
     }
     if before.rollout != after.rollout {
         fields.push(ChangedField::Rollout);
+    }
+    if before.flows != after.flows {
+        fields.push(ChangedField::Flows);
     }
     fields
 }

@@ -6,6 +6,7 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 
 use super::error::Diagnostics;
+use super::flows::{self, FlowsSpec};
 use super::restart::{self, RestartPolicy};
 use super::rollout::{self, RolloutPolicy};
 use super::tags;
@@ -18,16 +19,12 @@ use crate::registry::KeyPath;
 pub const MAX_TASKS: u32 = 10_000;
 
 /// Keys Lathe reads itself; any other key of a group is metadata.
-pub const RESERVED_KEYS: [&str; 8] = [
-    "crate", "version", "task", "tasks", "tags", "biases", "restart", "rollout",
+pub const RESERVED_KEYS: [&str; 9] = [
+    "crate", "version", "task", "tasks", "tags", "biases", "restart", "rollout", "flows",
 ];
 
 /// Keys kept for features that are not built yet, so that they never silently become metadata.
-pub const FUTURE_KEYS: [(&str, &str); 3] = [
-    ("flows", "flow"),
-    ("state", "state-store"),
-    ("cache", "cache"),
-];
+pub const FUTURE_KEYS: [(&str, &str); 2] = [("state", "state-store"), ("cache", "cache")];
 
 /// Reads the group `name` whose table starts at `header`; reports and returns `None` on errors.
 pub(super) fn read(
@@ -86,6 +83,9 @@ pub(super) fn read(
         .map_or(Some(RolloutPolicy::default()), |v| {
             rollout::read(d, name, v)
         });
+    let flows = table
+        .get("flows")
+        .map_or(Some(FlowsSpec::default()), |v| flows::read(d, name, v));
     let metadata = read_metadata(d, name, &path, table);
     if d.count() != before {
         return None;
@@ -99,6 +99,7 @@ pub(super) fn read(
         biases: biases?,
         restart: restart?,
         rollout: rollout?,
+        flows: flows?,
         metadata,
     })
 }

@@ -39,7 +39,9 @@
 //!   | `timeout_seconds` | `60` | a batch not healthy this long after it started fails the roll-out (above `healthy_seconds`) |
 //!   | `on_failure` | `"rollback"` | then put every instance back on the old version (`rollback`), or stop where it is (`pause`) |
 //!
-//! - `flows`, `state` and `cache` are reserved for features to come and refused today.
+//! - `flows` ([`FlowsSpec`]): `flows = { inputs = ["clicks"] }`, the streams the group consumes
+//!   (see [`crate::flow`]).
+//! - `state` and `cache` are reserved for settings to come and refused today.
 //! - Every other key is metadata: converted to JSON and stored at the group's registry path
 //!   (`/task/http/lb/backend_distribution`), where running tasks read it and where it can be changed
 //!   at run time. Metadata keys are registry path segments (`A-Z a-z 0-9 . _ -`).
@@ -50,6 +52,7 @@
 
 mod diff;
 mod error;
+mod flows;
 mod group;
 mod restart;
 mod rollout;
@@ -67,6 +70,7 @@ use toml::de::DeTable;
 
 pub use diff::{diff, ChangedField, GroupChange, MetadataChange, TopologyDiff};
 pub use error::{TopologyError, TopologyErrors};
+pub use flows::FlowsSpec;
 pub use group::{FUTURE_KEYS, MAX_TASKS, RESERVED_KEYS};
 pub use restart::{RestartPolicy, RestartStrategy};
 pub use rollout::{OnFailure, RolloutPolicy};
@@ -101,6 +105,9 @@ pub struct GroupSpec {
     /// existed read as the default).
     #[serde(default)]
     pub rollout: RolloutPolicy,
+    /// The streams the group consumes.
+    #[serde(default)]
+    pub flows: FlowsSpec,
     /// Every non-reserved key, as JSON.
     pub metadata: BTreeMap<String, serde_json::Value>,
 }

@@ -120,6 +120,16 @@ fn rollout_policies_parse_with_defaults() {
 }
 
 #[test]
+fn flows_name_the_streams_a_group_consumes() {
+    let lb = parse("t.toml", LB).unwrap().groups.remove(0);
+    assert!(lb.flows.inputs.is_empty());
+    let text = format!("{LB}flows = {{ inputs = [\"clicks\", \"orders\", \"clicks\"] }}\n");
+    let lb = parse("t.toml", &text).unwrap().groups.remove(0);
+    assert_eq!(lb.flows.inputs, vec!["clicks", "orders"]);
+    assert!(!lb.metadata.contains_key("flows"));
+}
+
+#[test]
 fn backoff_doubles_from_the_second_restart() {
     let policy = RestartPolicy::default();
     let waits: Vec<u128> = (1..=8).map(|n| policy.backoff(n).as_millis()).collect();
@@ -248,8 +258,18 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "reserved future key",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nflows = 1\n",
-        "t.toml:6:1: group a: key \"flows\" is reserved for Lathe's flow settings",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nstate = 1\n",
+        "t.toml:6:1: group a: key \"state\" is reserved for Lathe's state-store settings",
+    ),
+    (
+        "flows that is no table",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nflows = [\"x\"]\n",
+        "t.toml:6:9: group a: \"flows\" must be a table such as flows = { inputs = [\"clicks\"] }",
+    ),
+    (
+        "flows with a bad stream name",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nflows = { inputs = [\"ok\", \"not ok\"] }\n",
+        "t.toml:6:27: group a: a stream name is 1 to 128 characters of A-Z a-z 0-9 . _ -",
     ),
     (
         "rollout that is no table",

@@ -58,6 +58,7 @@ fn bench_groups(instances: usize) -> Vec<GroupSpec> {
                 biases,
                 restart: RestartPolicy::default(),
                 rollout: lathe::topology::RolloutPolicy::default(),
+                flows: lathe::topology::FlowsSpec::default(),
                 metadata: BTreeMap::new(),
             }
         })

@@ -53,6 +53,7 @@ pub(super) fn group(
         biases: biases.iter().map(|(t, s)| (t.to_string(), *s)).collect(),
         restart: RestartPolicy::default(),
         rollout: lathe::topology::RolloutPolicy::default(),
+        flows: lathe::topology::FlowsSpec::default(),
         metadata: BTreeMap::new(),
     }
 }

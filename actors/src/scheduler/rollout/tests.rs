@@ -20,6 +20,7 @@ fn group(v: &str, tasks: u32, rollout: RolloutPolicy) -> GroupSpec {
         biases: Vec::new(),
         restart: RestartPolicy::default(),
         rollout,
+        flows: lathe::topology::FlowsSpec::default(),
         metadata: BTreeMap::new(),
     }
 }
