@@ -5,6 +5,7 @@
 //! ([`registry::RegistryHandle`], [`membership::MembershipHandle`]) rather than messages.
 
 pub mod cache;
+pub mod flow;
 mod follow;
 pub mod http;
 pub mod membership;

@@ -19,10 +19,10 @@
 //! ```
 
 mod lru;
-mod ring;
+pub(crate) mod ring;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

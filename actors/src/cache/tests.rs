@@ -8,9 +8,9 @@ use lathe::{Cache, CacheLoader, Endpoint, LookupError, TaskRef};
 
 use super::{CacheHost, Peers};
 
-/// The group's live instances, as a test sets them.
+/// The group's live instances, as a test sets them, all on node `n`.
 #[derive(Default)]
-struct FixedPeers(Mutex<Vec<u32>>);
+pub(crate) struct FixedPeers(pub(crate) Mutex<Vec<u32>>);
 
 #[async_trait]
 impl Peers for FixedPeers {

@@ -21,7 +21,7 @@ mod instance;
 mod local;
 mod metadata;
 mod metrics;
-mod mirror;
+pub(crate) mod mirror;
 mod plain;
 mod policy;
 mod reconcile;
@@ -162,6 +162,7 @@ pub async fn start_task_supervisor(
     ));
     let endpoints = services.endpoints.clone();
     services.caches.serve().await?;
+    services.flows.start(services.registry.clone()).await?;
     let tree = config
         .tree
         .unwrap_or_else(|| TreeScope::detached("node/tasks"));

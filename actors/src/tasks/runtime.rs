@@ -17,6 +17,7 @@ use super::metadata::{GroupMetadata, MetadataCache};
 use super::metrics::TaskMetrics;
 use super::status::StatusWriter;
 use crate::cache::CacheHost;
+use crate::flow::FlowHost;
 use crate::registry::RegistryHandle;
 use lathe_store::state::LazyNodeStates;
 
@@ -39,6 +40,8 @@ pub(crate) struct NodeServices {
     pub(crate) states: Option<Arc<LazyNodeStates>>,
     /// The instances' distributed caches (`ctx.cache`).
     pub(crate) caches: Arc<CacheHost>,
+    /// Flows between groups (`ctx.emit`, `ctx.consume`).
+    pub(crate) flows: Arc<FlowHost>,
 }
 
 impl NodeServices {
@@ -53,6 +56,7 @@ impl NodeServices {
         let local = Arc::new(LocalInstances::default());
         let endpoints = Arc::new(EndpointCache::new(registry.clone()));
         let local_node = local_forward.then(|| (node.clone(), local.clone()));
+        let flows = FlowHost::new(node.clone(), endpoints.clone());
         let caches = CacheHost::counted(
             node.clone(),
             endpoints.clone(),
@@ -66,6 +70,7 @@ impl NodeServices {
             http_ip,
             metadata: MetadataCache::new(registry.clone()),
             caches,
+            flows,
             endpoints,
             status: StatusWriter::start(registry.clone()),
             registry,
@@ -108,6 +113,32 @@ impl TaskRuntime for InstanceRuntime {
                 self.services.node
             ))),
         }
+    }
+
+    async fn emit(
+        &self,
+        stream: &str,
+        key: &str,
+        payload: bytes::Bytes,
+    ) -> Result<lathe::Delivery, lathe::FlowError> {
+        let (group, index) = &self.instance;
+        self.services
+            .flows
+            .emit(lathe::FlowMessage {
+                stream: stream.to_string(),
+                key: key.to_string(),
+                payload,
+                from: format!("{group}/{index}"),
+            })
+            .await
+    }
+
+    fn consume(&self, handler: Arc<dyn lathe::FlowHandler>) -> Result<(), lathe::FlowError> {
+        let (group, index) = &self.instance;
+        self.services
+            .flows
+            .consume(group, *index, handler, self.stopping.clone());
+        Ok(())
     }
 
     fn cache(

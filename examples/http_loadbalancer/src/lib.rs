@@ -213,6 +213,108 @@ pub mod my {
         }
     }
 
+    /// `POST /emit/<stream>/<key>` emits the request's body to `<stream>` under `<key>`
+    /// (`ctx.emit`) and answers `{"taken_by": ["<group>/<index>", ...]}`: 404 when no group
+    /// consumes the stream, 400 for a bad stream, key or body, 503 when a group did not take it.
+    #[derive(Debug, Default)]
+    pub struct Emitter;
+
+    #[async_trait::async_trait]
+    impl HttpTask for Emitter {
+        async fn handle(&self, ctx: &TaskContext, request: Request) -> Response {
+            use lathe::RequestExt;
+            let (stream, key) = match (
+                request.method().as_str(),
+                request.path_segments().as_slice(),
+            ) {
+                ("POST", ["emit", stream, key]) => (stream.to_string(), key.to_string()),
+                _ => return lathe::http::text(400, "invalid request"),
+            };
+            match ctx.emit(&stream, &key, request.body().clone()).await {
+                Ok(delivery) => {
+                    lathe::http::json(200, &serde_json::json!({ "taken_by": delivery.taken_by }))
+                }
+                Err(error) => {
+                    let status = match error {
+                        lathe::FlowError::NoConsumer { .. } => 404,
+                        lathe::FlowError::BadStream(_)
+                        | lathe::FlowError::KeyTooLarge { .. }
+                        | lathe::FlowError::PayloadTooLarge { .. } => 400,
+                        _ => 503,
+                    };
+                    lathe::http::json(status, &serde_json::json!({ "error": error.to_string() }))
+                }
+            }
+        }
+    }
+
+    /// Counts the messages of its group's input streams per key, in its persistent state;
+    /// `GET /tally` answers `{"counts": {"<key>": N, ...}, "instance": "<group>/<index>"}`.
+    #[derive(Debug, Default)]
+    pub struct Tally;
+
+    /// The handler `my::Tally` gives `ctx.consume`.
+    struct Counts {
+        state: lathe::StateStore,
+        /// Serializes read-modify-write of a count (held across no await).
+        lock: std::sync::Mutex<()>,
+    }
+
+    #[async_trait::async_trait]
+    impl lathe::FlowHandler for Counts {
+        async fn handle(&self, message: lathe::FlowMessage) -> Result<(), String> {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let key = format!("tally/{}", message.key);
+            let count: u64 = self
+                .state
+                .get_json(&key)
+                .map_err(|e| e.to_string())?
+                .unwrap_or(0);
+            self.state
+                .put_json(&key, &(count + 1))
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl HttpTask for Tally {
+        async fn start(&self, ctx: &TaskContext) -> lathe::TaskResult {
+            let handler = Counts {
+                state: ctx.state()?,
+                lock: std::sync::Mutex::new(()),
+            };
+            ctx.consume(std::sync::Arc::new(handler))?;
+            Ok(())
+        }
+
+        async fn handle(&self, ctx: &TaskContext, request: Request) -> Response {
+            use lathe::RequestExt;
+            if request.path_segments() != ["tally"] {
+                return lathe::http::text(400, "invalid request");
+            }
+            let entries = match ctx.state().and_then(|state| state.scan("tally/", 100_000)) {
+                Ok(entries) => entries,
+                Err(error) => return unavailable(&error.to_string()),
+            };
+            let counts: serde_json::Map<String, serde_json::Value> = entries
+                .into_iter()
+                .filter_map(|(key, value)| {
+                    let key = String::from_utf8(key).ok()?;
+                    let count: u64 = serde_json::from_slice(&value).ok()?;
+                    Some((key.trim_start_matches("tally/").to_string(), count.into()))
+                })
+                .collect();
+            let identity = ctx.identity();
+            lathe::http::json(
+                200,
+                &serde_json::json!({
+                    "counts": counts,
+                    "instance": format!("{}/{}", identity.group, identity.index),
+                }),
+            )
+        }
+    }
+
     /// A task that always fails: it panics in `start`. For failure drills and tests — a group of
     /// crashers ends `failed` after its restart intensity, and the rest of the node is unharmed.
     #[derive(Debug, Default)]
@@ -232,12 +334,15 @@ pub mod my {
 
 /// The task types of this crate, for a node's catalog: the load balancer, `my::Crasher` for
 /// failure drills, `my::Counter`, which keeps a count in its persistent state, and `my::Cached`,
-/// which serves values through the group's distributed cache.
+/// which serves values through the group's distributed cache, and a flow: `my::Emitter` sends what
+/// it is POSTed to a stream, `my::Tally` counts each key's messages of its input streams.
 pub fn tasks() -> Vec<lathe::TaskDescriptor> {
     vec![
         lathe::http_task!("my::LoadBalancer", my::LoadBalancer::default),
         lathe::http_task!("my::Crasher", my::Crasher::default),
         lathe::http_task!("my::Counter", my::Counter::default),
         lathe::http_task!("my::Cached", my::Cached::default),
+        lathe::http_task!("my::Emitter", my::Emitter::default),
+        lathe::http_task!("my::Tally", my::Tally::default),
     ]
 }

@@ -1,0 +1,286 @@
+//! The node side of flows without Kafka: messages travel as actor messages (see `lathe::flow`).
+//!
+//! [`FlowHost`] (one per node) follows the deployed topology for which groups consume which
+//! stream, keeps the handlers of this node's consuming instances, and runs the node's
+//! [`FlowServer`] actor (process group `lathe.flow.<node>`), through which other nodes hand
+//! messages to them.
+//!
+//! ```text
+//! emit(stream, key) ─▶ consuming groups of stream (deployed topology)
+//!     └─ per group: instance = ring(live endpoints, key)
+//!          ├─ on this node ─▶ its handler
+//!          └─ elsewhere ─▶ FlowServer of its node (ractor_cluster call) ─▶ its handler
+//!     ◀── Ok once every group's instance returned Ok; else the first group that did not
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lathe::flow::{Delivery, FlowError, FlowHandler, FlowMessage};
+use lathe::topology::Topology;
+use lathe::{layout, KeyPath};
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::ring::Ring;
+use crate::cache::Peers;
+use crate::registry::RegistryHandle;
+use crate::scheduler::deploy::TopologyRecord;
+use crate::tasks::mirror::{spawn_mirror, AbortOnDrop};
+
+/// How long a consuming instance on another node may take to take a message.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn server_group(node: &str) -> String {
+    format!("lathe.flow.{node}")
+}
+
+/// A consuming instance's handler, while the instance runs.
+struct Consumer {
+    handler: Arc<dyn FlowHandler>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// Flows of one node.
+pub struct FlowHost {
+    node: String,
+    peers: Arc<dyn Peers>,
+    /// Stream → the groups consuming it, from the deployed topology.
+    consumers: RwLock<HashMap<String, Vec<String>>>,
+    handlers: RwLock<HashMap<(String, u32), Consumer>>,
+    mirror: Mutex<Option<AbortOnDrop>>,
+}
+
+impl FlowHost {
+    pub fn new(node: impl Into<String>, peers: Arc<dyn Peers>) -> Arc<FlowHost> {
+        Arc::new(FlowHost {
+            node: node.into(),
+            peers,
+            consumers: RwLock::default(),
+            handlers: RwLock::default(),
+            mirror: Mutex::new(None),
+        })
+    }
+
+    /// Follows the deployed topology's `flows.inputs` and starts the node's [`FlowServer`].
+    pub async fn start(self: &Arc<Self>, registry: RegistryHandle) -> anyhow::Result<()> {
+        let key = KeyPath::parse(layout::TOPOLOGY)?;
+        let host = Arc::downgrade(self);
+        let mirror = spawn_mirror(registry, key.clone(), move |entries| {
+            let Some(host) = host.upgrade() else {
+                return false;
+            };
+            if let Some(entry) = entries.get(&key) {
+                match serde_json::from_value::<TopologyRecord>(entry.value.clone()) {
+                    Ok(record) => host.set_topology(&record.topology),
+                    Err(error) => {
+                        tracing::warn!(%error, "the deployed topology is unreadable: flows unchanged")
+                    }
+                }
+            }
+            true
+        });
+        *self.mirror.lock().unwrap_or_else(|e| e.into_inner()) = Some(mirror);
+        Actor::spawn(None, FlowServer, self.clone()).await?;
+        Ok(())
+    }
+
+    /// Which groups consume which stream.
+    pub fn set_topology(&self, topology: &Topology) {
+        let mut consumers: HashMap<String, Vec<String>> = HashMap::new();
+        for group in &topology.groups {
+            for stream in &group.flows.inputs {
+                consumers
+                    .entry(stream.clone())
+                    .or_default()
+                    .push(group.name.clone());
+            }
+        }
+        *self.consumers.write().unwrap_or_else(|e| e.into_inner()) = consumers;
+    }
+
+    /// Instance `index` of `group` takes its share of its group's input streams with `handler`
+    /// until `stopping` is set (a restarted instance replaces its previous handler).
+    pub fn consume(
+        &self,
+        group: &str,
+        index: u32,
+        handler: Arc<dyn FlowHandler>,
+        stopping: Arc<AtomicBool>,
+    ) {
+        let mut handlers = self.handlers.write().unwrap_or_else(|e| e.into_inner());
+        handlers.retain(|_, consumer| !consumer.stopping.load(Ordering::Acquire));
+        handlers.insert((group.to_string(), index), Consumer { handler, stopping });
+    }
+
+    /// Sends `message` to one instance of every group consuming its stream.
+    pub async fn emit(&self, message: FlowMessage) -> Result<Delivery, FlowError> {
+        let groups = self
+            .consumers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&message.stream)
+            .cloned()
+            .unwrap_or_default();
+        if groups.is_empty() {
+            return Err(FlowError::NoConsumer {
+                stream: message.stream,
+            });
+        }
+        let deliveries = groups
+            .iter()
+            .map(|group| self.deliver_to_group(group, &message));
+        let mut delivery = Delivery::default();
+        for result in futures::future::join_all(deliveries).await {
+            delivery.taken_by.push(result?);
+        }
+        Ok(delivery)
+    }
+
+    /// Hands `message` to the instance of `group` its key maps to; `<group>/<index>` of it.
+    async fn deliver_to_group(
+        &self,
+        group: &str,
+        message: &FlowMessage,
+    ) -> Result<String, FlowError> {
+        let not_taken = |reason: String| FlowError::NotTaken {
+            group: group.to_string(),
+            reason,
+        };
+        let live = self
+            .peers
+            .live(group)
+            .await
+            .map_err(|e| not_taken(e.to_string()))?;
+        let ring = Ring::new(group, live.instances.iter().map(|e| e.index));
+        let owner = ring
+            .owner(&message.key)
+            .and_then(|index| live.instances.iter().find(|e| e.index == index))
+            .ok_or_else(|| not_taken("it has no live instance".into()))?;
+        let request = DeliverRequest {
+            group: group.to_string(),
+            index: owner.index,
+            stream: message.stream.clone(),
+            key: message.key.clone(),
+            payload: message.payload.to_vec(),
+            from: message.from.clone(),
+        };
+        let taken_by = format!("{group}/{}", owner.index);
+        let result = if owner.node == self.node {
+            self.take(request).await
+        } else {
+            remote(&owner.node, request).await
+        };
+        result.map(|()| taken_by).map_err(not_taken)
+    }
+
+    /// Gives a message to this node's consuming instance.
+    async fn take(&self, request: DeliverRequest) -> Result<(), String> {
+        let handler = {
+            let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+            handlers
+                .get(&(request.group.clone(), request.index))
+                .filter(|c| !c.stopping.load(Ordering::Acquire))
+                .map(|c| c.handler.clone())
+        };
+        let handler = handler.ok_or_else(|| {
+            format!(
+                "{}/{} on node {} does not consume (not started, stopped, or its task never \
+                 called ctx.consume)",
+                request.group, request.index, self.node
+            )
+        })?;
+        handler
+            .handle(FlowMessage {
+                stream: request.stream,
+                key: request.key,
+                payload: Bytes::from(request.payload),
+                from: request.from,
+            })
+            .await
+            .map_err(|reason| format!("{}/{} refused it: {reason}", request.group, request.index))
+    }
+}
+
+async fn remote(node: &str, request: DeliverRequest) -> Result<(), String> {
+    let server = pg::get_members(&server_group(node))
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("node {node} takes no flows (not reachable)"))?;
+    let server: ActorRef<FlowRequest> = server.into();
+    match server
+        .call(
+            |reply| FlowRequest::Deliver(request, reply),
+            Some(DELIVERY_TIMEOUT),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+        Ok(ractor::rpc::CallResult::Timeout) => Err(format!(
+            "node {node} did not answer in {DELIVERY_TIMEOUT:?}"
+        )),
+        Ok(ractor::rpc::CallResult::SenderError) => Err(format!("node {node} dropped the message")),
+        Err(error) => Err(format!("cannot reach node {node}: {error}")),
+    }
+}
+
+/// One message for one consuming instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliverRequest {
+    pub group: String,
+    pub index: u32,
+    pub stream: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub from: String,
+}
+
+/// What other nodes send this node's flow server.
+#[derive(RactorClusterMessage)]
+pub enum FlowRequest {
+    #[rpc]
+    Deliver(DeliverRequest, RpcReplyPort<Result<(), String>>),
+}
+
+/// Hands messages from other nodes to this node's consuming instances.
+pub struct FlowServer;
+
+impl Actor for FlowServer {
+    type Msg = FlowRequest;
+    type State = Arc<FlowHost>;
+    type Arguments = Arc<FlowHost>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<FlowRequest>,
+        host: Arc<FlowHost>,
+    ) -> Result<Arc<FlowHost>, ActorProcessingErr> {
+        pg::join(server_group(&host.node), vec![myself.get_cell()]);
+        Ok(host)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<FlowRequest>,
+        request: FlowRequest,
+        host: &mut Arc<FlowHost>,
+    ) -> Result<(), ActorProcessingErr> {
+        let host = host.clone();
+        // A handler may take a while: never in the actor's handler.
+        tokio::spawn(async move {
+            match request {
+                FlowRequest::Deliver(request, reply) => {
+                    let _ = reply.send(host.take(request).await);
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
