@@ -263,3 +263,49 @@ fn pause_resume_and_undo_steer_a_roll_out_and_refuse_what_does_not_apply() {
     let all: Value = http::get_json(&addr, "/v1/rollouts").body;
     assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
 }
+
+/// The leader's name as `addr` sees it, if exactly one alive member is marked leader.
+fn leader(addr: &str) -> Option<String> {
+    let reply = http::try_get_json(addr, "/v1/members").ok()?;
+    let leaders: Vec<String> = reply.body["members"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["leader"] == true && m["status"] == "alive")
+        .filter_map(|m| m["name"].as_str().map(str::to_string))
+        .collect();
+    (leaders.len() == 1).then(|| leaders[0].clone())
+}
+
+#[test]
+fn a_roll_out_goes_on_under_a_new_leader_when_the_leader_is_killed() {
+    let (_zk, mut cluster) = zk_cluster(3, "rollout-leader");
+    let addr = cluster.node(0).http_addr().to_string();
+    let policy = "{ batch = 1, healthy_seconds = 2, timeout_seconds = 60 }";
+    deploy(&addr, &topology("4.2.1", 3, policy));
+    wait_until("3 instances running 4.2.1", CONVERGE, || {
+        all_running(&addr, "4.2.1", 3)
+    });
+    let first = wait_until("one leader", CONVERGE, || leader(&addr));
+    deploy(&addr, &topology("4.2.2", 3, policy));
+    wait_until("the first batch on 4.2.2", CONVERGE, || {
+        let now = rollout(&addr);
+        now.status == 200 && now.body["state"] == "rolling" && now.body["updated"] == 1
+    });
+
+    let killed = (0..3)
+        .find(|&i| cluster.node(i).name() == first)
+        .expect("the leader is one of the nodes");
+    cluster.node_mut(killed).kill();
+    let survivor = cluster.node((killed + 1) % 3).http_addr().to_string();
+    let second = wait_until("a new leader", CONVERGE, || {
+        leader(&survivor).filter(|name| *name != first)
+    });
+    // The new leader carries the stored roll-out on: done, every instance on 4.2.2, running on
+    // the two live nodes.
+    wait_until("the roll-out done under the new leader", CONVERGE, || {
+        state(&survivor) == "done" && all_running(&survivor, "4.2.2", 3)
+    });
+    let done = rollout(&survivor);
+    assert_eq!(done.body["from"]["version"], "4.2.1", "{}", done.text);
+    println!("leader {first} killed mid-roll-out; {second} finished it");
+}
