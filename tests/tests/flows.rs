@@ -29,14 +29,22 @@ fn running(addr: &str, group: &str) -> Result<BTreeMap<u64, (String, String)>, S
         .filter_map(|t| {
             Some((
                 t["index"].as_u64()?,
-                (t["node"].as_str()?.to_string(), t["endpoint"].as_str()?.to_string()),
+                (
+                    t["node"].as_str()?.to_string(),
+                    t["endpoint"].as_str()?.to_string(),
+                ),
             ))
         })
         .collect())
 }
 
 fn emit(emitter: &str, stream: &str, key: &str) -> http::Reply {
-    http::request("POST", emitter, &format!("/emit/{stream}/{key}"), Some("{\"n\": 1}"))
+    http::request(
+        "POST",
+        emitter,
+        &format!("/emit/{stream}/{key}"),
+        Some("{\"n\": 1}"),
+    )
 }
 
 #[test]
@@ -84,15 +92,24 @@ fn every_message_is_taken_once_by_the_instance_its_key_maps_to() {
         "a key always goes to one instance: {taken_by:?}"
     );
     let instances: BTreeSet<&String> = taken_by.values().flatten().collect();
-    assert!(instances.len() >= 2, "keys spread over the tallies: {taken_by:?}");
+    assert!(
+        instances.len() >= 2,
+        "keys spread over the tallies: {taken_by:?}"
+    );
 
     // Each tally counted exactly what it took.
     let mut total = 0;
     for (node, endpoint) in tallies.values() {
         let reply = http::get_json(endpoint, "/tally");
         assert_eq!(reply.status, 200, "{node}: {}", reply.text);
-        let instance = reply.body["instance"].as_str().unwrap_or_default().to_string();
-        let counts = reply.body["counts"].as_object().cloned().unwrap_or_default();
+        let instance = reply.body["instance"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let counts = reply.body["counts"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         for (key, count) in counts.iter().filter(|(k, _)| k.starts_with("user-")) {
             assert_eq!(count, &Value::from(10), "{instance} {key}");
             assert_eq!(taken_by[key], BTreeSet::from([instance.clone()]), "{key}");
@@ -103,7 +120,10 @@ fn every_message_is_taken_once_by_the_instance_its_key_maps_to() {
 
     let nobody = emit(&emitter, "orders", "k");
     let message = assert_error(&nobody, 404, "a stream nobody consumes");
-    assert!(message.contains("no group consumes stream \"orders\""), "{message}");
+    assert!(
+        message.contains("no group consumes stream \"orders\""),
+        "{message}"
+    );
     let bad = emit(&emitter, "bad%20name", "k");
     let message = assert_error(&bad, 400, "a bad stream name");
     assert!(message.contains("stream name"), "{message}");

@@ -42,11 +42,7 @@ const TOPOLOGY: &str =
 /// Every message the recorders took: (instance, key).
 type Seen = Arc<Mutex<Vec<(u32, String)>>>;
 
-fn host() -> (
-    Arc<FlowHost>,
-    Seen,
-    Vec<Arc<AtomicBool>>,
-) {
+fn host() -> (Arc<FlowHost>, Seen, Vec<Arc<AtomicBool>>) {
     let peers = Arc::new(FixedPeers(Mutex::new(vec![0, 1, 2])));
     let host = FlowHost::new("n", peers);
     host.set_topology(&parse("t.toml", TOPOLOGY).unwrap());
