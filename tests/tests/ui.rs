@@ -1,9 +1,10 @@
 //! `GET /ui`, the live dashboard, on real `lathe-node` processes: the page is served as uncached HTML by every
 //! node, other methods are refused with a JSON error, and the request is counted in `lathe_api_requests_total`.
-//! Its data sources (`/v1/members`, `/v1/tasks`, `/v1/tree`, the `/v1/watch/lathe` event stream) answer on the
-//! node that served it, and every field its script reads exists in their real answers — with a leader, a
-//! failed task (a reason), a restarted actor and a member that is not alive (a tree entry with an error) among
-//! them — so renaming a field of the API breaks this test rather than the page.
+//! Its data sources (`/v1/members`, `/v1/tasks`, `/v1/rollouts`, `/v1/tree`, the `/v1/watch/lathe` event
+//! stream) answer on the node that served it, and every field its script reads exists in their real answers —
+//! with a leader, a failed task (a reason), a finished roll-out, a restarted actor and a member that is not
+//! alive (a tree entry with an error) among them — so renaming a field of the API breaks this test rather than
+//! the page.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -19,15 +20,31 @@ const CONVERGE: Duration = Duration::from_secs(90);
 const EVENT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What the page reads: the JSON endpoints it fetches and the event stream it follows.
-const SOURCES: [&str; 3] = ["/v1/members", "/v1/tasks", "/v1/tree"];
+const SOURCES: [&str; 4] = ["/v1/members", "/v1/tasks", "/v1/rollouts", "/v1/tree"];
 const WATCH: &str = "/v1/watch/lathe";
 
 const FRONTPAGE: &str = "task.http.frontpage.v4-2-1";
-/// Two front pages and a task that always fails (ends `failed` with a reason after 2 restarts).
-const TOPOLOGY: &str = "[task.http.frontpage.v4-2-1]\ncrate = \"http_frontpage\"\nversion = \"4.2.1\"\n\
-     task = \"my::FrontPage\"\ntasks = 2\n\n\
-     [task.crash]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::Crasher\"\ntasks = 1\n\
-     restart = { max_restarts = 2, within_seconds = 60, backoff_ms = 50 }\n";
+const WEB: &str = "task.web";
+/// The registry keys of the roll-out records.
+const ROLLOUT_KEYS: &str = "/lathe/rollouts/";
+
+/// Two front pages, a task that always fails (ends `failed` with a reason after 2 restarts), and a group of one
+/// instance of `web_version`: deployed again with another version, it is rolled out (quickly: healthy for 1 s).
+fn topology(web_version: &str) -> String {
+    format!(
+        "[task.http.frontpage.v4-2-1]\ncrate = \"http_frontpage\"\nversion = \"4.2.1\"\n\
+         task = \"my::FrontPage\"\ntasks = 2\n\n\
+         [task.crash]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::Crasher\"\ntasks = 1\n\
+         restart = {{ max_restarts = 2, within_seconds = 60, backoff_ms = 50 }}\n\n\
+         [task.web]\ncrate = \"http_frontpage\"\nversion = \"{web_version}\"\ntask = \"my::FrontPage\"\n\
+         tasks = 1\nrollout = {{ batch = 1, healthy_seconds = 1, timeout_seconds = 30 }}\n"
+    )
+}
+
+fn deploy(addr: &str, topology: &str) {
+    let deployed = http::put_text(addr, "/v1/topology", "application/toml", topology);
+    assert_eq!(deployed.status, 200, "deploy: {}", deployed.text);
+}
 
 fn get_page(addr: &str, path: &str) -> Reply {
     let reply = http::get_json(addr, path);
@@ -133,15 +150,26 @@ fn statuses(addr: &str) -> Result<BTreeMap<(String, u64), String>, String> {
         .collect())
 }
 
+/// The roll-out of `group` in `/v1/rollouts` on `addr`.
+fn rollout_of(addr: &str, group: &str) -> Result<Value, String> {
+    let rollouts = source(addr, "/v1/rollouts")?;
+    let list = rollouts.as_array().ok_or_else(|| rollouts.to_string())?;
+    list.iter()
+        .find(|rollout| rollout["group"] == group)
+        .cloned()
+        .ok_or_else(|| format!("no roll-out of {group}: {rollouts}"))
+}
+
 /// The JSON objects the page reads, by the variable name its script reads them through.
 #[derive(Default)]
 struct Answers(BTreeMap<&'static str, Vec<Value>>);
 
 impl Answers {
-    /// The three answers as the page gets them from `addr`.
+    /// The four answers as the page gets them from `addr`.
     fn read(&mut self, addr: &str) {
         let members = source(addr, "/v1/members").expect("members");
         let tasks = source(addr, "/v1/tasks").expect("tasks");
+        let rollouts = source(addr, "/v1/rollouts").expect("rollouts");
         let tree = source(addr, "/v1/tree").expect("tree");
         let items = |value: &Value| value.as_array().cloned().unwrap_or_default();
         let member_list = items(&members["members"]);
@@ -151,6 +179,12 @@ impl Answers {
         self.add("member", member_list);
         self.add("membersAnswer", vec![members]);
         self.add("task", items(&tasks));
+        let rollout_list = items(&rollouts);
+        for rollout in &rollout_list {
+            self.add("fromType", vec![rollout["from"].clone()]);
+            self.add("toType", vec![rollout["to"].clone()]);
+        }
+        self.add("rollout", rollout_list);
         let entries = items(&tree["nodes"]);
         for entry in &entries {
             if let Some(root) = entry.get("tree") {
@@ -213,13 +247,44 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
     let page = get_page(&joined, "/ui").text;
     let mut watch = SseReader::connect(&joined, WATCH);
 
-    let deployed = http::put_text(&founder, "/v1/topology", "application/toml", TOPOLOGY);
-    assert_eq!(deployed.status, 200, "deploy: {}", deployed.text);
+    deploy(&founder, &topology("4.2.1"));
     let event = watch.expect_event(EVENT_DEADLINE);
     let key = event["key"].as_str().unwrap_or_default();
     assert!(
         key.starts_with("/lathe/"),
         "an event of {WATCH} about {key:?}: {event}"
+    );
+
+    // A roll-out: the web group runs, then is deployed with another version.
+    wait_until("the web group running", CONVERGE, || {
+        let statuses = statuses(&joined)?;
+        let web = statuses.get(&(WEB.to_string(), 0)).map(String::as_str);
+        (web == Some("running"))
+            .then_some(())
+            .ok_or(format!("{statuses:?}"))
+    });
+    // None yet: the page shows its "no roll-outs" line for this answer.
+    assert_eq!(
+        source(&joined, "/v1/rollouts"),
+        Ok(Value::Array(Vec::new())),
+        "no roll-out before a version change"
+    );
+    deploy(&founder, &topology("4.2.2"));
+    // Roll-out records are under the watched prefix: the page refreshes when one changes.
+    let mut keys_seen = Vec::new();
+    wait_until(
+        &format!("an event of {WATCH} about {ROLLOUT_KEYS}"),
+        EVENT_DEADLINE,
+        || {
+            while let Some(event) = watch.next_event(Duration::ZERO) {
+                let key = event["key"].as_str().unwrap_or_default().to_string();
+                if key.starts_with(ROLLOUT_KEYS) {
+                    return Ok(());
+                }
+                keys_seen.push(key);
+            }
+            Err(format!("{keys_seen:?}"))
+        },
     );
     watch.close();
 
@@ -227,16 +292,21 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
         ((FRONTPAGE.to_string(), 0), "running"),
         ((FRONTPAGE.to_string(), 1), "running"),
         (("task.crash".to_string(), 0), "failed"),
+        ((WEB.to_string(), 0), "running"),
     ];
     wait_until(
-        "two running front pages and a failed crasher",
+        "two running front pages, a failed crasher and the web group rolled out",
         CONVERGE,
         || {
             let statuses = statuses(&joined)?;
             let ready = expected.iter().all(|(instance, status)| {
                 statuses.get(instance).map(String::as_str) == Some(status)
             });
-            ready.then_some(()).ok_or(format!("{statuses:?}"))
+            let rollout = rollout_of(&joined, WEB)?;
+            let done = rollout["state"] == "done" && rollout["updated_running"] == 1;
+            (ready && done)
+                .then_some(())
+                .ok_or(format!("{statuses:?}; {rollout}"))
         },
     );
     let mut answers = Answers::default();
@@ -257,12 +327,22 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
 
     // The fields below are the ones the page cannot do without; the script must still read them through
     // these names, or this test would check nothing.
-    let essential: [(&str, &[&str]); 8] = [
+    let essential: [(&str, &[&str]); 12] = [
         ("membersAnswer", &["members"]),
         ("member", &["name", "status", "leader", "catalog", "tags"]),
         ("taskType", &["crate", "version", "task"]),
         ("task", &["group", "index", "node", "version", "status"]),
         ("task", &["endpoint", "restarts", "reason"]),
+        (
+            "rollout",
+            &["group", "from", "to", "state", "batch", "reason"],
+        ),
+        (
+            "rollout",
+            &["tasks", "updated", "updated_running", "started_ms"],
+        ),
+        ("fromType", &["version"]),
+        ("toType", &["version"]),
         ("treeAnswer", &["nodes"]),
         ("entry", &["node", "status", "tree", "error"]),
         (
@@ -291,7 +371,7 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
             checked += 1;
         }
     }
-    assert!(checked >= 30, "only {checked} fields checked");
+    assert!(checked >= 45, "only {checked} fields checked");
     // The answers hold the cases the page shows differently.
     let seen = |variable: &str, field: &str, value: Value| {
         answers.0[variable]
@@ -301,6 +381,9 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
     assert!(seen("member", "leader", Value::Bool(true)));
     assert!(seen("member", "leader", Value::Bool(false)));
     assert!(seen("task", "status", "failed".into()));
+    assert!(seen("rollout", "state", "done".into()));
+    assert!(seen("fromType", "version", "4.2.1".into()));
+    assert!(seen("toType", "version", "4.2.2".into()));
     assert!(seen("actor", "status", "failed".into()));
 }
 

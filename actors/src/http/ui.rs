@@ -1,8 +1,8 @@
 //! `GET /ui`: the live dashboard — the cluster's members, the task instances by functional group,
 //! and the supervision tree. One self-contained page (`ui.html`: HTML, CSS and plain JavaScript,
-//! nothing loaded from elsewhere) built into the binary. It reads `/v1/members`, `/v1/tasks` and
-//! `/v1/tree` from the node that served it, re-reads them (debounced) on every event of
-//! `/v1/watch/lathe`, and every few seconds as a fallback.
+//! nothing loaded from elsewhere) built into the binary. It reads `/v1/members`, `/v1/tasks`,
+//! `/v1/rollouts` and `/v1/tree` from the node that served it, re-reads them (debounced) on every
+//! event of `/v1/watch/lathe`, and every few seconds as a fallback.
 
 use warp::http::header::{self, HeaderValue};
 use warp::reply::Response;
@@ -42,7 +42,13 @@ mod tests {
 
     #[test]
     fn the_page_reads_the_api_and_nothing_from_elsewhere() {
-        for source in ["/v1/members", "/v1/tasks", "/v1/tree", "/v1/watch/lathe"] {
+        for source in [
+            "/v1/members",
+            "/v1/tasks",
+            "/v1/rollouts",
+            "/v1/tree",
+            "/v1/watch/lathe",
+        ] {
             assert!(PAGE.contains(&format!("\"{source}\"")), "{source}");
         }
         assert!(PAGE.contains("new EventSource(WATCH)"));
