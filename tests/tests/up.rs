@@ -301,6 +301,15 @@ fn lathe_up_serves_the_seed_restarts_a_killed_node_and_stops_cleanly() {
         "{}",
         up.output()
     );
+    // The nodes stopped together, and none waited out its leave for peers that were leaving too.
+    for i in 0..NODES {
+        let log = std::fs::read_to_string(data_dir.path().join(format!("local-{i}/node.log")))
+            .expect("the node's log");
+        assert!(
+            !log.contains("left without every acknowledgement"),
+            "local-{i} waited for a leaving peer:\n{log}"
+        );
+    }
 }
 
 #[test]

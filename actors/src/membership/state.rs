@@ -122,6 +122,18 @@ impl MembershipState {
         }
     }
 
+    /// While this node leaves, a peer that leaves too, or whose session closed, will not
+    /// acknowledge: stop waiting for it (when the whole cluster stops at once, every node would
+    /// otherwise wait out the leave timeout).
+    fn stop_awaiting(&mut self, peer: &str, myself: &ActorRef<MembershipMsg>) {
+        if let Some(leaving) = &mut self.leaving {
+            if leaving.awaiting_peers.remove(peer) {
+                tracing::debug!(%peer, "leaving: not waiting for a peer that is gone or leaving");
+            }
+            self.finish_leave_if_done(myself);
+        }
+    }
+
     fn unfence(&mut self) {
         if self
             .shared
@@ -160,6 +172,7 @@ impl MembershipState {
                     },
                 );
                 self.changed(transitions, now);
+                self.stop_awaiting(&name, myself);
             }
             PeerMessage::LeaveAck { from } => {
                 if let Some(leaving) = &mut self.leaving {
@@ -223,6 +236,7 @@ impl MembershipState {
                 if let Some(member) = member {
                     let transitions = self.table.on_session_closed(&member, now);
                     self.changed(transitions, now);
+                    self.stop_awaiting(&member, myself);
                 }
             }
             Applied::Closed(Closed::Unauthenticated) => {
