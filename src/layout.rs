@@ -10,6 +10,7 @@
 //! /lathe/endpoints/<group path>/<i>        Endpoint of a running instance (service discovery)
 //! /lathe/resources/<backend>/<container>   a node container the scheduler leader asked for (YARN)
 //! /lathe/rollouts/<group>                  RolloutRecord: a group moving to a new task type
+//! /lathe/shifts/<metadata key path>        ShiftRecord: a weighted split moving to one group
 //! /<group path>/<key>                      group metadata (`backend_distribution`, ...)
 //! ```
 //!
@@ -28,6 +29,7 @@ pub const INSTANCES: &str = "/lathe/instances";
 pub const ENDPOINTS: &str = "/lathe/endpoints";
 pub const RESOURCES: &str = "/lathe/resources";
 pub const ROLLOUTS: &str = "/lathe/rollouts";
+pub const SHIFTS: &str = "/lathe/shifts";
 
 fn path(raw: String) -> KeyPath {
     // Callers pass validated node and group names; a bad one is a programming error upstream,
@@ -138,6 +140,63 @@ pub struct RolloutRecord {
     pub reason: Option<String>,
     pub started_ms: u64,
     pub updated_ms: u64,
+}
+
+/// `/lathe/shifts/<key>`: the traffic shift of the metadata key `key` (a path outside `/lathe`).
+pub fn shift(key: &KeyPath) -> KeyPath {
+    path(format!("{SHIFTS}{}", key.as_str()))
+}
+
+/// A weighted split (`[[groups], [weights]]`, like the seed's `backend_distribution`) moving its
+/// traffic to one group a step at a time, kept by the scheduler leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShiftRecord {
+    /// The metadata key holding the split.
+    pub key: String,
+    /// The group the traffic moves to.
+    pub to: String,
+    /// Percentage points moved to `to` per step.
+    pub step: u32,
+    /// Seconds between steps; each step waits for `to`'s instances to be healthy.
+    pub every_seconds: u32,
+    /// The split before the shift, put back by an undo or a failed health check.
+    pub original: serde_json::Value,
+    /// The split the shift wrote last (a different value in the key means a person changed it).
+    pub written: serde_json::Value,
+    /// `to`'s share now, in percent.
+    pub percent: u32,
+    pub state: ShiftState,
+    /// `to`'s restarts when the current step began: more means it is not healthy.
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub last_step_ms: u64,
+    pub started_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// Where a traffic shift is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShiftState {
+    Shifting,
+    Paused,
+    /// `to` has all the traffic.
+    Done,
+    /// The original split is back (an undo, or `to` was not healthy).
+    RolledBack,
+}
+
+impl ShiftState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ShiftState::Shifting => "shifting",
+            ShiftState::Paused => "paused",
+            ShiftState::Done => "done",
+            ShiftState::RolledBack => "rolled-back",
+        }
+    }
 }
 
 /// Instance `index` of `group` is to run on `node`.

@@ -25,6 +25,7 @@ use super::demand::{CapacityDemand, DemandSender};
 use super::deploy;
 use super::placement::{place, rebalance, NodeCandidate, PendingCause};
 use super::rollout::{self, Governed, Placed};
+use super::shift;
 use crate::follow::follow;
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
@@ -297,6 +298,7 @@ async fn reconcile(
     let mut report = ReconcileReport::default();
     let (groups, governed) =
         roll_outs(registry, &topology.groups, &current, members, &mut report).await?;
+    shifts(registry, &mut report).await?;
     // Placement sees a group under roll-out with the type it rolls from, so that instances
     // already replaced stay valid and in place; `governed` then gives each index its type.
     let current_assignments: Vec<Assignment> = current
@@ -477,6 +479,57 @@ async fn roll_outs(
         }
     }
     Ok((placed_groups, governed))
+}
+
+/// Runs one step of every traffic shift ([`shift::step`]): the record first (CAS on the version
+/// read, so a concurrent `pause` or `undo` wins and the step is retried), then the split (CAS on
+/// the key's version, so a change by hand is never overwritten: the next step sees it and
+/// pauses).
+async fn shifts(registry: &RegistryHandle, report: &mut ReconcileReport) -> Result<(), String> {
+    let records = read_versioned::<lathe::layout::ShiftRecord>(registry, layout::SHIFTS).await?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let statuses = read_records::<InstanceStatus>(registry, layout::INSTANCES).await?;
+    let now_ms = rollout::unix_ms();
+    for (path, (record, version)) in records {
+        if record.state != lathe::layout::ShiftState::Shifting {
+            continue;
+        }
+        let key = key(&record.key)?;
+        let (entry, _) = registry.get(&key).await.map_err(|e| e.to_string())?;
+        let (current, key_version) = match &entry {
+            Some(entry) => (Some(&entry.value), entry.version),
+            None => (None, 0),
+        };
+        let to: Vec<&InstanceStatus> = statuses.values().filter(|s| s.group == record.to).collect();
+        let step = shift::step(&record, current, &to, now_ms);
+        report.rolling |= step.record.state == lathe::layout::ShiftState::Shifting;
+        if step.record == record {
+            continue;
+        }
+        let value = serde_json::to_value(&step.record).map_err(|e| e.to_string())?;
+        registry
+            .put(&path, value, Some(version))
+            .await
+            .map_err(|e| format!("cannot store the shift at {path}: {e}"))?;
+        if let Some(split) = step.write {
+            registry
+                .put(&key, split.clone(), Some(key_version))
+                .await
+                .map_err(|e| format!("cannot write the split at {key}: {e}"))?;
+            tracing::info!(
+                key = %record.key,
+                to = %record.to,
+                percent = step.record.percent,
+                state = step.record.state.name(),
+                reason = step.record.reason.as_deref().unwrap_or(""),
+                %split,
+                "traffic shift"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Deletes the endpoints of instances on nodes membership holds dead, so load balancers stop

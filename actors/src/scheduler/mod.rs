@@ -5,3 +5,4 @@ pub mod demand;
 pub mod deploy;
 pub mod placement;
 pub mod rollout;
+pub mod shift;

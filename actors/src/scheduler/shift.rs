@@ -1,0 +1,399 @@
+//! Traffic shifts: a weighted split (`[[groups], [weights]]`, the seed's `backend_distribution`)
+//! moves its traffic to one group `step` percentage points at a time — the other half of slow
+//! roll-outs, for versions deployed side by side as groups (DESIGN.md). Pure functions; the
+//! scheduler leader runs [`step`] for each shift on every reconcile and writes what it says.
+//!
+//! Each step waits `every_seconds` and for the target group to be healthy: at least one instance,
+//! every instance running, no restart since the step began. When it is not, the original split
+//! is put back (rolled back). A split changed by someone else meanwhile pauses the shift.
+
+use lathe::layout::{InstanceState, InstanceStatus, ShiftRecord, ShiftState};
+use serde_json::{json, Value};
+
+/// A split's groups and weights; `Err` says what is wrong with the value.
+pub fn parse_split(value: &Value) -> Result<Vec<(String, f64)>, String> {
+    let shape = "a split must be [[\"group\", ...], [weight, ...]]";
+    let parts = value.as_array().ok_or(shape)?;
+    let [groups, weights] = parts.as_slice() else {
+        return Err(shape.into());
+    };
+    let (groups, weights) = (
+        groups.as_array().ok_or(shape)?,
+        weights.as_array().ok_or(shape)?,
+    );
+    if groups.is_empty() || groups.len() != weights.len() {
+        return Err(format!("{shape}, as many weights as groups"));
+    }
+    groups
+        .iter()
+        .zip(weights)
+        .map(|(group, weight)| {
+            let group = group.as_str().ok_or("group names are strings")?;
+            let weight = weight
+                .as_f64()
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .ok_or("weights are numbers of at least 0")?;
+            Ok((group.to_string(), weight))
+        })
+        .collect()
+}
+
+/// `to`'s share of `split`, in whole percent.
+pub fn percent_of(split: &[(String, f64)], to: &str) -> u32 {
+    let total: f64 = split.iter().map(|(_, w)| w).sum();
+    if total <= 0.0 {
+        return 0;
+    }
+    let share: f64 = split.iter().filter(|(g, _)| g == to).map(|(_, w)| w).sum();
+    (share / total * 100.0).round() as u32
+}
+
+/// `split` with `percent` for `to` and the rest shared by the other groups as their weights
+/// were, in whole percents adding up to 100.
+pub fn with_percent(split: &[(String, f64)], to: &str, percent: u32) -> Value {
+    let percent = percent.min(100);
+    let others: f64 = split.iter().filter(|(g, _)| g != to).map(|(_, w)| w).sum();
+    let rest = 100 - percent;
+    let others_count = split.iter().filter(|(g, _)| g != to).count().max(1) as f64;
+    let mut weights: Vec<u32> = split
+        .iter()
+        .map(|(group, weight)| {
+            if group == to {
+                percent
+            } else if others > 0.0 {
+                (weight / others * f64::from(rest)).floor() as u32
+            } else {
+                (f64::from(rest) / others_count).floor() as u32
+            }
+        })
+        .collect();
+    // Hand what rounding down left to the other groups, largest first.
+    let mut missing = 100u32.saturating_sub(weights.iter().sum());
+    let mut order: Vec<usize> = (0..split.len()).filter(|&i| split[i].0 != to).collect();
+    order.sort_by(|&a, &b| split[b].1.total_cmp(&split[a].1));
+    for i in order.iter().cycle().take(order.len() * 2) {
+        if missing == 0 {
+            break;
+        }
+        weights[*i] += 1;
+        missing -= 1;
+    }
+    let groups: Vec<&str> = split.iter().map(|(g, _)| g.as_str()).collect();
+    json!([groups, weights])
+}
+
+/// What one step decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub record: ShiftRecord,
+    /// The split to write to the key, if it changes.
+    pub write: Option<Value>,
+}
+
+/// Whether `to`'s instances are healthy, and their restarts; `Err` says why not.
+fn health(to: &str, statuses: &[&InstanceStatus]) -> Result<u32, String> {
+    if statuses.is_empty() {
+        return Err(format!("{to} has no instance"));
+    }
+    if let Some(bad) = statuses.iter().find(|s| s.status != InstanceState::Running) {
+        return Err(format!(
+            "{to}/{} is {}{}",
+            bad.index,
+            serde_json::to_value(bad.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            bad.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(statuses.iter().map(|s| s.restarts).sum())
+}
+
+/// One step of `record` at `now_ms`, with the key's `current` value and `to`'s instance records.
+pub fn step(
+    record: &ShiftRecord,
+    current: Option<&Value>,
+    statuses: &[&InstanceStatus],
+    now_ms: u64,
+) -> Step {
+    let mut next = record.clone();
+    if record.state != ShiftState::Shifting {
+        return Step {
+            record: next,
+            write: None,
+        };
+    }
+    if current != Some(&record.written) {
+        next.state = ShiftState::Paused;
+        next.reason = Some(format!(
+            "{} was changed by someone else: resume to go on from its new value, or undo",
+            record.key
+        ));
+        next.updated_ms = now_ms;
+        return Step {
+            record: next,
+            write: None,
+        };
+    }
+    let restarts = match health(&record.to, statuses) {
+        Ok(restarts) if restarts <= record.restarts || record.percent == 0 => restarts,
+        Ok(restarts) => {
+            return roll_back(
+                next,
+                format!("{} restarted ({} restarts)", record.to, restarts),
+                now_ms,
+            )
+        }
+        Err(why) => return roll_back(next, format!("{why}: not healthy"), now_ms),
+    };
+    if now_ms.saturating_sub(record.last_step_ms) < u64::from(record.every_seconds) * 1000 {
+        return Step {
+            record: next,
+            write: None,
+        };
+    }
+    let Ok(split) = parse_split(&record.written) else {
+        return roll_back(next, "the split became unreadable".into(), now_ms);
+    };
+    let percent = (record.percent + record.step).min(100);
+    let value = with_percent(&split, &record.to, percent);
+    next.percent = percent;
+    next.written = value.clone();
+    next.restarts = restarts;
+    next.last_step_ms = now_ms;
+    next.updated_ms = now_ms;
+    if percent >= 100 {
+        next.state = ShiftState::Done;
+        next.reason = None;
+    }
+    Step {
+        record: next,
+        write: Some(value),
+    }
+}
+
+fn roll_back(mut record: ShiftRecord, reason: String, now_ms: u64) -> Step {
+    record.state = ShiftState::RolledBack;
+    record.reason = Some(reason);
+    record.written = record.original.clone();
+    record.percent = parse_split(&record.original)
+        .map(|split| percent_of(&split, &record.to))
+        .unwrap_or(0);
+    record.updated_ms = now_ms;
+    let write = Some(record.original.clone());
+    Step { record, write }
+}
+
+/// `pause`, `resume` or `undo` of a shift: the record after it and the split to write, or why
+/// the command does not apply. `current` is the key's value now (a resume goes on from it).
+pub fn command(
+    record: &ShiftRecord,
+    command: &str,
+    current: Option<&Value>,
+    now_ms: u64,
+) -> Result<Step, String> {
+    let refuse = |what: &str| {
+        Err(format!(
+            "the shift of {} to {} is {}: {what}",
+            record.key,
+            record.to,
+            record.state.name()
+        ))
+    };
+    let mut next = record.clone();
+    next.updated_ms = now_ms;
+    match (command, record.state) {
+        ("pause", ShiftState::Shifting) => {
+            next.state = ShiftState::Paused;
+            next.reason = Some("paused by a person".into());
+            Ok(Step {
+                record: next,
+                write: None,
+            })
+        }
+        ("pause", _) => refuse("only a shifting shift can pause"),
+        ("resume", ShiftState::Paused) => {
+            let current = current.ok_or_else(|| format!("{} is gone", record.key))?;
+            let split = parse_split(current)?;
+            if !split.iter().any(|(g, _)| *g == record.to) {
+                return Err(format!("{} no longer names {}", record.key, record.to));
+            }
+            next.state = ShiftState::Shifting;
+            next.reason = None;
+            next.written = current.clone();
+            next.percent = percent_of(&split, &record.to);
+            next.last_step_ms = now_ms;
+            Ok(Step {
+                record: next,
+                write: None,
+            })
+        }
+        ("resume", _) => refuse("only a paused shift can resume"),
+        ("undo", ShiftState::Shifting | ShiftState::Paused | ShiftState::Done) => {
+            Ok(roll_back(next, "undone by a person".into(), now_ms))
+        }
+        ("undo", _) => refuse("the original split is already back"),
+        (other, _) => Err(format!(
+            "unknown shift command {other:?}: use pause, resume or undo"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lathe::TaskType;
+
+    fn seed() -> Value {
+        json!([["task.v421", "task.v422"], [90, 10]])
+    }
+
+    fn record() -> ShiftRecord {
+        ShiftRecord {
+            key: "/task/http/lb/backend_distribution".into(),
+            to: "task.v422".into(),
+            step: 30,
+            every_seconds: 1,
+            original: seed(),
+            written: seed(),
+            percent: 10,
+            state: ShiftState::Shifting,
+            restarts: 0,
+            reason: None,
+            last_step_ms: 0,
+            started_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    fn running(index: u32, restarts: u32) -> InstanceStatus {
+        InstanceStatus {
+            group: "task.v422".into(),
+            index,
+            node: Some("n".into()),
+            task_type: TaskType::new("c", "4.2.2", "t"),
+            status: InstanceState::Running,
+            endpoint: None,
+            restarts,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn splits_parse_and_move_in_whole_percents_that_add_up() {
+        let split = parse_split(&seed()).unwrap();
+        assert_eq!(percent_of(&split, "task.v422"), 10);
+        assert_eq!(
+            with_percent(&split, "task.v422", 40),
+            json!([["task.v421", "task.v422"], [60, 40]])
+        );
+        assert_eq!(
+            with_percent(&split, "task.v422", 100),
+            json!([["task.v421", "task.v422"], [0, 100]])
+        );
+        let three = parse_split(&json!([["a", "b", "c"], [1, 1, 1]])).unwrap();
+        assert_eq!(
+            with_percent(&three, "c", 50),
+            json!([["a", "b", "c"], [25, 25, 50]])
+        );
+        let odd = with_percent(&three, "c", 0);
+        let weights: u64 = odd[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_u64().unwrap())
+            .sum();
+        assert_eq!(weights, 100);
+        for bad in [
+            json!(1),
+            json!([["a"]]),
+            json!([["a"], [-1]]),
+            json!([["a", "b"], [1]]),
+        ] {
+            assert!(parse_split(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn each_step_waits_its_time_and_a_healthy_target() {
+        let healthy = [running(0, 0), running(1, 0)];
+        let statuses: Vec<&InstanceStatus> = healthy.iter().collect();
+        let early = step(&record(), Some(&seed()), &statuses, 500);
+        assert_eq!(early.write, None);
+        let first = step(&record(), Some(&seed()), &statuses, 1_000);
+        assert_eq!(
+            first.write,
+            Some(json!([["task.v421", "task.v422"], [60, 40]]))
+        );
+        assert_eq!(first.record.percent, 40);
+        let written = first.write.clone().unwrap();
+        let second = step(&first.record, Some(&written), &statuses, 2_000);
+        let third = step(&second.record, second.write.as_ref(), &statuses, 3_000);
+        assert_eq!(
+            third.record.state,
+            ShiftState::Done,
+            "10 -> 40 -> 70 -> 100"
+        );
+        assert_eq!(
+            third.write,
+            Some(json!([["task.v421", "task.v422"], [0, 100]]))
+        );
+        let after = step(&third.record, third.write.as_ref(), &statuses, 9_000);
+        assert_eq!(after.write, None, "a done shift writes nothing more");
+    }
+
+    #[test]
+    fn an_unhealthy_target_puts_the_original_split_back() {
+        let restarted = [running(0, 2)];
+        let first = step(&record(), Some(&seed()), &[&running(0, 0)], 1_000);
+        let later = step(
+            &first.record,
+            first.write.as_ref(),
+            &restarted.iter().collect::<Vec<_>>(),
+            1_500,
+        );
+        assert_eq!(later.record.state, ShiftState::RolledBack);
+        assert_eq!(later.write, Some(seed()));
+        assert!(later.record.reason.unwrap().contains("restarted"));
+        let none = step(&record(), Some(&seed()), &[], 1_000);
+        assert!(none.record.reason.unwrap().contains("has no instance"));
+        let mut failed = running(0, 0);
+        failed.status = InstanceState::Failed;
+        failed.reason = Some("boom".into());
+        let failing = step(&record(), Some(&seed()), &[&failed], 1_000);
+        assert!(failing
+            .record
+            .reason
+            .unwrap()
+            .contains("task.v422/0 is failed: boom"));
+    }
+
+    #[test]
+    fn a_split_changed_by_hand_pauses_and_commands_steer() {
+        let by_hand = json!([["task.v421", "task.v422"], [50, 50]]);
+        let paused = step(&record(), Some(&by_hand), &[&running(0, 0)], 1_000);
+        assert_eq!(
+            (paused.record.state, paused.write),
+            (ShiftState::Paused, None)
+        );
+        let resumed = command(&paused.record, "resume", Some(&by_hand), 2_000).unwrap();
+        assert_eq!(
+            (resumed.record.state, resumed.record.percent),
+            (ShiftState::Shifting, 50)
+        );
+        assert!(command(&resumed.record, "resume", Some(&by_hand), 2_000).is_err());
+        let undone = command(&resumed.record, "undo", Some(&by_hand), 3_000).unwrap();
+        assert_eq!(
+            (undone.record.state, undone.write),
+            (ShiftState::RolledBack, Some(seed()))
+        );
+        let again = command(&undone.record, "undo", None, 3_000).unwrap_err();
+        assert!(again.contains("already back"), "{again}");
+        assert!(command(&record(), "jump", None, 0)
+            .unwrap_err()
+            .contains("use pause"));
+    }
+}
