@@ -136,6 +136,15 @@ impl Client {
         )
     }
 
+    /// `POST path` with a JSON body.
+    pub(crate) fn post_json(&self, path: &str, body: &Value) -> Result<Reply, CliError> {
+        let request = self
+            .agent
+            .post(&self.url(path))
+            .set("Content-Type", "application/json");
+        self.finish(request.send_string(&body.to_string()))
+    }
+
     /// `POST path` with no body (a command such as `/v1/rollouts/{group}/pause`).
     pub(crate) fn post(&self, path: &str) -> Result<Reply, CliError> {
         self.finish(self.agent.post(&self.url(path)).call())

@@ -77,21 +77,48 @@ pub(crate) enum RolloutCommand {
         /// The group: its name (task.http.frontpage.v4-2-1) or path (http/frontpage/v4-2-1)
         group: Option<String>,
     },
-    /// Replace no more instances until `resume`
+    /// Replace no more instances (or, with --shift, move no more traffic) until `resume`
     Pause {
-        /// The group: its name or path
+        /// The group: its name or path; with --shift, the metadata key of the split
         group: String,
+        /// GROUP is the metadata key of a traffic shift
+        #[arg(long)]
+        shift: bool,
     },
-    /// Go on with a paused roll-out, or try a rolled-back one again
+    /// Go on with a paused roll-out or shift, or try a rolled-back roll-out again
     Resume {
-        /// The group: its name or path
+        /// The group: its name or path; with --shift, the metadata key of the split
         group: String,
+        /// GROUP is the metadata key of a traffic shift
+        #[arg(long)]
+        shift: bool,
     },
-    /// Put every instance back on the version the group ran before
+    /// Put every instance back on the group's previous version (with --shift: the split back as
+    /// it was)
     Undo {
-        /// The group: its name or path
+        /// The group: its name or path; with --shift, the metadata key of the split
         group: String,
+        /// GROUP is the metadata key of a traffic shift
+        #[arg(long)]
+        shift: bool,
     },
+    /// Move the traffic of a weighted split (e.g. task/http/lb/backend_distribution) to one of
+    /// its groups, STEP percentage points every EVERY seconds while that group stays healthy
+    Shift {
+        /// The metadata key holding [[groups], [weights]]
+        key: String,
+        /// The group the traffic moves to
+        #[arg(long, value_name = "GROUP")]
+        to: String,
+        /// Percentage points per step
+        #[arg(long, default_value_t = 10)]
+        step: u32,
+        /// Seconds between steps
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        every: u32,
+    },
+    /// Every traffic shift: key, target group, share, state
+    Shifts,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! The REST API every node serves (warp): `/v1/kv`, `/v1/watch`, `/v1/members`, `/v1/health`,
-//! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/rollouts` (slow roll-outs), `/v1/tree`,
+//! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/rollouts` and `/v1/shifts` (slow
+//! roll-outs: new versions in place, and traffic moved between version groups), `/v1/tree`,
 //! `/v1/actors/kill` (failure drills), `/metrics`, and `/ui`, the live dashboard over them
 //! (`ui.rs`, `ui.html`). Routes are matched by hand in `route` so that every unknown path, wrong
 //! method, bad path, bad body or oversized value gets one clear `{"error": "..."}` answer. Every
@@ -13,6 +14,7 @@ mod kv;
 mod query;
 mod requests;
 mod rollout;
+mod shift;
 mod topology;
 mod tree;
 mod ui;
@@ -118,6 +120,9 @@ async fn route(
         _ if ui::is_ui_path(path) && method == Method::GET => Ok(ui::page()),
         _ if rollout::is_rollouts_path(path) => {
             rollout::handle(&context, &method, path, query).await
+        }
+        _ if shift::is_shifts_path(path) => {
+            shift::handle(&context, &method, path, query, body).await
         }
         _ if topology::is_services_path(path) && method == Method::GET => {
             topology::services(&context, path, query).await

@@ -49,7 +49,7 @@ fn route(method: &Method, path: &str, query: &str) -> &'static str {
     }
     if topology::is_services_path(path) {
         "services"
-    } else if super::rollout::is_rollouts_path(path) {
+    } else if super::rollout::is_rollouts_path(path) || super::shift::is_shifts_path(path) {
         "rollouts"
     } else if super::ui::is_ui_path(path) {
         "ui"

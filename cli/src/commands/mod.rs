@@ -37,15 +37,22 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Rollout(RolloutCommand::Status { group }) => {
             rollout::status(&client, &out, group.as_deref())
         }
-        Command::Rollout(RolloutCommand::Pause { group }) => {
-            rollout::command(&client, &out, group, "pause")
+        Command::Rollout(RolloutCommand::Pause { group, shift }) => {
+            rollout::command(&client, &out, group, "pause", *shift)
         }
-        Command::Rollout(RolloutCommand::Resume { group }) => {
-            rollout::command(&client, &out, group, "resume")
+        Command::Rollout(RolloutCommand::Resume { group, shift }) => {
+            rollout::command(&client, &out, group, "resume", *shift)
         }
-        Command::Rollout(RolloutCommand::Undo { group }) => {
-            rollout::command(&client, &out, group, "undo")
+        Command::Rollout(RolloutCommand::Undo { group, shift }) => {
+            rollout::command(&client, &out, group, "undo", *shift)
         }
+        Command::Rollout(RolloutCommand::Shift {
+            key,
+            to,
+            step,
+            every,
+        }) => rollout::start_shift(&client, &out, key, to, *step, *every),
+        Command::Rollout(RolloutCommand::Shifts) => rollout::shifts(&client, &out),
         // `lathe up` has exit codes of its own: main runs it directly.
         Command::Up(_) => Err(CliError::Local("lathe up runs from main".into())),
     }

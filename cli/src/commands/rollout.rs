@@ -7,6 +7,7 @@ use crate::client::{CliError, Client};
 use crate::table::{cell, field, Table};
 
 const ROUTE: &str = "/v1/rollouts";
+const SHIFTS: &str = "/v1/shifts";
 
 /// The route of `group`: a name is passed as it is; a path (`http/frontpage/v4-2-1`, with or
 /// without a leading `/`) as its segments. Anything else is refused here, before a request.
@@ -52,13 +53,24 @@ pub(super) fn status(client: &Client, out: &Output, group: Option<&str>) -> Resu
     }
 }
 
-/// `lathe rollout pause|resume|undo GROUP`.
+/// `lathe rollout pause|resume|undo GROUP` (or `--shift KEY`).
 pub(super) fn command(
     client: &Client,
     out: &Output,
     group: &str,
     command: &str,
+    shift: bool,
 ) -> Result<(), CliError> {
+    if shift {
+        let route = format!("{}/{command}", shift_route(group)?);
+        let reply = client.post(&route).map_err(|err| {
+            err.not_found_means_not_available("rollout --shift", "POST /v1/shifts")
+        })?;
+        if out.json {
+            return out.json(&reply.body);
+        }
+        return out.text(&shift_table(std::slice::from_ref(&reply.body)).render());
+    }
     let route = format!("{}/{command}", group_route(group)?);
     let reply = client.post(&route).map_err(|err| match err {
         err @ CliError::Server { status: 404, .. } if err.one_line().contains("no group") => err,
@@ -69,6 +81,76 @@ pub(super) fn command(
         return out.json(&reply.body);
     }
     out.text(&details(&reply.body).render())
+}
+
+/// The route of the shift of metadata key `key` (`task/http/lb/backend_distribution`).
+fn shift_route(key: &str) -> Result<String, CliError> {
+    let route = group_route(key).map_err(|_| {
+        CliError::Local(format!(
+            "{key:?} is not a metadata key such as task/http/lb/backend_distribution"
+        ))
+    })?;
+    Ok(route.replacen(ROUTE, SHIFTS, 1))
+}
+
+/// `lathe rollout shift KEY --to GROUP`.
+pub(super) fn start_shift(
+    client: &Client,
+    out: &Output,
+    key: &str,
+    to: &str,
+    step: u32,
+    every: u32,
+) -> Result<(), CliError> {
+    shift_route(key)?;
+    let body = serde_json::json!({
+        "key": format!("/{}", key.trim_matches('/')),
+        "to": to,
+        "step": step,
+        "every_seconds": every,
+    });
+    let reply = client
+        .post_json(SHIFTS, &body)
+        .map_err(|err| err.not_found_means_not_available("rollout shift", "POST /v1/shifts"))?;
+    if out.json {
+        return out.json(&reply.body);
+    }
+    out.text(&shift_table(std::slice::from_ref(&reply.body)).render())
+}
+
+/// `lathe rollout shifts`.
+pub(super) fn shifts(client: &Client, out: &Output) -> Result<(), CliError> {
+    let reply = client
+        .get(SHIFTS)
+        .map_err(|err| err.not_found_means_not_available("rollout shifts", "GET /v1/shifts"))?;
+    if out.json {
+        return out.json(&reply.body);
+    }
+    match reply.body.as_array() {
+        Some(shifts) if shifts.is_empty() => out.line("no traffic shifts"),
+        Some(shifts) => out.text(&shift_table(shifts).render()),
+        None => Err(unexpected_answer(SHIFTS, &reply.body)),
+    }
+}
+
+/// `KEY TO SHARE STEP STATE REASON`.
+fn shift_table(shifts: &[Value]) -> Table {
+    let mut table = Table::with_headers(&["KEY", "TO", "SHARE", "STEP", "STATE", "REASON"]);
+    for shift in shifts {
+        table.push_row(vec![
+            field(shift, "key"),
+            field(shift, "to"),
+            format!("{}%", cell(&shift["percent"])),
+            format!(
+                "+{} every {} s",
+                cell(&shift["step"]),
+                cell(&shift["every_seconds"])
+            ),
+            field(shift, "state"),
+            field(shift, "reason"),
+        ]);
+    }
+    table
 }
 
 fn versions(rollout: &Value) -> (String, String) {
