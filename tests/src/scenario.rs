@@ -189,3 +189,16 @@ pub fn assert_error(reply: &Reply, status: u16, what: &str) -> String {
     );
     message.to_string()
 }
+
+/// The scheduler leader's name as the node at `addr` sees it, if exactly one alive member is
+/// marked leader in `/v1/members`.
+pub fn leader(addr: &str) -> Option<String> {
+    let reply = http::try_get_json(addr, "/v1/members").ok()?;
+    let leaders: Vec<String> = reply.body["members"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["leader"] == true && m["status"] == "alive")
+        .filter_map(|m| m["name"].as_str().map(str::to_string))
+        .collect();
+    (leaders.len() == 1).then(|| leaders[0].clone())
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lathe_tests::http;
-use lathe_tests::scenario::zk_cluster;
+use lathe_tests::scenario::{leader, zk_cluster};
 use lathe_tests::wait::wait_until;
 
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -12,18 +12,6 @@ const CONVERGE: Duration = Duration::from_secs(120);
 fn seed_source() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/my_topology.toml");
     std::fs::read_to_string(path).expect("read config/my_topology.toml")
-}
-
-/// The leader's name as `addr` sees it, if exactly one member is marked leader.
-fn leader(addr: &str) -> Option<String> {
-    let reply = http::try_get_json(addr, "/v1/members").ok()?;
-    let leaders: Vec<String> = reply.body["members"]
-        .as_array()?
-        .iter()
-        .filter(|m| m["leader"] == true && m["status"] == "alive")
-        .filter_map(|m| m["name"].as_str().map(str::to_string))
-        .collect();
-    (leaders.len() == 1).then(|| leaders[0].clone())
 }
 
 fn running(addr: &str) -> usize {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lathe_tests::http::{self, Reply};
 use lathe_tests::node::run_cli;
-use lathe_tests::scenario::{assert_error, zk_cluster};
+use lathe_tests::scenario::{assert_error, leader, zk_cluster};
 use lathe_tests::wait::{try_wait_until, wait_until};
 use serde_json::Value;
 
@@ -262,18 +262,6 @@ fn pause_resume_and_undo_steer_a_roll_out_and_refuse_what_does_not_apply() {
     assert_error(&put, 405, "PUT /v1/rollouts");
     let all: Value = http::get_json(&addr, "/v1/rollouts").body;
     assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
-}
-
-/// The leader's name as `addr` sees it, if exactly one alive member is marked leader.
-fn leader(addr: &str) -> Option<String> {
-    let reply = http::try_get_json(addr, "/v1/members").ok()?;
-    let leaders: Vec<String> = reply.body["members"]
-        .as_array()?
-        .iter()
-        .filter(|m| m["leader"] == true && m["status"] == "alive")
-        .filter_map(|m| m["name"].as_str().map(str::to_string))
-        .collect();
-    (leaders.len() == 1).then(|| leaders[0].clone())
 }
 
 #[test]

@@ -154,6 +154,26 @@ async fn route(
     })
 }
 
+/// `<target>/pause|resume|undo` of a roll-out or a shift: the target and the command, or a 400
+/// saying what the path should look like (`what` names the target: group, key).
+pub(crate) fn steering_command<'a>(
+    path: &str,
+    rest: &'a str,
+    what: &str,
+) -> Result<(&'a str, &'a str), ApiError> {
+    rest.rsplit_once('/')
+        .filter(|(_, command)| matches!(*command, "pause" | "resume" | "undo"))
+        .ok_or_else(|| {
+            let route = path
+                .strip_suffix(rest)
+                .unwrap_or(path)
+                .trim_end_matches('/');
+            ApiError::bad_request(format!(
+                "POST {path}: say what to do, {route}/{{{what}}}/pause, /resume or /undo"
+            ))
+        })
+}
+
 fn known_path(path: &str) -> bool {
     matches!(
         path,

@@ -26,7 +26,6 @@ use crate::scheduler::deploy;
 use crate::scheduler::rollout;
 
 const ROLLOUTS: &str = "/v1/rollouts";
-const COMMANDS: [&str; 3] = ["pause", "resume", "undo"];
 /// A command whose compare-and-set loses to the scheduler is read and tried again this often.
 const CAS_ATTEMPTS: usize = 5;
 
@@ -53,14 +52,7 @@ pub(crate) async fn handle(
             one(context, group).await
         }
         (&Method::POST, false) => {
-            let (target, command) = rest
-                .rsplit_once('/')
-                .filter(|(_, command)| COMMANDS.contains(command))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "POST {path}: say what to do, {ROLLOUTS}/{{group}}/pause, /resume or /undo"
-                    ))
-                })?;
+            let (target, command) = super::steering_command(path, rest, "group")?;
             let groups = deployed_groups(context).await?;
             let group = find_group(&groups, target)?;
             run_command(context, group, command).await

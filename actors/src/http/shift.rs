@@ -20,7 +20,6 @@ use crate::scheduler::rollout::unix_ms;
 use crate::scheduler::shift;
 
 const SHIFTS: &str = "/v1/shifts";
-const COMMANDS: [&str; 3] = ["pause", "resume", "undo"];
 const MAX_BODY: usize = 64 * 1024;
 
 pub(crate) fn is_shifts_path(path: &str) -> bool {
@@ -64,14 +63,7 @@ pub(crate) async fn handle(
             Ok(warp::reply::json(&record).into_response())
         }
         (&Method::POST, false) => {
-            let (target, command) = rest
-                .rsplit_once('/')
-                .filter(|(_, command)| COMMANDS.contains(command))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "POST {path}: say what to do, {SHIFTS}/{{key}}/pause, /resume or /undo"
-                    ))
-                })?;
+            let (target, command) = super::steering_command(path, rest, "key")?;
             run_command(context, &metadata_key(target)?, command).await
         }
         _ => Err(ApiError::new(
