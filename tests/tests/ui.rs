@@ -1,10 +1,10 @@
 //! `GET /ui`, the live dashboard, on real `lathe-node` processes: the page is served as uncached HTML by every
 //! node, other methods are refused with a JSON error, and the request is counted in `lathe_api_requests_total`.
-//! Its data sources (`/v1/members`, `/v1/tasks`, `/v1/rollouts`, `/v1/tree`, the `/v1/watch/lathe` event
-//! stream) answer on the node that served it, and every field its script reads exists in their real answers —
-//! with a leader, a failed task (a reason), a finished roll-out, a restarted actor and a member that is not
-//! alive (a tree entry with an error) among them — so renaming a field of the API breaks this test rather than
-//! the page.
+//! Its data sources (`/v1/members`, `/v1/tasks`, `/v1/rollouts`, `/v1/shifts`, `/v1/tree`, the
+//! `/v1/watch/lathe` event stream) answer on the node that served it, and every field its script reads exists in
+//! their real answers — with a leader, a failed task (a reason), a finished roll-out, a finished traffic shift, a
+//! restarted actor and a member that is not alive (a tree entry with an error) among them — so renaming a field
+//! of the API breaks this test rather than the page.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -13,20 +13,30 @@ use lathe_tests::http::{self, Reply, SseReader};
 use lathe_tests::node::{Cluster, NodeBuilder};
 use lathe_tests::scenario::{assert_error, TEST_COOKIE};
 use lathe_tests::wait::wait_until;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Instances placed and running (or failed) on a busy two-core machine.
 const CONVERGE: Duration = Duration::from_secs(90);
 const EVENT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What the page reads: the JSON endpoints it fetches and the event stream it follows.
-const SOURCES: [&str; 4] = ["/v1/members", "/v1/tasks", "/v1/rollouts", "/v1/tree"];
+const SOURCES: [&str; 5] = [
+    "/v1/members",
+    "/v1/tasks",
+    "/v1/rollouts",
+    "/v1/shifts",
+    "/v1/tree",
+];
 const WATCH: &str = "/v1/watch/lathe";
 
 const FRONTPAGE: &str = "task.http.frontpage.v4-2-1";
 const WEB: &str = "task.web";
 /// The registry keys of the roll-out records.
 const ROLLOUT_KEYS: &str = "/lathe/rollouts/";
+/// The registry keys of the traffic shift records.
+const SHIFT_KEYS: &str = "/lathe/shifts/";
+/// A weighted split between two groups the test runs, shifted to the front pages.
+const SPLIT_KEY: &str = "/task/http/lb/backend_distribution";
 
 /// Two front pages, a task that always fails (ends `failed` with a reason after 2 restarts), and a group of one
 /// instance of `web_version`: deployed again with another version, it is rolled out (quickly: healthy for 1 s).
@@ -160,16 +170,46 @@ fn rollout_of(addr: &str, group: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("no roll-out of {group}: {rollouts}"))
 }
 
+/// The traffic shift of `key` in `/v1/shifts` on `addr`.
+fn shift_of(addr: &str, key: &str) -> Result<Value, String> {
+    let shifts = source(addr, "/v1/shifts")?;
+    let list = shifts.as_array().ok_or_else(|| shifts.to_string())?;
+    list.iter()
+        .find(|shift| shift["key"] == key)
+        .cloned()
+        .ok_or_else(|| format!("no shift of {key}: {shifts}"))
+}
+
+/// The first event of `watch` about a key under `prefix`, the keys of the others meanwhile in the error.
+fn expect_event_under(watch: &mut SseReader, prefix: &str) {
+    let mut keys_seen = Vec::new();
+    wait_until(
+        &format!("an event of {WATCH} about {prefix}"),
+        EVENT_DEADLINE,
+        || {
+            while let Some(event) = watch.next_event(Duration::ZERO) {
+                let key = event["key"].as_str().unwrap_or_default().to_string();
+                if key.starts_with(prefix) {
+                    return Ok(());
+                }
+                keys_seen.push(key);
+            }
+            Err(format!("{keys_seen:?}"))
+        },
+    );
+}
+
 /// The JSON objects the page reads, by the variable name its script reads them through.
 #[derive(Default)]
 struct Answers(BTreeMap<&'static str, Vec<Value>>);
 
 impl Answers {
-    /// The four answers as the page gets them from `addr`.
+    /// The five answers as the page gets them from `addr`.
     fn read(&mut self, addr: &str) {
         let members = source(addr, "/v1/members").expect("members");
         let tasks = source(addr, "/v1/tasks").expect("tasks");
         let rollouts = source(addr, "/v1/rollouts").expect("rollouts");
+        let shifts = source(addr, "/v1/shifts").expect("shifts");
         let tree = source(addr, "/v1/tree").expect("tree");
         let items = |value: &Value| value.as_array().cloned().unwrap_or_default();
         let member_list = items(&members["members"]);
@@ -185,6 +225,7 @@ impl Answers {
             self.add("toType", vec![rollout["to"].clone()]);
         }
         self.add("rollout", rollout_list);
+        self.add("shift", items(&shifts));
         let entries = items(&tree["nodes"]);
         for entry in &entries {
             if let Some(root) = entry.get("tree") {
@@ -263,30 +304,20 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
             .then_some(())
             .ok_or(format!("{statuses:?}"))
     });
-    // None yet: the page shows its "no roll-outs" line for this answer.
+    // None yet: the page shows its "no roll-outs" and "no traffic shifts" lines for these answers.
     assert_eq!(
         source(&joined, "/v1/rollouts"),
         Ok(Value::Array(Vec::new())),
         "no roll-out before a version change"
     );
+    assert_eq!(
+        source(&joined, "/v1/shifts"),
+        Ok(Value::Array(Vec::new())),
+        "no traffic shift before one is started"
+    );
     deploy(&founder, &topology("4.2.2"));
     // Roll-out records are under the watched prefix: the page refreshes when one changes.
-    let mut keys_seen = Vec::new();
-    wait_until(
-        &format!("an event of {WATCH} about {ROLLOUT_KEYS}"),
-        EVENT_DEADLINE,
-        || {
-            while let Some(event) = watch.next_event(Duration::ZERO) {
-                let key = event["key"].as_str().unwrap_or_default().to_string();
-                if key.starts_with(ROLLOUT_KEYS) {
-                    return Ok(());
-                }
-                keys_seen.push(key);
-            }
-            Err(format!("{keys_seen:?}"))
-        },
-    );
-    watch.close();
+    expect_event_under(&mut watch, ROLLOUT_KEYS);
 
     let expected = [
         ((FRONTPAGE.to_string(), 0), "running"),
@@ -309,6 +340,27 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
                 .ok_or(format!("{statuses:?}; {rollout}"))
         },
     );
+
+    // A traffic shift: a split 90/10 between the web group and the (running) front pages moves to the front
+    // pages, 50 points a second: 10 -> 60 -> 100, done.
+    let split = json!([[WEB, FRONTPAGE], [90, 10]]);
+    let put = http::put_json(&founder, &format!("/v1/kv{SPLIT_KEY}"), &split);
+    assert_eq!(put.status, 200, "PUT {SPLIT_KEY}: {}", put.text);
+    let started = http::post_json(
+        &founder,
+        "/v1/shifts",
+        &json!({"key": SPLIT_KEY, "to": FRONTPAGE, "step": 50, "every_seconds": 1}),
+    );
+    assert_eq!(started.status, 200, "POST /v1/shifts: {}", started.text);
+    // Shift records are under the watched prefix too.
+    expect_event_under(&mut watch, SHIFT_KEYS);
+    watch.close();
+    wait_until(&format!("the shift of {SPLIT_KEY} done"), CONVERGE, || {
+        let shift = shift_of(&joined, SPLIT_KEY)?;
+        (shift["state"] == "done" && shift["percent"] == 100)
+            .then_some(())
+            .ok_or(shift.to_string())
+    });
     let mut answers = Answers::default();
     answers.read(&joined);
 
@@ -327,7 +379,7 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
 
     // The fields below are the ones the page cannot do without; the script must still read them through
     // these names, or this test would check nothing.
-    let essential: [(&str, &[&str]); 12] = [
+    let essential: [(&str, &[&str]); 13] = [
         ("membersAnswer", &["members"]),
         ("member", &["name", "status", "leader", "catalog", "tags"]),
         ("taskType", &["crate", "version", "task"]),
@@ -340,6 +392,19 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
         (
             "rollout",
             &["tasks", "updated", "updated_running", "started_ms"],
+        ),
+        (
+            "shift",
+            &[
+                "key",
+                "to",
+                "percent",
+                "step",
+                "every_seconds",
+                "state",
+                "reason",
+                "started_ms",
+            ],
         ),
         ("fromType", &["version"]),
         ("toType", &["version"]),
@@ -371,7 +436,7 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
             checked += 1;
         }
     }
-    assert!(checked >= 45, "only {checked} fields checked");
+    assert!(checked >= 53, "only {checked} fields checked");
     // The answers hold the cases the page shows differently.
     let seen = |variable: &str, field: &str, value: Value| {
         answers.0[variable]
@@ -382,6 +447,8 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
     assert!(seen("member", "leader", Value::Bool(false)));
     assert!(seen("task", "status", "failed".into()));
     assert!(seen("rollout", "state", "done".into()));
+    assert!(seen("shift", "state", "done".into()));
+    assert!(seen("shift", "to", FRONTPAGE.into()));
     assert!(seen("fromType", "version", "4.2.1".into()));
     assert!(seen("toType", "version", "4.2.2".into()));
     assert!(seen("actor", "status", "failed".into()));

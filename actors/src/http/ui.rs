@@ -1,8 +1,9 @@
 //! `GET /ui`: the live dashboard — the cluster's members, the task instances by functional group,
-//! and the supervision tree. One self-contained page (`ui.html`: HTML, CSS and plain JavaScript,
-//! nothing loaded from elsewhere) built into the binary. It reads `/v1/members`, `/v1/tasks`,
-//! `/v1/rollouts` and `/v1/tree` from the node that served it, re-reads them (debounced) on every
-//! event of `/v1/watch/lathe`, and every few seconds as a fallback.
+//! the roll-outs and traffic shifts, and the supervision tree. One self-contained page (`ui.html`:
+//! HTML, CSS and plain JavaScript, nothing loaded from elsewhere) built into the binary. It reads
+//! `/v1/members`, `/v1/tasks`, `/v1/rollouts`, `/v1/shifts` and `/v1/tree` from the node that
+//! served it, re-reads them (debounced) on every event of `/v1/watch/lathe` (roll-out and shift
+//! records are under `/lathe` too), and every few seconds as a fallback.
 
 use warp::http::header::{self, HeaderValue};
 use warp::reply::Response;
@@ -46,6 +47,7 @@ mod tests {
             "/v1/members",
             "/v1/tasks",
             "/v1/rollouts",
+            "/v1/shifts",
             "/v1/tree",
             "/v1/watch/lathe",
         ] {
