@@ -163,6 +163,10 @@ pub struct ShiftRecord {
     pub original: serde_json::Value,
     /// The split the shift wrote last (a different value in the key means a person changed it).
     pub written: serde_json::Value,
+    /// The split before the last step: the key still holding it means the step's write is not
+    /// visible yet (or was lost), not a change by hand.
+    #[serde(default)]
+    pub previous: serde_json::Value,
     /// `to`'s share now, in percent.
     pub percent: u32,
     pub state: ShiftState,

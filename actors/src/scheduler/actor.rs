@@ -7,7 +7,9 @@
 //! writes the difference. A new leader therefore just carries on.
 //!
 //! Reconciles run off the handler, one at a time; triggers that arrive meanwhile coalesce into one
-//! more run. Triggers: the topology changed, membership changed, and a periodic safety net.
+//! more run. Triggers: the topology changed, a roll-out or traffic-shift record changed (a
+//! `lathe rollout` command), membership changed, and a periodic safety net; while a roll-out
+//! moves, every [`ROLLOUT_TICK`]; while a shift moves, when its next step is due.
 //!
 //! After each reconcile the leader publishes its [`CapacityDemand`] — how many instances are
 //! pending because every node that can run them is full — for the node's resource manager, which
@@ -67,6 +69,9 @@ pub struct ReconcileReport {
     pub demand: CapacityDemand,
     /// Whether a roll-out is rolling or rolling back (the scheduler comes back soon).
     pub rolling: bool,
+    /// When the next step of a traffic shift is due, if one is shifting (the scheduler comes
+    /// back then; the periodic safety net checks the target's health in between).
+    pub next_shift_step: Option<Duration>,
 }
 
 pub struct Scheduler;
@@ -112,7 +117,11 @@ impl Actor for Scheduler {
                 myself.clone(),
                 SchedulerMsg::MembersChanged,
             ),
-            watch_topology(myself.clone(), args.registry.clone()),
+            // The topology, and the records `lathe rollout` commands change: a resume or an undo
+            // acts at once rather than at the next safety-net pass.
+            watch(myself.clone(), args.registry.clone(), layout::TOPOLOGY),
+            watch(myself.clone(), args.registry.clone(), layout::ROLLOUTS),
+            watch(myself.clone(), args.registry.clone(), layout::SHIFTS),
         ];
         myself.send_interval(SAFETY_NET, || SchedulerMsg::Reconcile);
         Ok(SchedulerState {
@@ -178,6 +187,8 @@ impl Actor for Scheduler {
                         }
                         if report.rolling {
                             myself.send_after(ROLLOUT_TICK, || SchedulerMsg::Reconcile);
+                        } else if let Some(due) = report.next_shift_step {
+                            myself.send_after(due.max(ROLLOUT_TICK), || SchedulerMsg::Reconcile);
                         }
                         if !report.moved.is_empty() {
                             let until = tokio::time::Instant::now() + HOLD_AFTER_MOVE;
@@ -239,12 +250,14 @@ impl SchedulerState {
     }
 }
 
-fn watch_topology(
+/// Casts `TopologyChanged` on every change under `prefix` (the topology, roll-outs, shifts).
+fn watch(
     scheduler: ActorRef<SchedulerMsg>,
     registry: RegistryHandle,
+    prefix: &'static str,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(key) = KeyPath::parse(layout::TOPOLOGY) else {
+        let Ok(key) = KeyPath::parse(prefix) else {
             return;
         };
         let mut from = None;
@@ -504,29 +517,36 @@ async fn shifts(registry: &RegistryHandle, report: &mut ReconcileReport) -> Resu
         };
         let to: Vec<&InstanceStatus> = statuses.values().filter(|s| s.group == record.to).collect();
         let step = shift::step(&record, current, &to, now_ms);
-        report.rolling |= step.record.state == lathe::layout::ShiftState::Shifting;
-        if step.record == record {
-            continue;
+        if step.record.state == lathe::layout::ShiftState::Shifting {
+            let due_ms = (step.record.last_step_ms + u64::from(step.record.every_seconds) * 1000)
+                .saturating_sub(now_ms);
+            let due = Duration::from_millis(due_ms);
+            report.next_shift_step = Some(report.next_shift_step.map_or(due, |d| d.min(due)));
         }
-        let value = serde_json::to_value(&step.record).map_err(|e| e.to_string())?;
-        registry
-            .put(&path, value, Some(version))
-            .await
-            .map_err(|e| format!("cannot store the shift at {path}: {e}"))?;
-        if let Some(split) = step.write {
+        if step.record != record {
+            let value = serde_json::to_value(&step.record).map_err(|e| e.to_string())?;
             registry
-                .put(&key, split.clone(), Some(key_version))
+                .put(&path, value, Some(version))
                 .await
-                .map_err(|e| format!("cannot write the split at {key}: {e}"))?;
-            tracing::info!(
-                key = %record.key,
-                to = %record.to,
-                percent = step.record.percent,
-                state = step.record.state.name(),
-                reason = step.record.reason.as_deref().unwrap_or(""),
-                %split,
-                "traffic shift"
-            );
+                .map_err(|e| format!("cannot store the shift at {path}: {e}"))?;
+        }
+        if let Some(split) = step.write {
+            match registry.put(&key, split.clone(), Some(key_version)).await {
+                Ok(_) => tracing::info!(
+                    key = %record.key,
+                    to = %record.to,
+                    percent = step.record.percent,
+                    state = step.record.state.name(),
+                    reason = step.record.reason.as_deref().unwrap_or(""),
+                    %split,
+                    "traffic shift"
+                ),
+                // Read from a replica that had not caught up: the next pass reads it again.
+                Err(crate::registry::RegistryError::Store(
+                    lathe_store::StoreError::CasMismatch { .. },
+                )) => {}
+                Err(e) => return Err(format!("cannot write the split at {key}: {e}")),
+            }
         }
     }
     Ok(())

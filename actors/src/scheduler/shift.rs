@@ -90,26 +90,39 @@ pub struct Step {
     pub write: Option<Value>,
 }
 
-/// Whether `to`'s instances are healthy, and their restarts; `Err` says why not.
-fn health(to: &str, statuses: &[&InstanceStatus]) -> Result<u32, String> {
+/// How `to`'s instances are doing.
+enum Health {
+    /// Every instance runs; their restarts.
+    Ready(u32),
+    /// Some are starting or restarting: no step yet.
+    Waiting,
+    /// None at all, or one failed or cannot be placed: put the original split back.
+    Failed(String),
+}
+
+fn health(to: &str, statuses: &[&InstanceStatus]) -> Health {
     if statuses.is_empty() {
-        return Err(format!("{to} has no instance"));
+        return Health::Failed(format!("{to} has no instance"));
     }
-    if let Some(bad) = statuses.iter().find(|s| s.status != InstanceState::Running) {
-        return Err(format!(
-            "{to}/{} is {}{}",
-            bad.index,
-            serde_json::to_value(bad.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            bad.reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        ));
+    let bad = statuses
+        .iter()
+        .find(|s| matches!(s.status, InstanceState::Failed | InstanceState::Pending));
+    if let Some(bad) = bad {
+        let state = serde_json::to_value(bad.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let reason = bad
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        return Health::Failed(format!("{to}/{} is {state}{reason}", bad.index));
     }
-    Ok(statuses.iter().map(|s| s.restarts).sum())
+    if statuses.iter().any(|s| s.status != InstanceState::Running) {
+        return Health::Waiting;
+    }
+    Health::Ready(statuses.iter().map(|s| s.restarts).sum())
 }
 
 /// One step of `record` at `now_ms`, with the key's `current` value and `to`'s instance records.
@@ -126,6 +139,14 @@ pub fn step(
             write: None,
         };
     }
+    if current != Some(&record.written) && current == Some(&record.previous) {
+        // The last step's write has not reached this node's replica yet, or was lost: write it
+        // (again). The caller writes with CAS on the version it read, so a stale read loses.
+        return Step {
+            record: next,
+            write: Some(record.written.clone()),
+        };
+    }
     if current != Some(&record.written) {
         next.state = ShiftState::Paused;
         next.reason = Some(format!(
@@ -139,15 +160,23 @@ pub fn step(
         };
     }
     let restarts = match health(&record.to, statuses) {
-        Ok(restarts) if restarts <= record.restarts || record.percent == 0 => restarts,
-        Ok(restarts) => {
+        // Before the first step, the restarts seen now are the baseline.
+        Health::Ready(restarts) if record.last_step_ms == record.started_ms => restarts,
+        Health::Ready(restarts) if restarts <= record.restarts => restarts,
+        Health::Ready(restarts) => {
             return roll_back(
                 next,
-                format!("{} restarted ({} restarts)", record.to, restarts),
+                format!("{} restarted ({restarts} restarts)", record.to),
                 now_ms,
             )
         }
-        Err(why) => return roll_back(next, format!("{why}: not healthy"), now_ms),
+        Health::Waiting => {
+            return Step {
+                record: next,
+                write: None,
+            }
+        }
+        Health::Failed(why) => return roll_back(next, format!("{why}: not healthy"), now_ms),
     };
     if now_ms.saturating_sub(record.last_step_ms) < u64::from(record.every_seconds) * 1000 {
         return Step {
@@ -161,7 +190,7 @@ pub fn step(
     let percent = (record.percent + record.step).min(100);
     let value = with_percent(&split, &record.to, percent);
     next.percent = percent;
-    next.written = value.clone();
+    next.previous = std::mem::replace(&mut next.written, value.clone());
     next.restarts = restarts;
     next.last_step_ms = now_ms;
     next.updated_ms = now_ms;
@@ -178,7 +207,7 @@ pub fn step(
 fn roll_back(mut record: ShiftRecord, reason: String, now_ms: u64) -> Step {
     record.state = ShiftState::RolledBack;
     record.reason = Some(reason);
-    record.written = record.original.clone();
+    record.previous = std::mem::replace(&mut record.written, record.original.clone());
     record.percent = parse_split(&record.original)
         .map(|split| percent_of(&split, &record.to))
         .unwrap_or(0);
@@ -224,6 +253,7 @@ pub fn command(
             next.state = ShiftState::Shifting;
             next.reason = None;
             next.written = current.clone();
+            next.previous = current.clone();
             next.percent = percent_of(&split, &record.to);
             next.last_step_ms = now_ms;
             Ok(Step {
@@ -259,6 +289,7 @@ mod tests {
             every_seconds: 1,
             original: seed(),
             written: seed(),
+            previous: seed(),
             percent: 10,
             state: ShiftState::Shifting,
             restarts: 0,
@@ -369,6 +400,23 @@ mod tests {
             .reason
             .unwrap()
             .contains("task.v422/0 is failed: boom"));
+    }
+
+    #[test]
+    fn a_target_still_starting_is_waited_for_not_rolled_back() {
+        let mut starting = running(0, 0);
+        starting.status = InstanceState::Starting;
+        let wait = step(&record(), Some(&seed()), &[&starting], 5_000);
+        assert_eq!((wait.record, wait.write), (record(), None));
+    }
+
+    #[test]
+    fn a_step_not_yet_visible_is_written_again_not_taken_for_a_change_by_hand() {
+        let first = step(&record(), Some(&seed()), &[&running(0, 0)], 1_000);
+        // The replica still shows the split before the step.
+        let lagging = step(&first.record, Some(&seed()), &[&running(0, 0)], 1_100);
+        assert_eq!(lagging.record, first.record, "no pause, no new step");
+        assert_eq!(lagging.write, Some(first.record.written.clone()));
     }
 
     #[test]
