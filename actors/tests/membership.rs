@@ -228,7 +228,6 @@ fn membership_zookeeper_session_expiry_is_followed_by_a_new_session_and_member_n
 /// The child-process harness: specs, spawning, parsing snapshots, waiting with deadlines.
 mod support {
     use std::io::{BufRead, BufReader, Write};
-    use std::net::TcpListener;
     use std::process::{Child, ChildStdin, Command, Stdio};
     use std::sync::{Arc, Mutex, MutexGuard};
     use std::time::{Duration, Instant};
@@ -238,7 +237,6 @@ mod support {
 
     const CHILD_ENV: &str = "LATHE_MEMBERSHIP_CHILD";
     const MARK: &str = "LATHE-MEMBERS ";
-    const POLL: Duration = Duration::from_millis(50);
 
     /// Multi-process tests run one at a time: a 2-core machine is busy enough with one cluster.
     pub(crate) fn serial() -> MutexGuard<'static, ()> {
@@ -248,10 +246,7 @@ mod support {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn free_port() -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        listener.local_addr().expect("local addr").port()
-    }
+    pub(crate) use lathe_tests::node::free_port;
 
     /// What a child node runs with.
     #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -475,17 +470,8 @@ mod support {
         }
     }
 
-    fn poll<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-        let start = Instant::now();
-        loop {
-            if let Some(found) = probe() {
-                return Some(found);
-            }
-            if start.elapsed() > deadline {
-                return None;
-            }
-            std::thread::sleep(POLL);
-        }
+    fn poll<T>(deadline: Duration, probe: impl FnMut() -> Option<T>) -> Option<T> {
+        lathe_tests::wait::try_wait_until(deadline, probe).ok()
     }
 
     /// The member node names registered under `connect` (with its chroot).

@@ -2,13 +2,13 @@
 //! ordered events across sessions, CAS races, one watch per store, restarts and session expiry.
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
 use std::time::Duration;
 
 use futures::future::join_all;
 use lathe::KeyPath;
 use lathe_store::zk::{ZkConnection, ZkStore};
 use lathe_store::{Snapshot, Store, StoreError, StoreEvent, StoredEntry, DEFAULT_MAX_VALUE_BYTES};
+use lathe_tests::wait::eventually;
 use lathe_tests::zk::ZkServer;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -41,22 +41,6 @@ async fn connect(zk: &ZkServer) -> ZkStore {
     ZkStore::connect(&zk.connect_string(), SESSION)
         .await
         .expect("the store connects")
-}
-
-/// Polls `check` until it returns `Some`, failing the test after [`PATIENCE`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn next_event(events: &mut mpsc::Receiver<StoreEvent>) -> StoreEvent {
@@ -423,7 +407,7 @@ async fn each_store_holds_one_watch_however_many_consumers() {
     }
     assert_eq!(watch_count(&zk), 2, "{}", zk.four_letter("wchc").unwrap());
     drop(first);
-    eventually("the dropped store's watch to go", || async {
+    eventually("the dropped store's watch to go", PATIENCE, || async {
         (watch_count(&zk) == 1).then_some(())
     })
     .await;
@@ -455,7 +439,7 @@ async fn a_zookeeper_restart_keeps_data_and_everything_resumes() {
     .unwrap();
 
     // Writes resume by themselves.
-    let after = eventually("a write after the restart", || async {
+    let after = eventually("a write after the restart", PATIENCE, || async {
         store
             .put(&key("/r/after"), &json!("after"), None)
             .await
@@ -495,7 +479,7 @@ async fn a_zookeeper_restart_keeps_data_and_everything_resumes() {
         same_session = session == store.session_id(),
         "restart survived"
     );
-    eventually("one watch after the restart", || async {
+    eventually("one watch after the restart", PATIENCE, || async {
         (watch_count(&zk) == 1).then_some(())
     })
     .await;
@@ -532,7 +516,7 @@ async fn an_expired_session_is_replaced_and_the_stream_resyncs() {
         "{:?}",
         started.elapsed()
     );
-    eventually("the session to expire", || async {
+    eventually("the session to expire", PATIENCE, || async {
         (store.connection() == ZkConnection::Expired).then_some(())
     })
     .await;
@@ -552,7 +536,7 @@ async fn an_expired_session_is_replaced_and_the_stream_resyncs() {
     })
     .await
     .unwrap();
-    let after = eventually("a write on a new session", || async {
+    let after = eventually("a write on a new session", PATIENCE, || async {
         store.put(&key("/s/after"), &json!(2), None).await.ok()
     })
     .await;
@@ -572,7 +556,7 @@ async fn an_expired_session_is_replaced_and_the_stream_resyncs() {
             }
         }
     }
-    eventually("one watch on the new session", || async {
+    eventually("one watch on the new session", PATIENCE, || async {
         (watch_count(&zk) == 1).then_some(())
     })
     .await;

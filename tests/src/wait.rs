@@ -13,8 +13,11 @@
 //! let v: u32 = wait_until("an ok", Duration::from_secs(5), || if n == 7 { Ok(1) } else { Err("not yet") });
 //! # assert_eq!(v, 1);
 //! ```
+//!
+//! Async tests (a tokio runtime) use [`eventually`], which takes the same conditions from a future.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// The pause between two checks of a condition.
@@ -102,6 +105,36 @@ pub fn try_wait_until<C: Condition>(
     }
 }
 
+/// [`wait_until`] for async tests: awaits `condition()` every [`POLL_INTERVAL`] (sleeping on the tokio timer,
+/// never blocking the runtime) until it holds, and returns its output.
+///
+/// # Panics
+/// When `deadline` passes first, with the same message as [`wait_until`].
+pub async fn eventually<C, F, Fut>(what: &str, deadline: Duration, mut condition: F) -> C::Output
+where
+    C: Condition,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = C>,
+{
+    let started = Instant::now();
+    let mut checks = 0u64;
+    loop {
+        checks += 1;
+        let observed = match condition().await.check() {
+            Ok(output) => return output,
+            Err(observed) => observed,
+        };
+        let elapsed = started.elapsed();
+        if elapsed >= deadline {
+            panic!(
+                "timed out after {:.1}s ({checks} checks) waiting for {what}; last observed: {observed}",
+                elapsed.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(POLL_INTERVAL.min(deadline - elapsed)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +177,36 @@ mod tests {
         let panic =
             std::panic::catch_unwind(|| wait_until("never", Duration::from_millis(30), || false))
                 .unwrap_err();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(
+            message.ends_with("waiting for never; last observed: false"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn eventually_awaits_the_condition_until_it_holds() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut calls = 0;
+        let value = runtime.block_on(eventually(
+            "the second call",
+            Duration::from_secs(5),
+            || {
+                calls += 1;
+                let seen = calls;
+                async move { (seen == 2).then_some(seen) }
+            },
+        ));
+        assert_eq!(value, 2);
+        let panic = std::panic::catch_unwind(|| {
+            runtime.block_on(eventually("never", Duration::from_millis(30), || async {
+                false
+            }))
+        })
+        .unwrap_err();
         let message = panic.downcast_ref::<String>().unwrap();
         assert!(
             message.ends_with("waiting for never; last observed: false"),

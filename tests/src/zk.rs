@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -59,7 +59,7 @@ impl ZkServer {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            server.port = free_port()?;
+            server.port = crate::node::free_port();
             match server.launch() {
                 Ok(()) => return Ok(server),
                 Err(err) => {
@@ -267,13 +267,6 @@ impl Drop for ZkServer {
             eprintln!("failed to stop zookeeper on port {}: {err:#}", self.port);
         }
     }
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .context("failed to find a free loopback port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 fn four_letter_word(port: u16, word: &str) -> anyhow::Result<String> {

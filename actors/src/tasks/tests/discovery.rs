@@ -5,7 +5,7 @@ use std::time::Duration;
 use lathe::{Endpoint, TaskRef};
 
 use super::tasks::{catalog, echo_type, relay_type, Probes};
-use super::{eventually, http_get, start_node};
+use super::{eventually, http_get, start_node, PATIENCE};
 use crate::tasks::{Forwarder, RestartPolicy};
 
 fn endpoint(group: &str, index: u32, http: &str) -> serde_json::Value {
@@ -58,13 +58,13 @@ async fn get_ref_fills_lazily_then_follows_endpoint_changes() {
         endpoint("t.far", 1, "127.0.0.1:3"),
     )
     .await;
-    eventually("the new instance", || async {
+    eventually("the new instance", PATIENCE, || async {
         let task_ref = cache.get_ref("t.far").await.ok()?;
         (indexes(&task_ref) == vec![0, 1]).then_some(())
     })
     .await;
     node.delete("/lathe/endpoints/t/far/0").await;
-    eventually("the instance to go", || async {
+    eventually("the instance to go", PATIENCE, || async {
         let task_ref = cache.get_ref("t.far").await.ok()?;
         (indexes(&task_ref) == vec![1]).then_some(())
     })
@@ -103,12 +103,12 @@ async fn a_forwarded_response_keeps_the_headers_of_the_instance_that_produced_it
 
     // Once the target group is gone, the relay answers 502, stamped with its own name.
     node.unassign("t.front", 0).await;
-    eventually("the relay to notice", || async {
+    eventually("the relay to notice", PATIENCE, || async {
         let answer = http_get(lb, "/").await.ok()?;
         (answer.status == 502 && answer.header("x-lathe-task") == "t.lb/0").then_some(())
     })
     .await;
-    eventually("the front port to close", || async {
+    eventually("the front port to close", PATIENCE, || async {
         http_get(front, "/").await.err()
     })
     .await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use lathe::layout::InstanceState;
 
 use super::tasks::{catalog, crashing_type, echo_type, echo_v2_type, ticker_type, Probes};
-use super::{eventually, fast_policy, http_get, start_node, start_node_over};
+use super::{eventually, fast_policy, http_get, start_node, start_node_over, PATIENCE};
 use crate::tasks::RestartPolicy;
 
 #[tokio::test]
@@ -27,7 +27,7 @@ async fn an_assigned_instance_serves_registers_and_goes_away_when_unassigned() {
     assert_eq!((answer.status, answer.body.as_str()), (200, "t.echo/0 hi"));
     assert_eq!(answer.header("x-lathe-task"), "t.echo/0");
     assert_eq!(answer.header("x-lathe-version"), "1.0.0");
-    let status = eventually("a running record", || async {
+    let status = eventually("a running record", PATIENCE, || async {
         node.status("t.echo", 0)
             .await
             .filter(|s| s.status == InstanceState::Running)
@@ -49,7 +49,7 @@ async fn an_assigned_instance_serves_registers_and_goes_away_when_unassigned() {
 
     // The group's metadata is followed without a restart.
     node.put("/t/echo/greeting", "hello".into()).await;
-    eventually("the new greeting", || async {
+    eventually("the new greeting", PATIENCE, || async {
         let answer = http_get(addr, "/").await.ok()?;
         (answer.body == "t.echo/0 hello").then_some(())
     })
@@ -72,13 +72,13 @@ async fn an_assigned_instance_serves_registers_and_goes_away_when_unassigned() {
     );
 
     node.unassign("t.echo", 0).await;
-    eventually("the endpoint and the record to go", || async {
+    eventually("the endpoint and the record to go", PATIENCE, || async {
         let gone =
             node.endpoint("t.echo", 0).await.is_none() && node.status("t.echo", 0).await.is_none();
         gone.then_some(())
     })
     .await;
-    eventually("the port to close", || async {
+    eventually("the port to close", PATIENCE, || async {
         http_get(addr, "/").await.err()
     })
     .await;
@@ -90,7 +90,7 @@ async fn a_task_that_panics_in_start_is_restarted_then_failed_with_the_reason() 
     let probes = Probes::default();
     let node = start_node("life-n2", catalog(&probes), fast_policy(2)).await;
     node.assign("t.crash", 0, &crashing_type()).await;
-    let status = eventually("a failed record", || async {
+    let status = eventually("a failed record", PATIENCE, || async {
         node.status("t.crash", 0)
             .await
             .filter(|s| s.status == InstanceState::Failed)
@@ -115,7 +115,7 @@ async fn a_task_that_panics_in_start_is_restarted_then_failed_with_the_reason() 
 
     // Rewriting the assignment retries it (with a fresh restart budget).
     node.assign("t.crash", 0, &crashing_type()).await;
-    eventually("a retry", || async {
+    eventually("a retry", PATIENCE, || async {
         (probes.crashing_starts.load(Ordering::SeqCst) > 3).then_some(())
     })
     .await;
@@ -131,7 +131,7 @@ async fn a_task_type_missing_from_the_catalog_fails_with_the_reason() {
     .await;
     let missing = lathe::TaskType::new("nowhere", "0.1.0", "my::Missing");
     node.assign("t.missing", 0, &missing).await;
-    let status = eventually("a failed record", || async {
+    let status = eventually("a failed record", PATIENCE, || async {
         node.status("t.missing", 0)
             .await
             .filter(|s| s.status == InstanceState::Failed)
@@ -163,7 +163,7 @@ async fn a_changed_task_type_replaces_the_instance() {
         "1.0.0"
     );
     node.assign("t.swap", 0, &echo_v2_type()).await;
-    eventually("version 2 to serve", || async {
+    eventually("version 2 to serve", PATIENCE, || async {
         let endpoint = node.endpoint("t.swap", 0).await?;
         (endpoint.version == "2.0.0").then_some(())
     })
@@ -184,11 +184,11 @@ async fn a_plain_task_runs_on_its_own_thread_and_drains_when_the_node_stops() {
     let probes = Probes::default();
     let node = start_node("life-n5", catalog(&probes), RestartPolicy::default()).await;
     node.assign("t.tick", 0, &ticker_type()).await;
-    eventually("ticks", || async {
+    eventually("ticks", PATIENCE, || async {
         (probes.ticks.load(Ordering::SeqCst) > 3).then_some(())
     })
     .await;
-    let endpoint = eventually("a plain endpoint", || node.endpoint("t.tick", 0)).await;
+    let endpoint = eventually("a plain endpoint", PATIENCE, || node.endpoint("t.tick", 0)).await;
     assert_eq!((endpoint.http, endpoint.node.as_str()), (None, "life-n5"));
 
     node.tasks.shutdown(Duration::from_secs(10)).await;
@@ -206,21 +206,21 @@ async fn unassigning_a_plain_task_stops_it() {
     let probes = Probes::default();
     let node = start_node("life-n6", catalog(&probes), RestartPolicy::default()).await;
     node.assign("t.tick", 0, &ticker_type()).await;
-    eventually("a running record", || async {
+    eventually("a running record", PATIENCE, || async {
         node.status("t.tick", 0)
             .await
             .filter(|s| s.status == InstanceState::Running)
     })
     .await;
     node.unassign("t.tick", 0).await;
-    eventually("stop() to run", || async {
+    eventually("stop() to run", PATIENCE, || async {
         probes.ticker_stopped.load(Ordering::SeqCst).then_some(())
     })
     .await;
     // stop() runs on the task's thread after run() returned: the count is final now, and stays
     // so while the supervisor removes the record.
     let ticks = probes.ticks.load(Ordering::SeqCst);
-    eventually("the record to go", || async {
+    eventually("the record to go", PATIENCE, || async {
         node.status("t.tick", 0).await.is_none().then_some(())
     })
     .await;

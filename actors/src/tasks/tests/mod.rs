@@ -6,10 +6,9 @@ mod lifecycle;
 mod strategies;
 mod tasks;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -141,7 +140,7 @@ impl TestNode {
 
     /// Waits until the instance serves and returns its HTTP address.
     pub(super) async fn serving(&self, group: &str, index: u32) -> SocketAddr {
-        let endpoint = eventually("the instance's endpoint", || async {
+        let endpoint = eventually("the instance's endpoint", PATIENCE, || async {
             self.endpoint(group, index)
                 .await
                 .filter(|e| e.http.is_some())
@@ -177,21 +176,11 @@ impl TestNode {
     }
 }
 
-/// Polls `check` every 10 ms until it returns `Some`, for at most 10 s.
-pub(super) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// How long the node-level task tests wait for a condition.
+pub(super) const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The shared poller, with the task tests' deadline.
+pub(super) use lathe_tests::wait::eventually;
 
 /// A response as the tests look at it.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use lathe::layout::InstanceState;
 
 use super::tasks::{catalog, counted_type, crashing_type, echo_type, Probes};
-use super::{eventually, fast_policy, start_node, start_node_with, TestNode};
+use super::{eventually, fast_policy, start_node, start_node_with, TestNode, PATIENCE};
 use crate::scheduler::deploy;
 use crate::tasks::{RestartPolicy, RestartStrategy};
 use crate::tree::{ActorKind, ActorStatus};
@@ -26,7 +26,7 @@ fn policy(strategy: RestartStrategy) -> RestartPolicy {
 async fn running_with(node: &TestNode, restarts: &[u32]) {
     for (index, wanted) in restarts.iter().enumerate() {
         let what = format!("{GROUP}/{index} running with {wanted} restarts");
-        eventually(&what, || async {
+        eventually(&what, PATIENCE, || async {
             node.status(GROUP, index as u32)
                 .await
                 .filter(|s| s.status == InstanceState::Running && s.restarts == *wanted)
@@ -138,14 +138,17 @@ async fn an_instance_killed_beyond_its_intensity_fails_alone() {
     running_with(&node, &[0, 0]).await;
     let path = format!("node/tasks/{GROUP}/1");
     for restarts in 1..=2 {
-        eventually("the instance to run again", || async {
+        eventually("the instance to run again", PATIENCE, || async {
             node.tree.kill(&path).ok()
         })
         .await;
         running_with(&node, &[0, restarts]).await;
     }
-    eventually("the third kill", || async { node.tree.kill(&path).ok() }).await;
-    let failed = eventually("a failed record", || async {
+    eventually("the third kill", PATIENCE, || async {
+        node.tree.kill(&path).ok()
+    })
+    .await;
+    let failed = eventually("a failed record", PATIENCE, || async {
         node.status(GROUP, 1)
             .await
             .filter(|s| s.status == InstanceState::Failed)
@@ -184,13 +187,13 @@ async fn a_failed_instance_is_retried_later() {
     })
     .await;
     node.assign("t.crash", 0, &crashing_type()).await;
-    eventually("a failed record", || async {
+    eventually("a failed record", PATIENCE, || async {
         node.status("t.crash", 0)
             .await
             .filter(|s| s.status == InstanceState::Failed)
     })
     .await;
-    eventually("a retry, failed again", || async {
+    eventually("a retry, failed again", PATIENCE, || async {
         let status = node.status("t.crash", 0).await?;
         let retried = probes.crashing_starts.load(Ordering::SeqCst) >= 4;
         (retried && status.status == InstanceState::Failed && status.restarts >= 3).then_some(())
@@ -211,7 +214,7 @@ async fn policies_come_from_the_deployed_topology() {
     deploy::deploy(&node.registry, "t.toml", &source("rest-for-one"))
         .await
         .expect("a deploy");
-    let policy = eventually("the topology's policy", || async {
+    let policy = eventually("the topology's policy", PATIENCE, || async {
         let policy = node.tasks.restart_policy(GROUP).await?;
         (policy.strategy == RestartStrategy::RestForOne).then_some(policy)
     })
@@ -227,7 +230,7 @@ async fn policies_come_from_the_deployed_topology() {
     deploy::deploy(&node.registry, "t.toml", &source("one-for-all"))
         .await
         .expect("a redeploy");
-    eventually("the redeployed policy", || async {
+    eventually("the redeployed policy", PATIENCE, || async {
         let policy = node.tasks.restart_policy(GROUP).await?;
         (policy.strategy == RestartStrategy::OneForAll).then_some(())
     })
