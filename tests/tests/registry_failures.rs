@@ -85,7 +85,11 @@ impl Writers {
                                 .lock()
                                 .unwrap()
                                 .push(format!("{key}: {} {}", reply.status, reply.text)),
-                            Err(err) => failures.lock().unwrap().push(format!("{key}: {err}")),
+                            Err(err) => {
+                                failures.lock().unwrap().push(format!("{key}: {err}"));
+                                // A node that is gone refuses at once: do not spin on it.
+                                thread::sleep(LIGHT_LOAD_PAUSE);
+                            }
                         }
                         i += 1;
                         if let Some(pause) = pause {
@@ -228,9 +232,33 @@ fn apply(state: &mut State, events: &[Value], mut index: u64) -> u64 {
 
 #[test]
 fn sigkill_a_node_during_writes_keeps_every_acknowledged_write_and_watchers_resume_without_a_gap() {
+    sigkill_a_node_during_writes(Writes::ToLiveNodes);
+}
+
+/// The check of issue 13: the killed node takes writes too (some acknowledged by it just before it dies), and
+/// a watcher on the restarted node reads everything again from index 0.
+#[test]
+fn sigkill_a_node_that_takes_writes_loses_no_acknowledged_change_for_any_watcher() {
+    sigkill_a_node_during_writes(Writes::ToEveryNode);
+}
+
+/// Which nodes the writers write to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// The two nodes that stay; a watcher on the restarted node resumes from its last seen index.
+    ToLiveNodes,
+    /// All three, the node killed included; a watcher on the restarted node resumes from index 0.
+    ToEveryNode,
+}
+
+fn sigkill_a_node_during_writes(writes: Writes) {
     let (_zk, mut cluster) = zk_cluster(3, "crash");
     let addrs = cluster.http_addrs();
     let live = &addrs[..2];
+    let writing = match writes {
+        Writes::ToLiveNodes => live,
+        Writes::ToEveryNode => &addrs[..],
+    };
     let mut live_watchers: Vec<(String, SseReader)> = Vec::new();
     for addr in live {
         for path in ["/v1/watch/s", "/v1/watch/", "/v1/watch/s/w0"] {
@@ -239,7 +267,7 @@ fn sigkill_a_node_during_writes_keeps_every_acknowledged_write_and_watchers_resu
     }
     let mut victim_watcher = SseReader::connect(&addrs[2], "/v1/watch/s");
 
-    let writers = Writers::start(live, "/s", None);
+    let writers = Writers::start(writing, "/s", None);
     writers.wait_for_acks(WRITES_BEFORE, None, "writes acknowledged before the kill");
     // Let the victim's watcher see part of the stream, so that it has an index to resume from.
     let mut victim_events = Vec::new();
@@ -318,11 +346,17 @@ fn sigkill_a_node_during_writes_keeps_every_acknowledged_write_and_watchers_resu
     cluster.node_mut(2).restart();
     cluster.wait_all_alive(MEMBERSHIP_DEADLINE);
     wait_for_state(&addrs[2], "/s", &final_state);
-    let mut resumed = SseReader::connect(&addrs[2], &format!("/v1/watch/s?index={last_seen}"));
+    let resume_from = match writes {
+        Writes::ToLiveNodes => last_seen,
+        Writes::ToEveryNode => 0,
+    };
+    let mut resumed = SseReader::connect(&addrs[2], &format!("/v1/watch/s?index={resume_from}"));
     let mut state: State = BTreeMap::new();
     let mut resumed_events = Vec::new();
-    apply(&mut state, &victim_events, 0);
-    let mut index = last_seen;
+    let mut index = resume_from;
+    if resume_from > 0 {
+        apply(&mut state, &victim_events, 0);
+    }
     wait_until("the resumed watcher to catch up", CONVERGE, || {
         while let Some(event) = resumed.next_event(Duration::from_millis(100)) {
             index = apply(&mut state, std::slice::from_ref(&event), index);
@@ -341,17 +375,17 @@ fn sigkill_a_node_during_writes_keeps_every_acknowledged_write_and_watchers_resu
     if resumed_events.iter().all(|e| e["op"] != "snapshot") {
         let missed: Vec<Value> = all_changes
             .iter()
-            .filter(|c| c["version"].as_u64().unwrap() > last_seen)
+            .filter(|c| c["version"].as_u64().unwrap() > resume_from)
             .cloned()
             .collect();
         assert_same_events(
             &resumed_events,
             &missed,
-            &format!("changes after {last_seen} on the resumed watcher"),
+            &format!("changes after {resume_from} on the resumed watcher"),
         );
     }
     println!(
-        "resumed from {last_seen}: {} events ({} snapshots)",
+        "resumed from {resume_from}: {} events ({} snapshots)",
         resumed_events.len(),
         resumed_events
             .iter()
