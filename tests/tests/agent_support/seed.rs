@@ -108,63 +108,78 @@ pub struct LoopReport {
 /// `GET url` in a loop on keep-alive connections until finished (at most ten minutes).
 pub struct RequestLoop {
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<LoopReport>>,
+    handles: Vec<JoinHandle<LoopReport>>,
 }
 
 impl RequestLoop {
+    /// One keep-alive connection.
     pub fn start(url: String, expect_body: &'static str) -> RequestLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let agent = ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(10))
-                .build();
-            let mut report = LoopReport::default();
-            let started = Instant::now();
-            while !flag.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
-                let outcome = match agent.get(&url).call() {
-                    Ok(response) => match response.into_string() {
-                        Ok(body) if body == expect_body => Ok(()),
-                        Ok(body) => Err(format!("body {body:?}")),
-                        Err(e) => Err(format!("reading the body: {e}")),
-                    },
-                    Err(ureq::Error::Status(code, response)) => {
-                        let body = response.into_string().unwrap_or_default();
-                        Err(format!(
-                            "status {code}: {}",
-                            body.trim().chars().take(200).collect::<String>()
-                        ))
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                match outcome {
-                    Ok(()) => report.ok += 1,
-                    Err(error) => {
-                        report.failed += 1;
-                        if report.errors.len() < 10 {
-                            report
-                                .errors
-                                .push(format!("{:.1}s: {error}", started.elapsed().as_secs_f64()));
-                        }
-                    }
-                }
-            }
-            report
-        });
-        RequestLoop {
-            stop,
-            handle: Some(handle),
-        }
+        RequestLoop::start_on(url, expect_body, 1)
     }
 
+    /// `connections` keep-alive connections, each with its own thread.
+    pub fn start_on(url: String, expect_body: &'static str, connections: usize) -> RequestLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..connections)
+            .map(|_| {
+                let (flag, url) = (stop.clone(), url.clone());
+                std::thread::spawn(move || request_loop(&url, expect_body, &flag))
+            })
+            .collect();
+        RequestLoop { stop, handles }
+    }
+
+    /// Stops the loop; what every connection saw, added up.
     pub fn finish(mut self) -> LoopReport {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .take()
-            .expect("a running loop")
-            .join()
-            .expect("the request loop")
+        let mut total = LoopReport::default();
+        for handle in self.handles.drain(..) {
+            let report = handle.join().expect("the request loop");
+            total.ok += report.ok;
+            total.failed += report.failed;
+            total.errors.extend(report.errors);
+        }
+        total.errors.truncate(10);
+        total
     }
+}
+
+fn request_loop(url: &str, expect_body: &str, stop: &AtomicBool) -> LoopReport {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .max_idle_connections(1)
+        .build();
+    let mut report = LoopReport::default();
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+        let outcome = match agent.get(url).call() {
+            Ok(response) => match response.into_string() {
+                Ok(body) if body == expect_body => Ok(()),
+                Ok(body) => Err(format!("body {body:?}")),
+                Err(e) => Err(format!("reading the body: {e}")),
+            },
+            Err(ureq::Error::Status(code, response)) => {
+                let body = response.into_string().unwrap_or_default();
+                Err(format!(
+                    "status {code}: {}",
+                    body.trim().chars().take(200).collect::<String>()
+                ))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => report.ok += 1,
+            Err(error) => {
+                report.failed += 1;
+                if report.errors.len() < 10 {
+                    report
+                        .errors
+                        .push(format!("{:.1}s: {error}", started.elapsed().as_secs_f64()));
+                }
+            }
+        }
+    }
+    report
 }
 
 impl Drop for RequestLoop {
