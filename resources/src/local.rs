@@ -4,8 +4,10 @@
 //! Each process runs in its own process group, so a Ctrl-C in the terminal reaches the caller
 //! alone, which then stops the nodes in order ([`LocalProcesses::stop_all`]). Its stdout and
 //! stderr are appended to `<log root>/<name>/node.log`, each start preceded by a `=== <label>:
-//! start #N of <name>: <command line>` line. A process gets none of the caller's `LATHE_*`
-//! variables (they would override its flags) except `LATHE_LOG`, plus the launch's own
+//! start #N of <name>: <command line>` line. A process inherits the caller's settings that apply
+//! to every node alike (`LATHE_WORKERS`, `LATHE_ENABLE_CHAOS`, `LATHE_LOG`, ...), but none of the
+//! variables that make one node what it is ([`PER_NODE_VARIABLES`]: its name, addresses, seeds,
+//! registry, data and topology, and YARN's), which the launch decides, plus the launch's own
 //! environment (the cookie travels there, not on the command line where `ps` shows it).
 //! Dropping the backend SIGKILLs what still runs.
 //!
@@ -31,8 +33,24 @@ use crate::{
 
 /// How often `stop_all` checks whether the processes have exited.
 const STOP_POLL: Duration = Duration::from_millis(50);
-/// The environment variable a node may keep from its starter's environment.
-const KEPT_VARIABLES: [&str; 1] = ["LATHE_LOG"];
+/// The caller's variables a node does not inherit: each node's launch sets these itself, and one
+/// left in the caller's environment would, e.g., make the founding node `--join` elsewhere, or
+/// give a cluster without `--zookeeper` a ZooKeeper registry.
+pub const PER_NODE_VARIABLES: [&str; 8] = [
+    "LATHE_NAME",
+    "LATHE_BIND",
+    "LATHE_HTTP",
+    "LATHE_JOIN",
+    "LATHE_ZOOKEEPER",
+    "LATHE_DATA_DIR",
+    "LATHE_TOPOLOGY",
+    "LATHE_COOKIE",
+];
+
+/// Whether a node started by this backend must not inherit the caller's variable `name`.
+fn is_per_node(name: &str) -> bool {
+    PER_NODE_VARIABLES.contains(&name) || name.starts_with("LATHE_YARN_")
+}
 
 /// One process this backend started.
 struct Process {
@@ -143,7 +161,7 @@ impl LocalProcesses {
             .process_group(0);
         for (name, _) in std::env::vars_os() {
             let text = name.to_string_lossy();
-            if text.starts_with("LATHE_") && !KEPT_VARIABLES.contains(&text.as_ref()) {
+            if is_per_node(&text) {
                 command.env_remove(&name);
             }
         }
@@ -285,6 +303,26 @@ mod tests {
             program: PathBuf::from("/bin/sh"),
             args: vec!["-c".into(), script.to_string()],
             env: vec![("LATHE_COOKIE".into(), "secret".into())],
+        }
+    }
+
+    #[test]
+    fn nodes_inherit_shared_settings_but_not_what_makes_each_node_itself() {
+        for shared in [
+            "LATHE_WORKERS",
+            "LATHE_ENABLE_CHAOS",
+            "LATHE_LOG",
+            "LATHE_KAFKA",
+        ] {
+            assert!(!is_per_node(shared), "{shared}");
+        }
+        for own in [
+            "LATHE_JOIN",
+            "LATHE_ZOOKEEPER",
+            "LATHE_HTTP",
+            "LATHE_YARN_RM",
+        ] {
+            assert!(is_per_node(own), "{own}");
         }
     }
 

@@ -101,6 +101,9 @@ pub(crate) struct UpArgs {
     /// The path shown in the `curl` line of the topology's entry points
     #[arg(long, value_name = "PATH", default_value = "/get/index")]
     pub(crate) try_path: String,
+    /// Start every node with --enable-chaos (failure drills: POST /v1/actors/kill)
+    #[arg(long, env = "LATHE_ENABLE_CHAOS")]
+    pub(crate) enable_chaos: bool,
 }
 
 /// Why `lathe up` stops before a signal asks it to.

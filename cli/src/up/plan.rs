@@ -81,6 +81,9 @@ impl ClusterPlan {
                 if i > 0 {
                     node_args.extend(["--join".to_string(), founder.to_string()]);
                 }
+                if args.enable_chaos {
+                    node_args.push("--enable-chaos".to_string());
+                }
                 NodeSpec {
                     name,
                     http_addr,
@@ -221,6 +224,18 @@ mod tests {
             PathBuf::from("/tmp/d/local-1/node.log")
         );
         assert!(plan.zookeeper);
+    }
+
+    #[test]
+    fn failure_drills_reach_every_node_only_when_asked() {
+        let drills = |plan: ClusterPlan| {
+            plan.nodes
+                .iter()
+                .filter(|n| n.args.iter().any(|a| a == "--enable-chaos"))
+                .count()
+        };
+        assert_eq!(drills(plan(&[]).unwrap()), 0);
+        assert_eq!(drills(plan(&["--enable-chaos"]).unwrap()), 3);
     }
 
     #[test]
