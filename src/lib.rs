@@ -13,7 +13,6 @@
 //! - [`state`]: an instance's persistent state ([`TaskContext::state`]).
 //! - [`cache`]: a distributed cache over a group's instances ([`TaskContext::cache`]).
 //! - [`flow`]: asynchronous flows between groups ([`TaskContext::emit`], [`TaskContext::consume`]).
-//! - [`supervision`]: restart policies shared by supervisors.
 //! - [`topology`]: the topology TOML, parsed and validated into groups, and diffs between two.
 
 pub mod cache;
@@ -24,7 +23,6 @@ pub mod http;
 pub mod layout;
 pub mod registry;
 pub mod state;
-pub mod supervision;
 pub mod task;
 pub mod topology;
 

@@ -13,4 +13,5 @@ pub mod registry;
 pub mod resources;
 pub mod scheduler;
 pub mod tasks;
-pub mod tree;
+/// The supervision tree lives in `lathe-supervisors`, the layer below the actors.
+pub use lathe_supervisors::tree;

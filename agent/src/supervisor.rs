@@ -11,10 +11,10 @@
 //! watch actor starts empty, so the watcher re-syncs from index 0 for it (the others ignore what
 //! they have seen); a new watcher resumes from the last index on the status board.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use lathe::KeyPath;
+use lathe_supervisors::policy::{RestartBudget, RestartLimits};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 
@@ -25,7 +25,7 @@ use crate::registry::{common_prefix, RegistryWatcher, Route, WatcherArgs, Watche
 use crate::status::{Board, Metrics};
 use crate::watch::{WatchActor, WatchArgs};
 
-const MAX_RESTARTS: usize = 10;
+const MAX_RESTARTS: u32 = 10;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(RactorMessage)]
@@ -48,7 +48,7 @@ pub struct SupervisorState {
     routes: Vec<Route>,
     watcher: ActorRef<WatcherMsg>,
     gossip: Option<ActorCell>,
-    restarts: VecDeque<Instant>,
+    restarts: RestartBudget,
 }
 
 impl Actor for AgentSupervisor {
@@ -72,7 +72,7 @@ impl Actor for AgentSupervisor {
             routes,
             watcher,
             gossip,
-            restarts: VecDeque::new(),
+            restarts: RestartBudget::new(RestartLimits::immediate(MAX_RESTARTS, RESTART_WINDOW)),
         })
     }
 
@@ -103,16 +103,7 @@ impl Actor for AgentSupervisor {
             }
             _ => return Ok(()),
         };
-        let now = Instant::now();
-        state.restarts.push_back(now);
-        while state
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
-        {
-            state.restarts.pop_front();
-        }
-        if state.restarts.len() > MAX_RESTARTS {
+        if !state.restarts.allow(Instant::now()) {
             return Err(format!(
                 "more than {MAX_RESTARTS} actor restarts within {RESTART_WINDOW:?}; last: {why}"
             )

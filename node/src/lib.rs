@@ -18,17 +18,19 @@
 mod config;
 mod metrics;
 mod resources;
+mod startup;
+mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::supervisor::{NodeSupervisor, NodeSupervisorArgs};
 use clap::Parser;
 use lathe::Catalog;
 use lathe_actors::membership::MembershipConfig;
 use lathe_actors::registry::remote::{start_store_server, RemoteStore};
 use lathe_actors::registry::RegistryConfig;
 use lathe_store::{embedded::EmbeddedStore, zk::ZkStore, Store};
-use lathe_supervisors::node::{NodeSupervisor, NodeSupervisorArgs};
 use ractor::Actor;
 
 use config::{Args, NodeConfig};

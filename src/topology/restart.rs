@@ -14,7 +14,6 @@ use toml::de::DeTable;
 
 use super::error::Diagnostics;
 use super::value::{bounded, described, Value};
-use crate::supervision::RestartIntensity;
 
 /// Which instances restart when one instance of the group crashes, among the group's instances on
 /// one node (OTP's strategies).
@@ -92,20 +91,12 @@ impl RestartPolicy {
         Duration::from_secs(u64::from(self.within_seconds))
     }
 
-    /// The wait before the `restart`-th restart in the current window (1-based): the first restart
-    /// is immediate, then `backoff_ms`, doubling each time, capped at `max_backoff_ms`.
-    pub fn backoff(&self, restart: u32) -> Duration {
-        if restart <= 1 {
-            return Duration::ZERO;
-        }
-        let doublings = (restart - 2).min(63);
-        let wait = self.backoff_ms.saturating_mul(1u64 << doublings);
-        Duration::from_millis(wait.min(self.max_backoff_ms))
+    pub fn backoff(&self) -> Duration {
+        Duration::from_millis(self.backoff_ms)
     }
 
-    /// A fresh restart-intensity counter for one instance.
-    pub fn intensity(&self) -> RestartIntensity {
-        RestartIntensity::new(self.max_restarts as usize, self.window())
+    pub fn max_backoff(&self) -> Duration {
+        Duration::from_millis(self.max_backoff_ms)
     }
 }
 

@@ -130,15 +130,6 @@ fn flows_name_the_streams_a_group_consumes() {
 }
 
 #[test]
-fn backoff_doubles_from_the_second_restart() {
-    let policy = RestartPolicy::default();
-    let waits: Vec<u128> = (1..=8).map(|n| policy.backoff(n).as_millis()).collect();
-    assert_eq!(waits, [0, 100, 200, 400, 800, 1600, 3200, 5000]);
-    assert_eq!(policy.backoff(u32::MAX).as_millis(), 5000);
-    assert_eq!(policy.intensity().max_restarts(), 5);
-}
-
-#[test]
 fn metadata_of_every_type_becomes_json() {
     let text = format!(
         "{LB}weights = [1, 2.5, \"x\", true]\nsince = 1979-05-27T07:32:00Z\nnested = {{ a = {{ b = [] }} }}\n"

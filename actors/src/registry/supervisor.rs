@@ -15,8 +15,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use lathe::supervision::RestartIntensity;
 use lathe_store::Store;
+use lathe_supervisors::policy::{RestartBudget, RestartLimits};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use tokio::sync::watch;
@@ -28,7 +28,7 @@ use super::slice::SliceMap;
 use super::RegistryHandle;
 use crate::tree::{ActorKind, TreeScope};
 
-const MAX_RESTARTS: usize = 20;
+const MAX_RESTARTS: u32 = 20;
 const RESTART_WINDOW: Duration = Duration::from_secs(10);
 
 /// How the registry of one node is laid out.
@@ -112,7 +112,7 @@ pub(crate) struct SupervisorState {
     feed: ActorRef<FeedMsg>,
     shards: Vec<ActorRef<ShardMsg>>,
     expected_stops: HashSet<ActorId>,
-    restarts: RestartIntensity,
+    restarts: RestartBudget,
 }
 
 impl Actor for RegistrySupervisor {
@@ -135,7 +135,7 @@ impl Actor for RegistrySupervisor {
             feed,
             shards,
             expected_stops: HashSet::new(),
-            restarts: RestartIntensity::new(MAX_RESTARTS, RESTART_WINDOW),
+            restarts: RestartBudget::new(RestartLimits::immediate(MAX_RESTARTS, RESTART_WINDOW)),
         })
     }
 

@@ -13,30 +13,34 @@
 //!   only; the others restart as soon as they have stopped (drained), the crashed one after its
 //!   back-off. An instance that crashed beyond its intensity fails alone: the others keep running.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use lathe::topology::{RestartPolicy, RestartStrategy};
+pub(crate) use lathe_supervisors::policy::AfterCrash;
+use lathe_supervisors::policy::{RestartBudget, RestartLimits};
 
-/// What to do after a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AfterCrash {
-    RestartAfter(Duration),
-    GiveUp,
+/// The intensity and back-off of a group's `restart` table, as the supervision layer takes them.
+pub(crate) fn limits_of(policy: &RestartPolicy) -> RestartLimits {
+    RestartLimits {
+        max_restarts: policy.max_restarts,
+        window: policy.window(),
+        backoff: policy.backoff(),
+        max_backoff: policy.max_backoff(),
+    }
 }
 
-/// The restart bookkeeping of one instance: its crashes within the policy's window.
+/// The restart bookkeeping of one instance: its group's policy and its crashes in the window.
 #[derive(Debug, Clone)]
 pub(crate) struct RestartTracker {
     policy: RestartPolicy,
-    recent: VecDeque<Instant>,
+    budget: RestartBudget,
 }
 
 impl RestartTracker {
     pub(crate) fn new(policy: RestartPolicy) -> Self {
         RestartTracker {
+            budget: RestartBudget::new(limits_of(&policy)),
             policy,
-            recent: VecDeque::new(),
         }
     }
 
@@ -46,25 +50,13 @@ impl RestartTracker {
 
     /// Takes a new policy (a redeployed topology), keeping the crashes already counted.
     pub(crate) fn set_policy(&mut self, policy: RestartPolicy) {
+        self.budget.set_limits(limits_of(&policy));
         self.policy = policy;
     }
 
     /// Records a crash at `now`: restart after the back-off, or give up past the intensity.
     pub(crate) fn on_crash(&mut self, now: Instant) -> AfterCrash {
-        let window = self.policy.window();
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            self.recent.pop_front();
-        }
-        if self.recent.len() >= self.policy.max_restarts as usize {
-            return AfterCrash::GiveUp;
-        }
-        self.recent.push_back(now);
-        let restart = u32::try_from(self.recent.len()).unwrap_or(u32::MAX);
-        AfterCrash::RestartAfter(self.policy.backoff(restart))
+        self.budget.on_crash(now)
     }
 }
 
@@ -87,6 +79,8 @@ pub(crate) fn restarted_with(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn policy(max_restarts: u32, within_seconds: u32) -> RestartPolicy {
@@ -97,48 +91,6 @@ mod tests {
             max_backoff_ms: 300,
             ..RestartPolicy::default()
         }
-    }
-
-    #[test]
-    fn the_first_restart_is_immediate_then_the_back_off_doubles_to_its_cap_then_it_gives_up() {
-        let mut tracker = RestartTracker::new(policy(5, 30));
-        let t0 = Instant::now();
-        let delays: Vec<AfterCrash> = (0..6)
-            .map(|i| tracker.on_crash(t0 + Duration::from_secs(i)))
-            .collect();
-        let ms = |n| AfterCrash::RestartAfter(Duration::from_millis(n));
-        assert_eq!(
-            delays,
-            vec![
-                ms(0),
-                ms(100),
-                ms(200),
-                ms(300),
-                ms(300),
-                AfterCrash::GiveUp
-            ]
-        );
-    }
-
-    #[test]
-    fn crashes_older_than_the_window_no_longer_count() {
-        let mut tracker = RestartTracker::new(policy(2, 10));
-        let t0 = Instant::now();
-        let at = |s| t0 + Duration::from_secs(s);
-        assert_eq!(
-            tracker.on_crash(at(0)),
-            AfterCrash::RestartAfter(Duration::ZERO)
-        );
-        assert_eq!(
-            tracker.on_crash(at(1)),
-            AfterCrash::RestartAfter(Duration::from_millis(100))
-        );
-        assert_eq!(tracker.on_crash(at(2)), AfterCrash::GiveUp);
-        // Both earlier crashes left the window: immediate again.
-        assert_eq!(
-            tracker.on_crash(at(12)),
-            AfterCrash::RestartAfter(Duration::ZERO)
-        );
     }
 
     #[test]
@@ -156,6 +108,15 @@ mod tests {
             tracker.on_crash(t0 + Duration::from_secs(30)),
             AfterCrash::GiveUp
         );
+    }
+
+    #[test]
+    fn the_default_topology_policy_backs_off_from_100_ms_to_5_s() {
+        let limits = limits_of(&RestartPolicy::default());
+        let waits: Vec<u128> = (1..=8).map(|n| limits.backoff(n).as_millis()).collect();
+        assert_eq!(waits, [0, 100, 200, 400, 800, 1600, 3200, 5000]);
+        assert_eq!(limits.backoff(u32::MAX).as_millis(), 5000);
+        assert_eq!(limits.max_restarts, 5);
     }
 
     #[test]

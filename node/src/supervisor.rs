@@ -1,4 +1,21 @@
-//! `NodeSupervisor`: the root of a node's supervision tree (drawn in the crate doc).
+//! `NodeSupervisor`: the root of a node's supervision tree, one per `lathe-node` process:
+//!
+//! ```text
+//! NodeSupervisor             node                     restarts scheduler, resources, tasks; else fails
+//! ├── Membership             node/membership          NodeServer, heartbeats, ZooKeeper
+//! ├── RegistrySupervisor     node/registry            rest-for-one from the feed
+//! │   ├── RegistryFeed       node/registry/feed
+//! │   └── RegistryShard × k  node/registry/shard-N    one-for-one, re-attaches to the feed
+//! ├── Scheduler              node/scheduler           places instances (leader only)
+//! ├── ResourceManagerActor   node/resources           asks YARN for nodes (leader only; --yarn-rm)
+//! ├── TaskSupervisor         node/tasks               runs this node's assignments
+//! │   └── TaskActor × n      node/tasks/<group>/<i>   the group's topology `restart` policy
+//! └── HTTP server            (not an actor)           REST API, /v1/tree, /metrics
+//! ```
+//!
+//! The second column is each actor's path in the node's supervision tree (`GET /v1/tree`, the
+//! `lathe_actor_*` metrics, `POST /v1/actors/kill` with `--enable-chaos`); the actors live in
+//! `lathe-actors`, the tree and the restart policy in `lathe-supervisors`.
 //!
 //! It starts the subsystems in dependency order (membership, registry, scheduler, the resource
 //! manager when the node has a backend, tasks, HTTP) and registers each in the node's
@@ -14,7 +31,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lathe::supervision::RestartIntensity;
 use lathe_actors::http::{serve, ApiContext};
 use lathe_actors::membership::{start_membership, MembershipConfig, MembershipHandle};
 use lathe_actors::registry::{start_registry_in, RegistryConfig, RegistryHandle};
@@ -26,6 +42,7 @@ use lathe_actors::scheduler::demand::{demand_channel, DemandSender};
 use lathe_actors::tasks::{start_task_supervisor, TaskSupervisorConfig, TaskSupervisorHandle};
 use lathe_actors::tree::{ActorKind, ActorTree, TreeMetrics, TreeScope};
 use lathe_store::Store;
+use lathe_supervisors::policy::{RestartBudget, RestartLimits};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use tokio::sync::watch;
@@ -38,37 +55,37 @@ const HTTP_DRAIN: Duration = Duration::from_secs(3);
 const TASK_DRAIN: Duration = Duration::from_secs(5);
 /// More restarts of the scheduler and the task supervisor than this within the window fail the
 /// node.
-pub const MAX_RESTARTS: usize = 10;
-pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const MAX_RESTARTS: u32 = 10;
+pub(crate) const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(RactorMessage)]
-pub enum NodeSupervisorMsg {}
+pub(crate) enum NodeSupervisorMsg {}
 
-pub struct NodeSupervisor;
+pub(crate) struct NodeSupervisor;
 
-pub struct NodeSupervisorArgs {
-    pub name: String,
-    pub store: Arc<dyn Store>,
-    pub registry: RegistryConfig,
-    pub membership: MembershipConfig,
-    pub http_listener: tokio::net::TcpListener,
-    pub max_value_bytes: usize,
-    pub metrics: prometheus::Registry,
+pub(crate) struct NodeSupervisorArgs {
+    pub(crate) name: String,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: RegistryConfig,
+    pub(crate) membership: MembershipConfig,
+    pub(crate) http_listener: tokio::net::TcpListener,
+    pub(crate) max_value_bytes: usize,
+    pub(crate) metrics: prometheus::Registry,
     /// The task types this node's binary can run.
-    pub catalog: lathe::Catalog,
+    pub(crate) catalog: lathe::Catalog,
     /// A validated topology to deploy once the registry is up: (file name, TOML).
-    pub topology: Option<(String, String)>,
+    pub(crate) topology: Option<(String, String)>,
     /// Accept failure drills (`POST /v1/actors/kill`, `--enable-chaos`).
-    pub enable_chaos: bool,
+    pub(crate) enable_chaos: bool,
     /// Call instances of this node in-process from `forward` (not `--no-local-forward`).
-    pub local_forward: bool,
+    pub(crate) local_forward: bool,
     /// A resource manager backend (`--yarn-rm`): asks for more nodes when the cluster is full.
-    pub resources: Option<ResourceManagerSpec>,
+    pub(crate) resources: Option<ResourceManagerSpec>,
     /// Where task instances keep their state (`ctx.state()`), under `--data-dir`.
-    pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
+    pub(crate) states: Option<Arc<lathe_store::state::LazyNodeStates>>,
 }
 
-pub struct NodeSupervisorState {
+pub(crate) struct NodeSupervisorState {
     registry: RegistryHandle,
     membership: MembershipHandle,
     tasks: TaskSupervisorHandle,
@@ -78,7 +95,7 @@ pub struct NodeSupervisorState {
     demand: Option<DemandSender>,
     resources: Option<(ResourceManagerSpec, ActorRef<ResourceManagerMsg>)>,
     node: String,
-    restarts: RestartIntensity,
+    restarts: RestartBudget,
     http_shutdown: watch::Sender<bool>,
     http: Option<tokio::task::JoinHandle<()>>,
 }
@@ -188,7 +205,7 @@ impl Actor for NodeSupervisor {
             demand,
             resources,
             node: args.name,
-            restarts: RestartIntensity::new(MAX_RESTARTS, RESTART_WINDOW),
+            restarts: RestartBudget::new(RestartLimits::immediate(MAX_RESTARTS, RESTART_WINDOW)),
             http_shutdown,
             http: Some(http),
         })
