@@ -30,8 +30,9 @@ use lathe::Catalog;
 use lathe_actors::membership::MembershipConfig;
 use lathe_actors::registry::remote::{start_store_server, RemoteStore};
 use lathe_actors::registry::RegistryConfig;
+use lathe_actors::tree::ActorTree;
 use lathe_store::{embedded::EmbeddedStore, zk::ZkStore, Store};
-use ractor::Actor;
+use ractor::{Actor, ActorCell};
 
 use config::{Args, NodeConfig};
 
@@ -109,7 +110,8 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_name(cluster_addr.port()));
     let metrics = prometheus::Registry::new();
     metrics::register_workers(&metrics)?;
-    let store = open_store(&config, &name, &metrics).await?;
+    let tree = ActorTree::new(&name);
+    let (store, store_keeper) = open_store(&config, &name, &metrics, &tree).await?;
     let mut membership = MembershipConfig::new(&name, cluster_addr, http_addr, &config.cookie);
     membership.join = config.join.clone();
     membership.tags = config.tags.clone();
@@ -121,6 +123,8 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
     let resources = resources::yarn_spec(&config, &metrics)?;
     let args = NodeSupervisorArgs {
         name: name.clone(),
+        tree,
+        store_keeper,
         store,
         registry: RegistryConfig {
             shards: config.registry_shards,
@@ -155,11 +159,15 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
     }
 }
 
+/// The node's registry store, and the keeper of the actor serving or following the embedded
+/// registry (in the tree at `node/registry/...`) when it has one.
 async fn open_store(
     config: &NodeConfig,
     name: &str,
     metrics: &prometheus::Registry,
-) -> anyhow::Result<Arc<dyn Store>> {
+    tree: &ActorTree,
+) -> anyhow::Result<(Arc<dyn Store>, Option<ActorCell>)> {
+    let scope = tree.scope("node/registry");
     use anyhow::Context;
     if let Some(zk) = &config.zookeeper {
         let store = Arc::new(
@@ -168,11 +176,13 @@ async fn open_store(
                 .with_context(|| format!("--zookeeper: cannot open the registry at {zk}"))?,
         );
         metrics.register(Box::new(metrics::ZkRequests::new(store.clone())?))?;
-        return Ok(store);
+        return Ok((store, None));
     }
     if !config.join.is_empty() {
         tracing::info!("no --zookeeper: using the embedded registry of the founding node");
-        return Ok(Arc::new(RemoteStore::start(None).await?));
+        let remote = RemoteStore::start(&scope, None).await?;
+        let keeper = remote.keeper();
+        return Ok((Arc::new(remote), Some(keeper)));
     }
     let dir = data_dir(config, name);
     let store = EmbeddedStore::open(&dir).with_context(|| {
@@ -182,10 +192,10 @@ async fn open_store(
         )
     })?;
     let store: Arc<dyn Store> = Arc::new(store);
-    start_store_server(store.clone(), None)
+    let keeper = start_store_server(store.clone(), &scope, None)
         .await
         .context("cannot serve the embedded registry to joining nodes")?;
-    Ok(store)
+    Ok((store, Some(keeper.get_cell())))
 }
 
 /// `--data-dir`, else `lathe-data/<name>`: the embedded registry and the task state live there.

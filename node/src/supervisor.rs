@@ -65,6 +65,10 @@ pub(crate) struct NodeSupervisor;
 
 pub(crate) struct NodeSupervisorArgs {
     pub(crate) name: String,
+    /// The node's supervision tree (made before this supervisor: the store's actors are in it).
+    pub(crate) tree: ActorTree,
+    /// The keeper of the embedded registry's server or follower, if this node has one.
+    pub(crate) store_keeper: Option<ActorCell>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) registry: RegistryConfig,
     pub(crate) membership: MembershipConfig,
@@ -110,8 +114,13 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         args: NodeSupervisorArgs,
     ) -> Result<NodeSupervisorState, ActorProcessingErr> {
-        let tree = ActorTree::new(&args.name);
+        let tree = args.tree;
         let root = tree.root(ActorKind::NodeSupervisor, &myself.get_cell());
+        // The embedded registry's server or follower started before this supervisor, which
+        // now takes its keeper: a keeper that gives up fails the node.
+        if let Some(keeper) = &args.store_keeper {
+            keeper.link(myself.get_cell());
+        }
         TreeMetrics::register(tree.clone(), &args.metrics)?;
         let joining = !args.membership.join.is_empty();
         let membership = start_membership(

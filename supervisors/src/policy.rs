@@ -28,7 +28,7 @@ pub struct RestartLimits {
 
 impl RestartLimits {
     /// At most `max_restarts` within `window`, each one at once.
-    pub fn immediate(max_restarts: u32, window: Duration) -> Self {
+    pub const fn immediate(max_restarts: u32, window: Duration) -> Self {
         RestartLimits {
             max_restarts,
             window,

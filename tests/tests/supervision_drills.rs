@@ -2,14 +2,17 @@
 //! `POST /v1/actors/kill` restarts and the restart is counted (`/v1/tasks`, the tree,
 //! `lathe_actor_restarts_total`); a killed scheduler restarts and keeps scheduling; a killed task
 //! supervisor restarts and starts its instances again; a task that always fails (`my::Crasher`)
-//! ends `failed` after its restart intensity while the rest of the node is unharmed.
+//! ends `failed` after its restart intensity while the rest of the node is unharmed; and every
+//! kind of actor a supervisor restarts (the registry's feed and shards, the embedded registry's
+//! server and follower, the cache and flow servers, the scheduler, the task supervisor, a task)
+//! is killed in turn, seen restarted and counted, and the node still works.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lathe_tests::http::{self, Reply};
-use lathe_tests::node::{NodeBuilder, NodeProcess};
-use lathe_tests::scenario::put_ok;
+use lathe_tests::node::{Cluster, NodeBuilder, NodeProcess, MEMBERSHIP_DEADLINE};
+use lathe_tests::scenario::{put_ok, TEST_COOKIE};
 use lathe_tests::wait::{try_wait_until, wait_until};
 use serde_json::{json, Value};
 
@@ -231,4 +234,109 @@ fn a_task_that_always_fails_ends_failed_and_the_node_carries_on() {
         failed_series,
         "lathe_task_instances for the failed crasher:\n{metrics}"
     );
+}
+
+/// Kills the actor at `path` and waits until it runs again with one more restart, and its kind's
+/// restarts counted one more in the metrics.
+fn kill_and_see_counted(node: &NodeProcess, path: &str) {
+    let before = actor(node, path).unwrap_or_else(|| panic!("{path} is not in the tree"));
+    assert_eq!(before["status"], "running", "{path}: {before}");
+    let kind = before["kind"].as_str().expect("a kind").to_string();
+    let restarts = before["restarts"].as_u64().expect("restarts");
+    let counted = restarts_total(node, &kind).unwrap_or_else(|| panic!("no metric for {kind}"));
+    let reply = kill(node, path);
+    assert_eq!(reply.status, 200, "kill {path}: {}", reply.text);
+    assert_eq!(reply.body["kind"], json!(kind));
+    wait_until(&format!("{path} ({kind}) running again"), CONVERGE, || {
+        let now = actor(node, path).ok_or("gone from the tree".to_string())?;
+        if now["status"] == "running" && now["restarts"] == restarts + 1 {
+            Ok(())
+        } else {
+            Err(now.to_string())
+        }
+    });
+    wait_until(&format!("the {kind} restart counted"), CONVERGE, || {
+        restarts_total(node, &kind) == Some(counted + 1.0)
+    });
+}
+
+/// `GET /v1/kv{key}` on `node` answers `value`.
+fn wait_value(node: &NodeProcess, key: &str, value: &Value) {
+    wait_until(
+        &format!("{key} = {value} on {}", node.name()),
+        CONVERGE,
+        || {
+            let reply = http::try_get_json(node.http_addr(), &format!("/v1/kv{key}"))?;
+            if reply.status == 200 && &reply.body["value"] == value {
+                Ok(())
+            } else {
+                Err(format!("{} {}", reply.status, reply.text))
+            }
+        },
+    );
+}
+
+#[test]
+fn every_kind_of_supervised_actor_restarts_when_killed_and_is_counted() {
+    // Without ZooKeeper: the founder serves its embedded registry, the joiner follows it.
+    let template = NodeBuilder::new()
+        .name("drill-kinds")
+        .cookie(TEST_COOKIE)
+        .enable_chaos();
+    let mut cluster = Cluster::start(2, template);
+    cluster.wait_all_alive(MEMBERSHIP_DEADLINE);
+    let (founder, joiner) = (cluster.node(0), cluster.node(1));
+    deploy(founder, &frontpage(1));
+    let running = wait_until("an instance running", CONVERGE, || {
+        let tasks = tasks(founder).ok()?;
+        let (key, record) = tasks.into_iter().next()?;
+        (record["status"] == "running").then_some((key, record))
+    });
+    let placed = record_node(&running.1);
+
+    let mut written = 0;
+    let mut write_and_see = |why: &str| {
+        written += 1;
+        let value = json!({ "after": why, "n": written });
+        put_ok(joiner.http_addr(), "/drill/key", &value);
+        wait_value(founder, "/drill/key", &value);
+        wait_value(joiner, "/drill/key", &value);
+    };
+    write_and_see("start");
+
+    for (node, path) in [
+        (founder, "node/registry/store-server"),
+        (joiner, "node/registry/store-follower"),
+        (founder, "node/registry/feed"),
+        (joiner, "node/registry/shard-0"),
+    ] {
+        kill_and_see_counted(node, path);
+        // The registry still takes writes through the joiner and both nodes see them.
+        write_and_see(path);
+    }
+    for node in [founder, joiner] {
+        kill_and_see_counted(node, "node/tasks/cache-server");
+        kill_and_see_counted(node, "node/tasks/flow-server");
+    }
+    let host = if founder.name() == placed {
+        founder
+    } else {
+        joiner
+    };
+    kill_and_see_counted(founder, "node/scheduler");
+    let (group, index) = &running.0;
+    kill_and_see_counted(host, &format!("node/tasks/{group}/{index}"));
+    kill_and_see_counted(host, "node/tasks");
+    // Still scheduling: one more instance is placed and runs.
+    deploy(founder, &frontpage(2));
+    wait_until("both instances running", CONVERGE, || {
+        let tasks = tasks(founder).ok()?;
+        (tasks.values().filter(|t| t["status"] == "running").count() == 2).then_some(())
+    });
+    write_and_see("end");
+}
+
+/// The node an instance record is on.
+fn record_node(record: &Value) -> String {
+    record["node"].as_str().expect("a node").to_string()
 }

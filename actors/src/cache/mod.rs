@@ -33,7 +33,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use lathe::cache::{CacheBackend, CacheError, CacheLoader, CacheStats};
 use lathe::{Cache, LookupError, TaskRef};
-use ractor::{pg, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use lathe_supervisors::supervised::{
+    factory, spawn_supervised, ChildSpec, KeeperMsg, SERVER_RESTARTS,
+};
+use lathe_supervisors::tree::{ActorKind, TreeScope};
+use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -99,10 +103,21 @@ impl CacheHost {
         })
     }
 
-    /// Starts the node's [`CacheServer`] (other nodes reach this node's caches through it).
-    pub async fn serve(self: &Arc<Self>) -> anyhow::Result<ActorRef<CacheRequest>> {
-        let (server, _) = Actor::spawn(None, CacheServer, self.clone()).await?;
-        Ok(server)
+    /// Starts the node's [`CacheServer`] (other nodes reach this node's caches through it), kept
+    /// running at `<scope>/cache-server` under `parent`.
+    pub async fn serve(
+        self: &Arc<Self>,
+        scope: &TreeScope,
+        parent: Option<ActorCell>,
+    ) -> anyhow::Result<ActorRef<KeeperMsg>> {
+        let spec = ChildSpec {
+            scope: scope.clone(),
+            name: "cache-server".to_string(),
+            kind: ActorKind::CacheServer,
+            limits: SERVER_RESTARTS,
+            factory: factory(CacheServer, self.clone()),
+        };
+        Ok(spawn_supervised(spec, parent).await?)
     }
 
     /// The cache `name` of instance `index` of `group`; a second call (a restarted instance)
@@ -377,6 +392,7 @@ pub enum CacheRequest {
 }
 
 /// Serves the keys this node's instances own to the other nodes.
+#[derive(Clone)]
 pub struct CacheServer;
 
 impl Actor for CacheServer {

@@ -22,7 +22,9 @@ use bytes::Bytes;
 use lathe::flow::{Delivery, FlowError, FlowHandler, FlowMessage};
 use lathe::topology::Topology;
 use lathe::{layout, KeyPath};
-use ractor::{pg, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use lathe_supervisors::supervised::{factory, spawn_supervised, ChildSpec, SERVER_RESTARTS};
+use lathe_supervisors::tree::{ActorKind, TreeScope};
+use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
@@ -66,8 +68,14 @@ impl FlowHost {
         })
     }
 
-    /// Follows the deployed topology's `flows.inputs` and starts the node's [`FlowServer`].
-    pub async fn start(self: &Arc<Self>, registry: RegistryHandle) -> anyhow::Result<()> {
+    /// Follows the deployed topology's `flows.inputs` and starts the node's [`FlowServer`], kept
+    /// running at `<scope>/flow-server` under `parent`.
+    pub async fn start(
+        self: &Arc<Self>,
+        registry: RegistryHandle,
+        scope: &TreeScope,
+        parent: Option<ActorCell>,
+    ) -> anyhow::Result<()> {
         let key = KeyPath::parse(layout::TOPOLOGY)?;
         let host = Arc::downgrade(self);
         let mirror = spawn_mirror(registry, key.clone(), move |entries| {
@@ -85,7 +93,14 @@ impl FlowHost {
             true
         });
         *self.mirror.lock().unwrap_or_else(|e| e.into_inner()) = Some(mirror);
-        Actor::spawn(None, FlowServer, self.clone()).await?;
+        let spec = ChildSpec {
+            scope: scope.clone(),
+            name: "flow-server".to_string(),
+            kind: ActorKind::FlowServer,
+            limits: SERVER_RESTARTS,
+            factory: factory(FlowServer, self.clone()),
+        };
+        spawn_supervised(spec, parent).await?;
         Ok(())
     }
 
@@ -247,6 +262,7 @@ pub enum FlowRequest {
 }
 
 /// Hands messages from other nodes to this node's consuming instances.
+#[derive(Clone)]
 pub struct FlowServer;
 
 impl Actor for FlowServer {

@@ -161,11 +161,15 @@ pub async fn start_task_supervisor(
         config.states,
     ));
     let endpoints = services.endpoints.clone();
-    services.caches.serve().await?;
-    services.flows.start(services.registry.clone()).await?;
     let tree = config
         .tree
         .unwrap_or_else(|| TreeScope::detached("node/tasks"));
+    // The servers outlive the task supervisor's restarts: their keepers hang off its parent.
+    services.caches.serve(&tree, parent.clone()).await?;
+    services
+        .flows
+        .start(services.registry.clone(), &tree, parent.clone())
+        .await?;
     let args = TaskSupervisorArgs {
         catalog: Arc::new(catalog),
         services,

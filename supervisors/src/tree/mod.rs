@@ -2,16 +2,22 @@
 //! `lathe_actor_*` metrics, the failure drills of `POST /v1/actors/kill`).
 //!
 //! ```text
-//! node                              node-supervisor      supervisors/src/node.rs
-//! ├── node/membership               membership
-//! ├── node/registry                 registry-supervisor  actors/src/registry/supervisor.rs
-//! │   ├── node/registry/feed        registry-feed
-//! │   └── node/registry/shard-N     registry-shard
-//! ├── node/scheduler                scheduler
-//! ├── node/resources                resource-manager     actors/src/resources/actor.rs (--yarn-rm)
-//! └── node/tasks                    task-supervisor      actors/src/tasks/supervisor.rs
-//!     └── node/tasks/<group>/<i>    task
+//! node                                 node-supervisor      node/src/supervisor.rs
+//! ├── node/membership                  membership
+//! ├── node/registry                    registry-supervisor  actors/src/registry/supervisor.rs
+//! │   ├── node/registry/feed           registry-feed
+//! │   ├── node/registry/shard-N        registry-shard
+//! │   ├── node/registry/store-server   store-server         the embedded store, for joiners
+//! │   └── node/registry/store-follower store-follower       a joiner's view of it
+//! ├── node/scheduler                   scheduler
+//! ├── node/resources                   resource-manager     actors/src/resources/actor.rs
+//! └── node/tasks                       task-supervisor      actors/src/tasks/supervisor.rs
+//!     ├── node/tasks/<group>/<i>       task
+//!     ├── node/tasks/cache-server      cache-server         peers' cache gets
+//!     └── node/tasks/flow-server       flow-server          peers' flow messages
 //! ```
+//!
+//! The store, cache and flow servers are kept by [`spawn_supervised`](crate::supervised).
 //!
 //! Nothing here walks ractor's internals: each supervisor already knows its children, and tells
 //! its [`TreeScope`] when one starts, dies and is restarted, or goes away. The [`ActorTree`] is a
@@ -51,10 +57,14 @@ pub enum ActorKind {
     ResourceManager,
     TaskSupervisor,
     Task,
+    StoreServer,
+    StoreFollower,
+    CacheServer,
+    FlowServer,
 }
 
 impl ActorKind {
-    pub const ALL: [ActorKind; 9] = [
+    pub const ALL: [ActorKind; 13] = [
         ActorKind::NodeSupervisor,
         ActorKind::Membership,
         ActorKind::RegistrySupervisor,
@@ -64,6 +74,10 @@ impl ActorKind {
         ActorKind::ResourceManager,
         ActorKind::TaskSupervisor,
         ActorKind::Task,
+        ActorKind::StoreServer,
+        ActorKind::StoreFollower,
+        ActorKind::CacheServer,
+        ActorKind::FlowServer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +91,10 @@ impl ActorKind {
             ActorKind::ResourceManager => "resource-manager",
             ActorKind::TaskSupervisor => "task-supervisor",
             ActorKind::Task => "task",
+            ActorKind::StoreServer => "store-server",
+            ActorKind::StoreFollower => "store-follower",
+            ActorKind::CacheServer => "cache-server",
+            ActorKind::FlowServer => "flow-server",
         }
     }
 }
@@ -165,6 +183,12 @@ impl ActorTree {
     pub fn root(&self, kind: ActorKind, cell: &ActorCell) -> TreeScope {
         self.lock().started(ROOT, None, kind, cell);
         TreeScope::at(self.clone(), ROOT)
+    }
+
+    /// The scope at `path`, for a supervisor that starts before its parent registers (the
+    /// embedded registry's server starts before the node's root supervisor).
+    pub fn scope(&self, path: &str) -> TreeScope {
+        TreeScope::at(self.clone(), path)
     }
 
     /// Restarts of actors of `kind` since the node started.

@@ -11,6 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lathe::KeyPath;
 use lathe_store::{Snapshot, Store, StoreError, StoreEvent, StoredEntry};
+use lathe_supervisors::supervised::{
+    spawn_supervised, ChildSpec, Factory, KeeperMsg, SERVER_RESTARTS,
+};
+use lathe_supervisors::tree::{ActorKind, TreeScope};
 use ractor::rpc::CallResult;
 use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
@@ -45,24 +49,49 @@ pub(crate) enum FollowerMsg {
 
 /// The registry store of a node that joined a cluster without ZooKeeper.
 pub struct RemoteStore {
-    follower: ActorRef<FollowerMsg>,
+    /// The follower running now (a restarted one replaces it).
+    follower: Arc<Mutex<Option<ActorRef<FollowerMsg>>>>,
     consumers: Consumers,
+    keeper: ActorRef<KeeperMsg>,
 }
 
 impl RemoteStore {
-    /// Starts the follower; the store is usable once the founding node is reachable.
-    pub async fn start(parent: Option<ActorCell>) -> anyhow::Result<RemoteStore> {
+    /// Starts the follower, kept running at `<scope>/store-follower` under `parent`; the store
+    /// is usable once the founding node is reachable. A restarted follower re-syncs from a
+    /// snapshot, which its consumers take as a `Resync`.
+    pub async fn start(
+        scope: &TreeScope,
+        parent: Option<ActorCell>,
+    ) -> anyhow::Result<RemoteStore> {
         let consumers: Consumers = Arc::default();
-        let (follower, _) = match parent {
-            Some(parent) => {
-                Actor::spawn_linked(None, StoreFollower, consumers.clone(), parent).await?
-            }
-            None => Actor::spawn(None, StoreFollower, consumers.clone()).await?,
+        let follower: Arc<Mutex<Option<ActorRef<FollowerMsg>>>> = Arc::default();
+        let (slot, args) = (follower.clone(), consumers.clone());
+        let factory: Factory = Arc::new(move |keeper| {
+            let (slot, args) = (slot.clone(), args.clone());
+            Box::pin(async move {
+                let (actor, _) = Actor::spawn_linked(None, StoreFollower, args, keeper).await?;
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(actor.clone());
+                Ok(actor.get_cell())
+            })
+        });
+        let spec = ChildSpec {
+            scope: scope.clone(),
+            name: "store-follower".to_string(),
+            kind: ActorKind::StoreFollower,
+            limits: SERVER_RESTARTS,
+            factory,
         };
+        let keeper = spawn_supervised(spec, parent).await?;
         Ok(RemoteStore {
             follower,
             consumers,
+            keeper,
         })
+    }
+
+    /// The follower's keeper (to link it under the node's supervisor once that runs).
+    pub fn keeper(&self) -> ActorCell {
+        self.keeper.get_cell()
     }
 }
 
@@ -136,11 +165,19 @@ impl Store for RemoteStore {
             consumers.push(sender);
         }
         // The new stream must open with a snapshot: take a fresh one for everybody.
-        let _ = self.follower.cast(FollowerMsg::Resync);
+        let follower = self
+            .follower
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(follower) = follower {
+            let _ = follower.cast(FollowerMsg::Resync);
+        }
         receiver
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct StoreFollower;
 
 pub(crate) struct FollowerState {

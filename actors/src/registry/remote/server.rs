@@ -4,6 +4,10 @@ use std::sync::Arc;
 
 use lathe::KeyPath;
 use lathe_store::{Snapshot, Store, StoreError, StoreEvent};
+use lathe_supervisors::supervised::{
+    factory, spawn_supervised, ChildSpec, KeeperMsg, SERVER_RESTARTS,
+};
+use lathe_supervisors::tree::{ActorKind, TreeScope};
 use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
@@ -12,22 +16,22 @@ use super::follower::FollowerMsg;
 use super::{FOLLOWER_GROUP, STORE_SERVER_GROUP};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PutRequest {
-    pub key: KeyPath,
-    pub value: serde_json::Value,
-    pub cas: Option<u64>,
+pub(crate) struct PutRequest {
+    pub(crate) key: KeyPath,
+    pub(crate) value: serde_json::Value,
+    pub(crate) cas: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeleteRequest {
-    pub key: KeyPath,
-    pub cas: Option<u64>,
-    pub recurse: bool,
+pub(crate) struct DeleteRequest {
+    pub(crate) key: KeyPath,
+    pub(crate) cas: Option<u64>,
+    pub(crate) recurse: bool,
 }
 
 /// What joined nodes ask the founding node's store.
 #[derive(RactorClusterMessage)]
-pub enum StoreRequest {
+pub(crate) enum StoreRequest {
     #[rpc]
     Snapshot(RpcReplyPort<Result<Snapshot, StoreError>>),
     #[rpc]
@@ -36,6 +40,7 @@ pub enum StoreRequest {
     Delete(DeleteRequest, RpcReplyPort<Result<Option<u64>, StoreError>>),
 }
 
+#[derive(Clone)]
 pub(crate) struct StoreServer;
 
 pub(crate) struct ServerState {
@@ -43,16 +48,22 @@ pub(crate) struct ServerState {
     pusher: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the store server for `store` on the founding node.
+/// Starts the store server for `store` on the founding node, kept running at
+/// `<scope>/store-server` under `parent`; returns its keeper. A restarted server rejoins its
+/// process group, and the followers re-sync from a snapshot when it does.
 pub async fn start_store_server(
     store: Arc<dyn Store>,
+    scope: &TreeScope,
     parent: Option<ActorCell>,
-) -> anyhow::Result<ActorRef<StoreRequest>> {
-    let (server, _) = match parent {
-        Some(parent) => Actor::spawn_linked(None, StoreServer, store, parent).await?,
-        None => Actor::spawn(None, StoreServer, store).await?,
+) -> anyhow::Result<ActorRef<KeeperMsg>> {
+    let spec = ChildSpec {
+        scope: scope.clone(),
+        name: "store-server".to_string(),
+        kind: ActorKind::StoreServer,
+        limits: SERVER_RESTARTS,
+        factory: factory(StoreServer, store),
     };
-    Ok(server)
+    Ok(spawn_supervised(spec, parent).await?)
 }
 
 impl Actor for StoreServer {
