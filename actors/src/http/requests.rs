@@ -11,7 +11,8 @@ use super::{kv, topology, watch};
 const NAME: &str = "lathe_api_requests_total";
 const HELP: &str =
     "Requests answered by this node's REST API, by route (kv, kv-blocking, kv-write, \
-                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, ui, other)";
+                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, prometheus, \
+                    ui, other)";
 
 #[derive(Clone)]
 pub(crate) struct ApiRequests(IntCounterVec);
@@ -45,6 +46,7 @@ fn route(method: &Method, path: &str, query: &str) -> &'static str {
         "/v1/tasks" => return "tasks",
         "/v1/tree" => return "tree",
         "/v1/actors/kill" => return "kill",
+        super::discovery::TARGETS_PATH => return "prometheus",
         _ => {}
     }
     if topology::is_services_path(path) {
@@ -83,6 +85,7 @@ mod tests {
             route(&Method::POST, "/v1/rollouts/a.b/pause", ""),
             "rollouts"
         );
+        assert_eq!(route(&get, "/v1/prometheus/targets", ""), "prometheus");
         assert_eq!(route(&get, "/nope", ""), "other");
     }
 }
