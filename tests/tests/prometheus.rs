@@ -1,14 +1,20 @@
 //! Watching Lathe with a real Prometheus (Debian's 2.42): the shipped alert rules pass `promtool
 //! check rules` and `promtool test rules`; a real 3-node cluster on a real ZooKeeper running the
-//! seed's topology is scraped through `GET /v1/prometheus/targets` (http_sd), and every PromQL
+//! seed's topology and two gossiping `lathe-agent`s is scraped through `GET
+//! /v1/prometheus/targets` (http_sd: the nodes, and the agents that registered), and every PromQL
 //! expression of the rules, of the console template and of the Grafana dashboard is evaluated
 //! through Prometheus's HTTP API: each must be valid, and each that describes a present state
 //! must return data. Then alerts fire for real (actor restarts through failure drills, a traffic
 //! shift undone, a node SIGKILLed), and `/consoles/lathe.html` renders from Prometheus. And
 //! `lathe up --prometheus` starts one that scrapes its nodes, and stops it with them.
 
+mod agent_support;
+
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
+
+use agent_support::{free_addr, registry_list, toml_str, AgentProcess};
 
 use lathe_tests::http;
 use lathe_tests::node::{cli_binary, free_port, Cluster, NodeBuilder, NodeProcess};
@@ -98,29 +104,48 @@ fn prometheus_scrapes_a_real_cluster_and_every_expression_holds() {
     cluster.wait_all_alive(CONVERGE);
     let addr = cluster.node(0).http_addr().to_string();
     deploy_seed(&addr);
+    let dir = tempfile::tempdir().unwrap();
+    let agents = start_agents(dir.path(), &cluster.http_addrs());
 
-    // Discovery: every member at its REST address, labelled.
-    let targets = http::get_json(&addr, "/v1/prometheus/targets");
-    assert_eq!(targets.status, 200, "{}", targets.text);
-    let listed: BTreeSet<(String, String)> = targets
-        .body
-        .as_array()
-        .expect("an array of target groups")
-        .iter()
-        .map(|t| {
-            assert_eq!(t["labels"]["lathe_role"], "node", "{t}");
-            (
-                t["labels"]["node"].as_str().unwrap().to_string(),
-                t["targets"][0].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let expected: BTreeSet<(String, String)> = cluster
+    // Discovery: every member at its REST address, every agent at its status address, labelled.
+    let mut expected: BTreeSet<(String, String)> = cluster
         .nodes()
         .iter()
-        .map(|n| (n.name().to_string(), n.http_addr().to_string()))
+        .map(|n| (format!("node {}", n.name()), n.http_addr().to_string()))
         .collect();
-    assert_eq!(listed, expected);
+    expected.extend(
+        agents
+            .iter()
+            .map(|a| (format!("agent {}", a.name), a.status_addr.clone())),
+    );
+    wait_until("the nodes and the agents in the targets", CONVERGE, || {
+        let targets = http::get_json(&addr, "/v1/prometheus/targets");
+        if targets.status != 200 {
+            return Err(targets.text);
+        }
+        let listed: BTreeSet<(String, String)> = targets
+            .body
+            .as_array()
+            .expect("an array of target groups")
+            .iter()
+            .map(|t| {
+                let role = t["labels"]["lathe_role"].as_str().unwrap();
+                let name = t["labels"][if role == "node" { "node" } else { "agent" }].as_str();
+                (
+                    format!("{role} {}", name.unwrap_or_default()),
+                    t["targets"][0].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        if listed == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "{listed:?}; agent-0 says: {}",
+                agents[0].log_tail(20)
+            ))
+        }
+    });
 
     let prometheus = PrometheusServer::start(&addr).expect("start prometheus");
     wait_until(
@@ -167,7 +192,7 @@ fn prometheus_scrapes_a_real_cluster_and_every_expression_holds() {
         }
     }
     let allowed: BTreeSet<&str> = MAY_BE_EMPTY.iter().map(|(e, _)| *e).collect();
-    let absent_here = ["lathe_agent_behind", "lathe_rollouts"];
+    let absent_here = ["lathe_rollouts"];
     for (expr, why) in MAY_BE_EMPTY {
         assert!(
             expressions.contains(&expr.to_string()),
@@ -239,6 +264,38 @@ fn prometheus_scrapes_a_real_cluster_and_every_expression_holds() {
         count(&prometheus, "up{job='lathe', lathe_role='node'} == 1"),
         Some(2)
     );
+}
+
+/// Two agents gossiping with each other, following the load balancers' endpoints into a file.
+fn start_agents(dir: &Path, nodes: &[String]) -> Vec<AgentProcess> {
+    let addrs = [free_addr(), free_addr()];
+    std::fs::write(dir.join("lb.j2"), "index = {{ index }}\n").unwrap();
+    (0..2)
+        .map(|i| {
+            let config = format!(
+                r#"
+name = "agent-{i}"
+registry = {registry}
+peers = [{peer}]
+[status]
+listen = {status}
+[[watch]]
+name = "lb"
+prefix = "/lathe/endpoints/task/http/lb"
+[[watch.action]]
+type = "template"
+template = {template}
+destination = {destination}
+"#,
+                registry = registry_list(nodes),
+                peer = toml_str(&addrs[1 - i]),
+                status = toml_str(&addrs[i]),
+                template = toml_str(dir.join("lb.j2").display().to_string()),
+                destination = toml_str(dir.join(format!("lb-{i}.txt")).display().to_string()),
+            );
+            AgentProcess::start(dir, &format!("agent-{i}"), &addrs[i], &config)
+        })
+        .collect()
 }
 
 fn deploy_seed(addr: &str) {

@@ -10,8 +10,8 @@
 //!   labels `lathe_role="task"`, `node`, `group`, `version` (the crate version), `instance`
 //!   (`group/index`) and `__metrics_path__`.
 //!
-//! `lathe-agent`s are not listed: they do not register in the registry (an agent only reads
-//! it); scrape them from a static or file target list (see `config/prometheus/prometheus.yml`).
+//! - every `lathe-agent` registered under `/v1/agents` and not expired, at its status address;
+//!   labels `lathe_role="agent"`, `agent` (its name).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +23,7 @@ use serde_json::Value;
 use warp::reply::Response;
 use warp::Reply;
 
+use super::agents::{self, AgentRecord};
 use super::tree::{member, Member};
 use super::{query, ApiContext, ApiError};
 use crate::scheduler::deploy;
@@ -74,7 +75,9 @@ pub(crate) async fn targets(context: &ApiContext, query: &str) -> Result<Respons
     } else {
         Vec::new()
     };
+    let registered = agents::live(context, agents::unix_ms_now()).await?;
     let mut answer = node_targets(&members);
+    answer.extend(agent_targets(&registered));
     answer.extend(task_targets(&groups, &instances));
     Ok(warp::reply::json(&answer).into_response())
 }
@@ -89,6 +92,19 @@ pub(crate) fn node_targets(members: &[Member]) -> Vec<TargetGroup> {
                 addr.to_string(),
                 &[("lathe_role", "node"), ("node", &m.name)],
             ))
+        })
+        .collect()
+}
+
+/// One target per registered agent.
+pub(crate) fn agent_targets(agents: &[AgentRecord]) -> Vec<TargetGroup> {
+    agents
+        .iter()
+        .map(|a| {
+            TargetGroup::new(
+                a.addr.clone(),
+                &[("lathe_role", "agent"), ("agent", &a.name)],
+            )
         })
         .collect()
 }
@@ -186,6 +202,20 @@ tasks = 1
                 {"targets": ["127.0.0.1:7500"], "labels": {"lathe_role": "node", "node": "n1"}},
                 {"targets": ["10.0.0.2:7501"], "labels": {"lathe_role": "node", "node": "n2"}},
             ])
+        );
+    }
+
+    #[test]
+    fn registered_agents_are_agent_targets() {
+        let agents = [AgentRecord {
+            name: "edge-1".into(),
+            addr: "10.0.0.5:7610".into(),
+            expires_at_ms: 1,
+        }];
+        assert_eq!(
+            serde_json::to_value(agent_targets(&agents)).unwrap(),
+            serde_json::json!([{"targets": ["10.0.0.5:7610"],
+                "labels": {"lathe_role": "agent", "agent": "edge-1"}}])
         );
     }
 

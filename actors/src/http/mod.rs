@@ -2,13 +2,14 @@
 //! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/rollouts` and `/v1/shifts` (slow
 //! roll-outs: new versions in place, and traffic moved between version groups), `/v1/tree`,
 //! `/v1/actors/kill` (failure drills), `/metrics`, `/v1/prometheus/targets` (Prometheus service
-//! discovery), and `/ui`, the live dashboard over them
+//! discovery) with `/v1/agents` (where agents register their status address), and `/ui`, the live dashboard over them
 //! (`ui.rs`, `ui.html`). Routes are matched by hand in `route` so that every unknown path, wrong
 //! method, bad path, bad body or oversized value gets one clear `{"error": "..."}` answer. Every
 //! answer is counted in `lathe_api_requests_total{route,code}` (`requests.rs`).
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
 
+mod agents;
 mod chaos;
 mod discovery;
 mod error;
@@ -130,6 +131,9 @@ async fn route(
         _ if ui::is_ui_path(path) && method == Method::GET => Ok(ui::page()),
         _ if rollout::is_rollouts_path(path) => {
             rollout::handle(&context, &method, path, query).await
+        }
+        _ if agents::is_agents_path(path) => {
+            agents::handle(&context, &method, path, query, body).await
         }
         _ if shift::is_shifts_path(path) => {
             shift::handle(&context, &method, path, query, body).await

@@ -11,7 +11,7 @@ use super::{kv, topology, watch};
 const NAME: &str = "lathe_api_requests_total";
 const HELP: &str =
     "Requests answered by this node's REST API, by route (kv, kv-blocking, kv-write, \
-                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, prometheus, \
+                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, prometheus, agents, \
                     ui, other)";
 
 #[derive(Clone)]
@@ -53,6 +53,8 @@ fn route(method: &Method, path: &str, query: &str) -> &'static str {
         "services"
     } else if super::rollout::is_rollouts_path(path) || super::shift::is_shifts_path(path) {
         "rollouts"
+    } else if super::agents::is_agents_path(path) {
+        "agents"
     } else if super::ui::is_ui_path(path) {
         "ui"
     } else if kv::is_kv_path(path) && *method != Method::GET {
@@ -86,6 +88,7 @@ mod tests {
             "rollouts"
         );
         assert_eq!(route(&get, "/v1/prometheus/targets", ""), "prometheus");
+        assert_eq!(route(&Method::PUT, "/v1/agents/edge-1", ""), "agents");
         assert_eq!(route(&get, "/nope", ""), "other");
     }
 }

@@ -205,7 +205,7 @@ mod tests {
         .unwrap();
         metrics.set(
             &[rollout("task.a", RolloutState::Rolling)],
-            &[shift.clone()],
+            std::slice::from_ref(&shift),
         );
         metrics.set(
             &[
