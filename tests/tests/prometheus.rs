@@ -130,6 +130,11 @@ fn prometheus_scrapes_a_real_cluster_and_every_expression_holds() {
             .iter()
             .map(|t| {
                 let role = t["labels"]["lathe_role"].as_str().unwrap();
+                let version = t["labels"]["version"].as_str().unwrap_or_default();
+                assert!(
+                    role != "node" || !version.is_empty(),
+                    "a node without version: {t}"
+                );
                 let name = t["labels"][if role == "node" { "node" } else { "agent" }].as_str();
                 (
                     format!("{role} {}", name.unwrap_or_default()),

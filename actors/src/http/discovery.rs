@@ -4,7 +4,7 @@
 //!
 //! - every member this node knows (alive, suspect or dead: a dead node stays listed so that its
 //!   `up` is 0 until it is back), at its HTTP address, `/metrics`; labels `lathe_role="node"`,
-//!   `node`.
+//!   `node`, `version` (the Lathe version it runs).
 //! - the running instances of groups whose topology sets the metadata key
 //!   `metrics_path = "/some/path"` (HTTP tasks that serve their own metrics), at their endpoint;
 //!   labels `lathe_role="task"`, `node`, `group`, `version` (the crate version), `instance`
@@ -88,10 +88,11 @@ pub(crate) fn node_targets(members: &[Member]) -> Vec<TargetGroup> {
         .iter()
         .filter_map(|m| {
             let addr = m.http_addr?;
-            Some(TargetGroup::new(
-                addr.to_string(),
-                &[("lathe_role", "node"), ("node", &m.name)],
-            ))
+            let mut labels = vec![("lathe_role", "node"), ("node", m.name.as_str())];
+            if !m.version.is_empty() {
+                labels.push(("version", m.version.as_str()));
+            }
+            Some(TargetGroup::new(addr.to_string(), &labels))
         })
         .collect()
 }
@@ -187,7 +188,7 @@ tasks = 1
     #[test]
     fn every_member_with_an_address_is_a_node_target() {
         let listed = [
-            serde_json::json!({"name": "n1", "status": "alive", "is_self": true,
+            serde_json::json!({"name": "n1", "status": "alive", "is_self": true, "version": "0.1.0",
                 "http_addr": "127.0.0.1:7500", "cluster_addr": "127.0.0.1:7400"}),
             serde_json::json!({"name": "n2", "status": "dead",
                 "http_addr": "0.0.0.0:7501", "cluster_addr": "10.0.0.2:7401"}),
@@ -199,7 +200,8 @@ tasks = 1
         assert_eq!(
             json,
             serde_json::json!([
-                {"targets": ["127.0.0.1:7500"], "labels": {"lathe_role": "node", "node": "n1"}},
+                {"targets": ["127.0.0.1:7500"],
+                 "labels": {"lathe_role": "node", "node": "n1", "version": "0.1.0"}},
                 {"targets": ["10.0.0.2:7501"], "labels": {"lathe_role": "node", "node": "n2"}},
             ])
         );

@@ -36,6 +36,8 @@ pub(crate) struct Member {
     pub(crate) status: String,
     pub(crate) is_self: bool,
     pub(crate) http_addr: Option<SocketAddr>,
+    /// The Lathe version it runs ("" when it does not say).
+    pub(crate) version: String,
 }
 
 pub(crate) async fn tree(context: &ApiContext, query: &str) -> Result<Response, ApiError> {
@@ -147,6 +149,7 @@ pub(crate) fn member(value: &Value) -> Option<Member> {
         status: text("status").unwrap_or("unknown").to_string(),
         is_self: value.get("is_self").and_then(Value::as_bool) == Some(true),
         http_addr,
+        version: text("version").unwrap_or_default().to_string(),
     })
 }
 
@@ -186,6 +189,7 @@ mod tests {
                 status: "suspect".into(),
                 is_self: false,
                 http_addr: Some("10.0.0.2:7502".parse().unwrap()),
+                version: String::new(),
             })
         );
         assert_eq!(member(&json!({"status": "alive"})), None);
