@@ -269,6 +269,72 @@ fn prometheus_scrapes_a_real_cluster_and_every_expression_holds() {
         count(&prometheus, "up{job='lathe', lathe_role='node'} == 1"),
         Some(2)
     );
+
+    // A node that joins is scraped with no change to Prometheus's configuration.
+    let joined = cluster.add_node().name().to_string();
+    wait_until("prometheus scrapes the node that joined", CONVERGE, || {
+        let up = format!("up{{job='lathe', node='{joined}'}} == 1");
+        count(&prometheus, &up) == Some(1)
+    });
+}
+
+#[test]
+fn running_instances_of_a_group_with_metrics_path_are_targets() {
+    let mut node = NodeBuilder::new().name("sd").start();
+    let topology = r#"
+[task.web]
+crate = "http_frontpage"
+version = "4.2.1"
+task = "my::FrontPage"
+tasks = 2
+metrics_path = "/get/index"
+"#;
+    let reply = http::put_text(
+        node.http_addr(),
+        "/v1/topology",
+        "application/toml",
+        topology,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let addr = node.http_addr().to_string();
+    let targets = wait_until("the 2 instances in the targets", CONVERGE, || {
+        let reply =
+            http::try_get_json(&addr, "/v1/prometheus/targets").map_err(|e| e.to_string())?;
+        let tasks: Vec<Value> = reply
+            .body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["labels"]["lathe_role"] == "task")
+            .cloned()
+            .collect();
+        if tasks.len() == 2 {
+            Ok(tasks)
+        } else {
+            Err(reply.text)
+        }
+    });
+    let endpoints: BTreeSet<String> = http::get_json(&addr, "/v1/services/web")
+        .body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["http"].as_str().map(str::to_string))
+        .collect();
+    for (index, target) in targets.iter().enumerate() {
+        let labels = &target["labels"];
+        assert_eq!(labels["group"], "task.web", "{target}");
+        assert_eq!(labels["version"], "4.2.1", "{target}");
+        assert_eq!(labels["instance"], format!("task.web/{index}"), "{target}");
+        assert_eq!(labels["node"], "sd", "{target}");
+        assert_eq!(labels["__metrics_path__"], "/get/index", "{target}");
+        let endpoint = target["targets"][0].as_str().unwrap();
+        assert!(
+            endpoints.contains(endpoint),
+            "{endpoint} not in {endpoints:?}"
+        );
+    }
+    node.terminate();
 }
 
 /// Two agents gossiping with each other, following the load balancers' endpoints into a file.
