@@ -6,8 +6,9 @@ CARGO ?= cargo
 
 # Debian packages the build and the tests need. librocksdb-dev + clang let the rocksdb crate link
 # the system RocksDB instead of compiling it (see .cargo/config.toml); zookeeper is started by the
-# tests themselves on free loopback ports.
-DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat wrk
+# tests themselves on free loopback ports; so is prometheus (tests/tests/prometheus.rs, and
+# `make run` starts one beside the cluster when it is installed).
+DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat wrk prometheus
 
 .PHONY: deps build test run clean lint bench
 
@@ -32,10 +33,12 @@ lint: deps
 
 # A local cluster: `lathe up` starts three lathe-node processes with the embedded registry store (no
 # ZooKeeper needed; data and node logs in ./lathe-data/local-<i>), restarts any that dies, deploys
-# config/my_topology.toml and prints where the REST API, the metrics and the load balancer answer.
+# config/my_topology.toml and prints where the REST API, the metrics and the load balancer answer;
+# with Debian's prometheus installed, also a Prometheus scraping the nodes (config/prometheus/).
 # Ctrl-C stops everything it started.
 run: build
-	exec $(CARGO_TARGET_DIR)/debug/lathe up --nodes 3 --topology config/my_topology.toml
+	exec $(CARGO_TARGET_DIR)/debug/lathe up --nodes 3 --topology config/my_topology.toml \
+	  $$(command -v prometheus >/dev/null && echo --prometheus)
 
 # The benchmarks (registry, load balancer vs HAProxy, placement, failover, crash restarts,
 # lathe-agent): release lathe-node and lathe-agent processes, a real ZooKeeper and HAProxy on

@@ -16,12 +16,14 @@
 //! - [`watch`]: a watch's subtree state, debounce and `WatchActor`.
 //! - [`actions`]: templates (minijinja), HAProxy (runtime API, reloads), Varnish (varnishadm).
 //! - [`gossip`]: digests among agents; being behind.
+//! - [`register`]: tells the cluster where the status endpoint answers (Prometheus finds it).
 //! - [`status`]: the status board, metrics and the HTTP endpoint.
 //! - [`supervisor`]: the root actor.
 
 pub mod actions;
 pub mod config;
 pub mod gossip;
+pub mod register;
 pub mod registry;
 pub mod status;
 pub mod supervisor;
@@ -50,6 +52,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (status.listen)"))?;
+    let bound = listener.local_addr().ok();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(status::server::serve(
         listener,
@@ -61,6 +64,21 @@ pub async fn run(
         },
     ));
     tracing::info!(agent = %name, status = %listen, registry = ?config.registry, watches = config.watches.len(), "lathe-agent starting");
+    let (stop_register, register_stopped) = tokio::sync::oneshot::channel::<()>();
+    let registration = match bound.and_then(register::advertised) {
+        Some(addr) => Some(tokio::spawn(register::run(
+            name.clone(),
+            addr,
+            config.registry.clone(),
+            async move {
+                let _ = register_stopped.await;
+            },
+        ))),
+        None => {
+            tracing::info!(status = %listen, "not registering with the cluster: the status endpoint has no address others can reach (Prometheus will not find this agent)");
+            None
+        }
+    };
     let args = SupervisorArgs {
         config,
         board,
@@ -82,6 +100,10 @@ pub async fn run(
             Err(e) => Err(anyhow::anyhow!("the agent's supervisor failed: {e}")),
         },
     };
+    let _ = stop_register.send(());
+    if let Some(registration) = registration {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), registration).await;
+    }
     let _ = stop_server.send(());
     let _ = server.await;
     outcome

@@ -176,6 +176,7 @@ async fn open_store(
                 .with_context(|| format!("--zookeeper: cannot open the registry at {zk}"))?,
         );
         metrics.register(Box::new(metrics::ZkRequests::new(store.clone())?))?;
+        metrics.register(Box::new(metrics::ZkConnected::new(store.clone())?))?;
         return Ok((store, None));
     }
     if !config.join.is_empty() {

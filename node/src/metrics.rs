@@ -1,8 +1,8 @@
-//! Metrics the node exports from parts that keep their own counters.
+//! Metrics the node exports from parts that keep their own counters and states.
 
 use std::sync::Arc;
 
-use lathe_store::zk::ZkStore;
+use lathe_store::zk::{ZkConnection, ZkStore};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGauge, Opts};
@@ -48,5 +48,34 @@ impl Collector for ZkRequests {
             self.template.with_label_values(&[op]).inc_by(count);
         }
         self.template.collect()
+    }
+}
+
+/// `lathe_zookeeper_connected`: 1 while the ZooKeeper session is connected, 0 while it is
+/// reconnecting or being rebuilt after an expiry; read at scrape time.
+pub(crate) struct ZkConnected {
+    store: Arc<ZkStore>,
+    gauge: IntGauge,
+}
+
+impl ZkConnected {
+    pub(crate) fn new(store: Arc<ZkStore>) -> prometheus::Result<Self> {
+        let gauge = IntGauge::new(
+            "lathe_zookeeper_connected",
+            "1 while this node's ZooKeeper session is connected, else 0",
+        )?;
+        Ok(ZkConnected { store, gauge })
+    }
+}
+
+impl Collector for ZkConnected {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let connected = matches!(self.store.connection(), ZkConnection::Connected);
+        self.gauge.set(i64::from(connected));
+        self.gauge.collect()
     }
 }

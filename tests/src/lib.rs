@@ -12,6 +12,7 @@
 pub mod haproxy;
 pub mod http;
 pub mod node;
+pub mod prometheus;
 pub mod proxy;
 pub mod scenario;
 pub mod wait;

@@ -1,20 +1,24 @@
 //! The REST API every node serves (warp): `/v1/kv`, `/v1/watch`, `/v1/members`, `/v1/health`,
 //! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/rollouts` and `/v1/shifts` (slow
 //! roll-outs: new versions in place, and traffic moved between version groups), `/v1/tree`,
-//! `/v1/actors/kill` (failure drills), `/metrics`, and `/ui`, the live dashboard over them
+//! `/v1/actors/kill` (failure drills), `/metrics`, `/v1/prometheus/targets` (Prometheus service
+//! discovery) with `/v1/agents` (where agents register their status address), and `/ui`, the live dashboard over them
 //! (`ui.rs`, `ui.html`). Routes are matched by hand in `route` so that every unknown path, wrong
 //! method, bad path, bad body or oversized value gets one clear `{"error": "..."}` answer. Every
 //! answer is counted in `lathe_api_requests_total{route,code}` (`requests.rs`).
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
 
+mod agents;
 mod chaos;
+mod discovery;
 mod error;
 mod kv;
 mod query;
 mod requests;
 mod rollout;
 mod shift;
+mod state_metrics;
 mod topology;
 mod tree;
 mod ui;
@@ -69,6 +73,7 @@ pub async fn serve(
         tracing::warn!(%error, "cannot set TCP_NODELAY on the REST listener");
     }
     let requests = requests::ApiRequests::register(&context.metrics);
+    let state_metrics = state_metrics::StateMetrics::register(&context.metrics);
     let context = Arc::new(context);
     let api = warp::method()
         .and(warp::path::full())
@@ -76,13 +81,18 @@ pub async fn serve(
         .and(warp::body::stream().map(BodyStream::new))
         .and(warp::any().map(move || context.clone()))
         .and(warp::any().map(move || requests.clone()))
+        .and(warp::any().map(move || state_metrics.clone()))
         .then(
             |method: Method,
              path: warp::path::FullPath,
              query: String,
              body: BodyStream,
              context: Arc<ApiContext>,
-             requests: requests::ApiRequests| async move {
+             requests: requests::ApiRequests,
+             state_metrics: state_metrics::StateMetrics| async move {
+                if path.as_str() == "/metrics" {
+                    state_metrics.refresh(&context.registry).await;
+                }
                 let response = route(method.clone(), path.as_str(), &query, body, context).await;
                 requests.count(&method, path.as_str(), &query, response.status());
                 response
@@ -116,10 +126,14 @@ async fn route(
         ("/v1/topology", _) => topology::topology(&context, &method, query, body).await,
         ("/v1/tasks", &Method::GET) => topology::tasks(&context, query).await,
         ("/v1/tree", &Method::GET) => tree::tree(&context, query).await,
+        (discovery::TARGETS_PATH, &Method::GET) => discovery::targets(&context, query).await,
         ("/v1/actors/kill", &Method::POST) => chaos::kill(&context, query, body).await,
         _ if ui::is_ui_path(path) && method == Method::GET => Ok(ui::page()),
         _ if rollout::is_rollouts_path(path) => {
             rollout::handle(&context, &method, path, query).await
+        }
+        _ if agents::is_agents_path(path) => {
+            agents::handle(&context, &method, path, query, body).await
         }
         _ if shift::is_shifts_path(path) => {
             shift::handle(&context, &method, path, query, body).await
@@ -177,7 +191,13 @@ pub(crate) fn steering_command<'a>(
 fn known_path(path: &str) -> bool {
     matches!(
         path,
-        "/v1/health" | "/metrics" | "/v1/members" | "/v1/tasks" | "/v1/tree" | "/v1/actors/kill"
+        "/v1/health"
+            | "/metrics"
+            | "/v1/members"
+            | "/v1/tasks"
+            | "/v1/tree"
+            | "/v1/actors/kill"
+            | discovery::TARGETS_PATH
     ) || topology::is_services_path(path)
         || ui::is_ui_path(path)
 }

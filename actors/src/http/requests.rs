@@ -11,7 +11,8 @@ use super::{kv, topology, watch};
 const NAME: &str = "lathe_api_requests_total";
 const HELP: &str =
     "Requests answered by this node's REST API, by route (kv, kv-blocking, kv-write, \
-                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, ui, other)";
+                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, prometheus, agents, \
+                    ui, other)";
 
 #[derive(Clone)]
 pub(crate) struct ApiRequests(IntCounterVec);
@@ -45,12 +46,15 @@ fn route(method: &Method, path: &str, query: &str) -> &'static str {
         "/v1/tasks" => return "tasks",
         "/v1/tree" => return "tree",
         "/v1/actors/kill" => return "kill",
+        super::discovery::TARGETS_PATH => return "prometheus",
         _ => {}
     }
     if topology::is_services_path(path) {
         "services"
     } else if super::rollout::is_rollouts_path(path) || super::shift::is_shifts_path(path) {
         "rollouts"
+    } else if super::agents::is_agents_path(path) {
+        "agents"
     } else if super::ui::is_ui_path(path) {
         "ui"
     } else if kv::is_kv_path(path) && *method != Method::GET {
@@ -83,6 +87,8 @@ mod tests {
             route(&Method::POST, "/v1/rollouts/a.b/pause", ""),
             "rollouts"
         );
+        assert_eq!(route(&get, "/v1/prometheus/targets", ""), "prometheus");
+        assert_eq!(route(&Method::PUT, "/v1/agents/edge-1", ""), "agents");
         assert_eq!(route(&get, "/nope", ""), "other");
     }
 }

@@ -31,11 +31,13 @@ const MAX_TREE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A member as `/v1/members` lists it, reduced to what fetching its tree needs.
 #[derive(Debug, Clone, PartialEq)]
-struct Member {
-    name: String,
-    status: String,
-    is_self: bool,
-    http_addr: Option<SocketAddr>,
+pub(crate) struct Member {
+    pub(crate) name: String,
+    pub(crate) status: String,
+    pub(crate) is_self: bool,
+    pub(crate) http_addr: Option<SocketAddr>,
+    /// The Lathe version it runs ("" when it does not say).
+    pub(crate) version: String,
 }
 
 pub(crate) async fn tree(context: &ApiContext, query: &str) -> Result<Response, ApiError> {
@@ -132,7 +134,7 @@ async fn members(context: &ApiContext) -> Vec<Member> {
     listed.iter().filter_map(member).collect()
 }
 
-fn member(value: &Value) -> Option<Member> {
+pub(crate) fn member(value: &Value) -> Option<Member> {
     let text = |field: &str| value.get(field).and_then(Value::as_str);
     let addr = |field: &str| text(field).and_then(|a| a.parse::<SocketAddr>().ok());
     // A node serving on 0.0.0.0 is reached at the host its cluster address names.
@@ -147,6 +149,7 @@ fn member(value: &Value) -> Option<Member> {
         status: text("status").unwrap_or("unknown").to_string(),
         is_self: value.get("is_self").and_then(Value::as_bool) == Some(true),
         http_addr,
+        version: text("version").unwrap_or_default().to_string(),
     })
 }
 
@@ -186,6 +189,7 @@ mod tests {
                 status: "suspect".into(),
                 is_self: false,
                 http_addr: Some("10.0.0.2:7502".parse().unwrap()),
+                version: String::new(),
             })
         );
         assert_eq!(member(&json!({"status": "alive"})), None);

@@ -99,6 +99,7 @@ impl Actor for Membership {
             catalog: config.catalog.clone(),
             holds_registry: config.holds_registry,
             max_instances: config.max_instances,
+            version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let peer_args = PeerArgs {
             name: config.name.clone(),

@@ -24,6 +24,7 @@ fn info(name: &str, port: u16) -> MemberInfo {
         catalog: Vec::new(),
         holds_registry: false,
         max_instances: None,
+        version: "0.1.0".to_string(),
     }
 }
 

@@ -450,6 +450,7 @@ fn view(info: &MemberInfo, status: MemberStatus, ago: Option<u64>, is_self: bool
         leader: false,
         catalog: info.catalog.clone(),
         max_instances: info.max_instances,
+        version: info.version.clone(),
         last_heartbeat_ms_ago: ago,
         is_self,
         incarnation: info.incarnation,

@@ -25,6 +25,7 @@ fn info(name: &str, incarnation: u64) -> MemberInfo {
         catalog: Vec::new(),
         holds_registry: false,
         max_instances: None,
+        version: "0.1.0".to_string(),
     }
 }
 

@@ -33,6 +33,9 @@ pub struct MemberInfo {
     /// `None` = unlimited.
     #[serde(default)]
     pub max_instances: Option<u32>,
+    /// The Lathe version the node runs (empty from a node too old to say).
+    #[serde(default)]
+    pub version: String,
 }
 
 /// How a node looks from here.
@@ -75,6 +78,9 @@ pub struct MemberView {
     /// The most task instances the scheduler places on this node (`--max-instances`); `null` =
     /// unlimited.
     pub max_instances: Option<u32>,
+    /// The Lathe version the node runs.
+    #[serde(default)]
+    pub version: String,
     /// Milliseconds since the last heartbeat from that node; `None` for this node itself and for
     /// nodes only known from ZooKeeper so far.
     pub last_heartbeat_ms_ago: Option<u64>,

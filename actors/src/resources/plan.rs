@@ -154,6 +154,7 @@ mod tests {
             leader: false,
             catalog: Vec::new(),
             max_instances: Some(3),
+            version: String::new(),
             last_heartbeat_ms_ago: None,
             is_self: false,
             incarnation: 1,

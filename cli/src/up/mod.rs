@@ -11,6 +11,8 @@
 //!        └── endpoints.rs ─────────────────────── /v1/services endpoints, the `curl` line, and again
 //!                                                   whenever the entry points move
 //! signals.rs: SIGINT / SIGTERM / SIGHUP → stop every node (SIGTERM, 10 s, SIGKILL), exit 0
+//! prometheus.rs (--prometheus): Debian's prometheus on a free port, scraping the nodes through
+//!                               local-0's /v1/prometheus/targets; stopped with the nodes
 //! ```
 //!
 //! Exit codes: 0 stopped by a signal; 1 the cluster failed (a node that never serves, a deploy that never goes
@@ -37,6 +39,7 @@ macro_rules! say_err {
 mod deploy;
 mod endpoints;
 mod plan;
+mod prometheus;
 mod signals;
 mod supervise;
 mod topology;
@@ -104,6 +107,16 @@ pub(crate) struct UpArgs {
     /// Start every node with --enable-chaos (failure drills: POST /v1/actors/kill)
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     pub(crate) enable_chaos: bool,
+    /// Also start Prometheus (Debian's `prometheus`) on a free loopback port, scraping every node
+    /// (http_sd through local-0), with the alert rules and the console of --prometheus-config
+    #[arg(long)]
+    pub(crate) prometheus: bool,
+    /// Where prometheus.yml, rules/ and consoles/ are
+    #[arg(long, value_name = "DIR", default_value = "config/prometheus")]
+    pub(crate) prometheus_config: PathBuf,
+    /// The prometheus binary (default: the first on PATH)
+    #[arg(long, value_name = "PATH")]
+    pub(crate) prometheus_bin: Option<PathBuf>,
 }
 
 /// Why `lathe up` stops before a signal asks it to.
@@ -147,9 +160,33 @@ pub(crate) fn run(args: &UpArgs) -> ExitCode {
             return err.exit_code();
         }
     };
+    let mut prometheus = None;
+    if args.prometheus {
+        let started = prometheus::Prometheus::start(
+            plan.nodes[0].http_addr,
+            &data_dir(&plan),
+            &args.prometheus_config,
+            args.prometheus_bin.as_deref(),
+        );
+        match started {
+            Ok(started) => prometheus = Some(started),
+            Err(err) => {
+                say_err!("lathe up: {err}");
+                return err.exit_code();
+            }
+        }
+    }
     print_intro(&plan);
+    if let Some(prometheus) = &prometheus {
+        say!(
+            "lathe up: Prometheus at {} (its output goes to {})",
+            prometheus.url,
+            prometheus.log.display()
+        );
+    }
+    let prometheus_url = prometheus.as_ref().map(|p| p.url.clone());
     let mut supervisor = Supervisor::new(plan);
-    let outcome = drive(&mut supervisor, &signals, args, topology);
+    let outcome = drive(&mut supervisor, &signals, args, topology, prometheus_url);
     if let Err(err) = &outcome {
         if !matches!(err, UpError::Interrupted) {
             say_err!("lathe up: {err}");
@@ -167,6 +204,10 @@ pub(crate) fn run(args: &UpArgs) -> ExitCode {
             "lathe up: killed {} (still running after SIGTERM)",
             killed.join(", ")
         );
+    }
+    if let Some(mut prometheus) = prometheus {
+        prometheus.stop();
+        say!("lathe up: Prometheus stopped");
     }
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -209,6 +250,7 @@ fn drive(
     signals: &Signals,
     args: &UpArgs,
     topology: Option<TopologyFile>,
+    prometheus_url: Option<String>,
 ) -> Result<(), UpError> {
     let started = Instant::now();
     let count = supervisor.plan().nodes.len();
@@ -249,10 +291,12 @@ fn drive(
                         try_path: args.try_path.clone(),
                         stop: stop_deploy.clone(),
                     };
-                    let ready = move |entries: &[String]| print_ready(&plan, entries);
+                    let url = prometheus_url.clone();
+                    let ready =
+                        move |entries: &[String]| print_ready(&plan, entries, url.as_deref());
                     deploy = Some(std::thread::spawn(move || deployer.run(ready)));
                 }
-                None => print_ready(&plan, &[]),
+                None => print_ready(&plan, &[], prometheus_url.as_deref()),
             }
         }
         if deploy.as_ref().is_some_and(JoinHandle::is_finished) {
@@ -285,7 +329,13 @@ fn print_intro(plan: &ClusterPlan) {
     say!("lathe up: each node's output goes to {shown}");
 }
 
-fn print_ready(plan: &ClusterPlan, entries: &[String]) {
+/// The `--data-dir` the nodes' directories are in.
+fn data_dir(plan: &ClusterPlan) -> PathBuf {
+    let first = &plan.nodes[0].data_dir;
+    first.parent().unwrap_or(first).to_path_buf()
+}
+
+fn print_ready(plan: &ClusterPlan, entries: &[String], prometheus: Option<&str>) {
     let first = &plan.nodes[0];
     let others: Vec<String> = plan.nodes[1..]
         .iter()
@@ -308,6 +358,9 @@ fn print_ready(plan: &ClusterPlan, entries: &[String]) {
     );
     say!("  dashboard: http://{}/ui", first.http_addr);
     say!("  metrics:   http://{}/metrics", first.http_addr);
+    if let Some(url) = prometheus {
+        say!("  Prometheus: {url} (console: {url}/consoles/lathe.html, alerts: {url}/alerts)");
+    }
     entries.iter().for_each(|line| say!("  {line}"));
     say!("lathe up: Ctrl-C stops the {} nodes", plan.nodes.len());
 }

@@ -166,7 +166,7 @@ pub(crate) fn find_node_binary(explicit: Option<&Path>) -> Result<PathBuf, UpErr
         })
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -3,7 +3,9 @@
 //! - `lathe_actor_info{node,path,parent,kind}` = 1 per live actor (the tree as metrics);
 //! - `lathe_actors{node,kind,status}`: actors of the tree by kind and status;
 //! - `lathe_actor_restarts_total{node,kind}`: restarts since the node started (registry feed and
-//!   shards, scheduler, task instances).
+//!   shards, scheduler, task instances);
+//! - `lathe_actor_restarts{node,path,kind}`: the restarts each actor of the tree has had (what
+//!   `/v1/tree` shows per actor; a task's count starts over when it is retried after failing).
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -18,6 +20,10 @@ const INFO: (&str, &str) = (
 const ACTORS: (&str, &str) = (
     "lathe_actors",
     "Actors of this node's supervision tree, by kind and status",
+);
+const ACTOR_RESTARTS: (&str, &str) = (
+    "lathe_actor_restarts",
+    "Restarts of each actor of this node's supervision tree, by path",
 );
 const RESTARTS: (&str, &str) = (
     "lathe_actor_restarts_total",
@@ -34,6 +40,7 @@ struct Templates {
     info: IntGaugeVec,
     actors: IntGaugeVec,
     restarts: IntCounterVec,
+    actor_restarts: IntGaugeVec,
 }
 
 impl Templates {
@@ -45,6 +52,10 @@ impl Templates {
             )?,
             actors: IntGaugeVec::new(Opts::new(ACTORS.0, ACTORS.1), &["node", "kind", "status"])?,
             restarts: IntCounterVec::new(Opts::new(RESTARTS.0, RESTARTS.1), &["node", "kind"])?,
+            actor_restarts: IntGaugeVec::new(
+                Opts::new(ACTOR_RESTARTS.0, ACTOR_RESTARTS.1),
+                &["node", "path", "kind"],
+            )?,
         })
     }
 }
@@ -66,10 +77,15 @@ impl TreeMetrics {
 impl Collector for TreeMetrics {
     fn desc(&self) -> Vec<&Desc> {
         let t = &self.templates;
-        [t.info.desc(), t.actors.desc(), t.restarts.desc()]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            t.info.desc(),
+            t.actors.desc(),
+            t.restarts.desc(),
+            t.actor_restarts.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -86,6 +102,10 @@ impl Collector for TreeMetrics {
                     .actors
                     .with_label_values(&[node, kind, entry.status.name()])
                     .inc();
+                fresh
+                    .actor_restarts
+                    .with_label_values(&[node, path.as_str(), kind])
+                    .set(i64::try_from(entry.restarts).unwrap_or(i64::MAX));
                 if entry.status == ActorStatus::Running && entry.cell.is_some() {
                     let parent = entry.parent.as_deref().unwrap_or("");
                     fresh
@@ -105,6 +125,7 @@ impl Collector for TreeMetrics {
         let mut families = fresh.info.collect();
         families.extend(fresh.actors.collect());
         families.extend(fresh.restarts.collect());
+        families.extend(fresh.actor_restarts.collect());
         families
     }
 }

@@ -159,7 +159,16 @@ async fn metrics_show_live_actors_statuses_and_restarts() {
         ),
         "{text}"
     );
-    assert!(!text.contains(r#"path="node/scheduler""#), "{text}");
+    assert!(
+        !text.contains(r#"lathe_actor_info{kind="scheduler""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"lathe_actor_restarts{kind="scheduler",node="n1",path="node/scheduler"} 1"#
+        ),
+        "{text}"
+    );
     assert!(
         text.contains(r#"lathe_actors{kind="scheduler",node="n1",status="restarting"} 1"#),
         "{text}"
