@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use lathe::layout::{self, Assignment, InstanceState, InstanceStatus, RolloutRecord};
+use lathe::layout::{self, Assignment, InstanceState, InstanceStatus, RolloutRecord, RolloutState};
 use lathe::KeyPath;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
@@ -28,6 +28,7 @@ use super::deploy;
 use super::placement::{place, rebalance, NodeCandidate, PendingCause};
 use super::rollout::{self, Governed, Placed};
 use super::shift;
+use super::traffic;
 use crate::follow::follow;
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
@@ -421,6 +422,22 @@ async fn roll_outs(
         .map(|m| (m.name.as_str(), &m.catalog))
         .collect();
     let now_ms = rollout::unix_ms();
+    // The response counters of the groups whose batch a metric gate judges, read off every node.
+    let gated: BTreeSet<String> = groups
+        .iter()
+        .filter(|group| group.rollout.gated())
+        .filter(|group| {
+            stored
+                .get(&layout::rollout(&group.name))
+                .is_some_and(|(r, _)| {
+                    r.state == RolloutState::Rolling
+                        && !r.batch.is_empty()
+                        && r.to == group.task_type
+                })
+        })
+        .map(|group| group.name.clone())
+        .collect();
+    let traffic = traffic::read(members, &gated).await;
     let mut placed_groups = groups.to_vec();
     let mut governed = BTreeMap::new();
     let mut writes: Vec<(KeyPath, Option<RolloutRecord>, u64)> = Vec::new();
@@ -443,11 +460,16 @@ async fn roll_outs(
             .filter(|s| s.group == group.name)
             .map(|s| (s.index, s))
             .collect();
+        let group_traffic = traffic
+            .as_ref()
+            .filter(|_| gated.contains(&group.name))
+            .map(|all| all.get(&group.name).cloned().unwrap_or_default());
         let step = rollout::step(
             group,
             record.map(|(r, _)| r),
             &placed,
             &group_statuses,
+            group_traffic.as_ref(),
             now_ms,
         );
         let cas = record.map_or(0, |(_, version)| *version);
