@@ -195,6 +195,10 @@ pub struct ShiftRecord {
     pub last_step_ms: u64,
     pub started_ms: u64,
     pub updated_ms: u64,
+    /// `to`'s response counters when the current step began (only under a metric gate of `to`'s
+    /// `rollout` table): the gate judges what was answered since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_baseline: Option<Traffic>,
 }
 
 /// Where a traffic shift is.

@@ -17,6 +17,8 @@
 //! became healthy and both stay under their thresholds; over a threshold fails the batch. The
 //! figures are the group's own response counters on every node
 //! (`lathe_http_requests_total{group,code}`, `lathe_http_request_duration_seconds{group}`).
+//! A traffic shift to a group applies the gates of that group's `rollout` table to each of its
+//! steps (the answers since the previous step), and rolls back over a threshold.
 //!
 //! ```toml
 //! rollout = { batch = 1, healthy_seconds = 10, max_error_ratio = 0.05, max_p99_ms = 250 }

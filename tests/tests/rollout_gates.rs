@@ -2,7 +2,8 @@
 //! version that answers 500 to 20 % of its requests (`my::Flaky`, `fail_percent = 20`) is rolled
 //! back by itself once the scheduler leader reads its error ratio off the nodes' own response
 //! counters (over `rollout.max_error_ratio = 0.05`), and a healthy version then completes — only
-//! after the gate saw enough answers.
+//! after the gate saw enough answers. The same for traffic shifts through a load balancer: a shift
+//! to the flaky group is rolled back, one to a healthy group completes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,13 +77,15 @@ struct RequestLoop {
 }
 
 impl RequestLoop {
-    fn start(addr: &str) -> RequestLoop {
+    /// Requests to the endpoints of the group at `services` (`/v1/services/...`).
+    fn start(addr: &str, services: &str) -> RequestLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Mutex::new(BTreeMap::new()));
         let (addr, stopped, counted) = (addr.to_string(), stop.clone(), counts.clone());
+        let services = services.to_string();
         let thread = std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
-                let endpoints = http::try_get_json(&addr, "/v1/services/web")
+                let endpoints = http::try_get_json(&addr, &services)
                     .ok()
                     .and_then(|reply| reply.body.as_array().cloned())
                     .unwrap_or_default();
@@ -135,7 +138,7 @@ fn a_version_answering_500_to_a_fifth_of_requests_is_rolled_back_and_a_healthy_o
     wait_until("task.web running 4.2.1", CONVERGE, || {
         instance(&addr).map(|i| i == running_421).unwrap_or(false)
     });
-    let traffic = RequestLoop::start(&addr);
+    let traffic = RequestLoop::start(&addr, "/v1/services/web");
 
     // The flaky version: rolled back by itself, with the figure that failed it.
     deploy(&addr, &topology(FLAKY));
@@ -204,4 +207,106 @@ fn a_version_answering_500_to_a_fifth_of_requests_is_rolled_back_and_a_healthy_o
         "running".to_string(),
     );
     assert_eq!(instance(&addr), Ok(running_422));
+}
+
+const SPLIT_KEY: &str = "/task/http/lb/backend_distribution";
+const SHIFT_RECORD: &str = "/v1/kv/lathe/shifts/task/http/lb/backend_distribution";
+const GOOD: &str = "task.front.good";
+const FLAKY_GROUP: &str = "task.front.flaky";
+const NEXT: &str = "task.front.next";
+
+/// A load balancer sending 80/10/10 to three front pages; the flaky one and the next one are
+/// gated (at most 5 % 5xx over at least 20 answers per step).
+fn shift_topology() -> String {
+    let gate = "rollout = { max_error_ratio = 0.05, max_p99_ms = 1000, min_requests = 20 }";
+    format!(
+        "[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::LoadBalancer\"\n\
+         tasks = 1\nbackend_distribution = [[\"{GOOD}\", \"{FLAKY_GROUP}\", \"{NEXT}\"], [80, 10, 10]]\n\n\
+         [task.front.good]\n{FRONTPAGE_421}\ntasks = 1\n\n\
+         [task.front.flaky]\n{FLAKY}\ntasks = 1\nfail_percent = 20\n{gate}\n\n\
+         [task.front.next]\n{FRONTPAGE_422}\ntasks = 1\n{gate}\n"
+    )
+}
+
+fn split(addr: &str) -> Value {
+    http::get_json(addr, &format!("/v1/kv{SPLIT_KEY}")).body["value"].clone()
+}
+
+fn shift_record(addr: &str) -> Result<Value, String> {
+    let reply = http::try_get_json(addr, &format!("/v1/shifts{SPLIT_KEY}"))?;
+    (reply.status == 200)
+        .then_some(reply.body)
+        .ok_or(reply.text)
+}
+
+fn start_shift(addr: &str, to: &str) {
+    let body = serde_json::json!({"key": SPLIT_KEY, "to": to, "step": 30, "every_seconds": 1});
+    let started = http::post_json(addr, "/v1/shifts", &body);
+    assert_eq!(started.status, 200, "shift to {to}: {}", started.text);
+}
+
+#[test]
+fn a_shift_to_a_group_answering_500_to_a_fifth_of_requests_is_rolled_back_and_one_to_a_healthy_group_completes(
+) {
+    let cluster = Cluster::start(2, NodeBuilder::new().name("gate-shift").cookie(TEST_COOKIE));
+    let addr = cluster.node(0).http_addr().to_string();
+    deploy(&addr, &shift_topology());
+    wait_until("every group running", CONVERGE, || {
+        let reply = http::try_get_json(&addr, "/v1/tasks")?;
+        let list = reply.body.as_array().cloned().unwrap_or_default();
+        let running = list.iter().filter(|t| t["status"] == "running").count();
+        (running == 4).then_some(()).ok_or(reply.text)
+    });
+    let original = split(&addr);
+    let traffic = RequestLoop::start(&addr, "/v1/services/http/lb");
+
+    start_shift(&addr, FLAKY_GROUP);
+    let record = wait_until("the shift to the flaky group rolled back", CONVERGE, || {
+        let record = shift_record(&addr)?;
+        match record["state"].as_str() {
+            Some("rolled-back") => Ok(record),
+            _ => Err(format!("{record} {:?}", traffic.counts())),
+        }
+    });
+    let reason = record["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("task.front.flaky: error ratio 0.")
+            && reason.contains("over max_error_ratio 0.05"),
+        "{record}"
+    );
+    eprintln!(
+        "lathe-tests: shift rolled back: {reason}; answers by status {:?}",
+        traffic.counts()
+    );
+    assert_eq!(split(&addr), original, "the original split is back");
+
+    start_shift(&addr, NEXT);
+    let mut gate_baseline_seen = false;
+    wait_until("the shift to the next group done", CONVERGE, || {
+        let stored = http::try_get_json(&addr, SHIFT_RECORD)?;
+        gate_baseline_seen |= stored.body["value"]["gate_baseline"].is_object();
+        let record = shift_record(&addr)?;
+        if record["to"] != NEXT {
+            return Err(format!("not started yet: {record}"));
+        }
+        match record["state"].as_str() {
+            Some("done") => Ok(()),
+            Some("shifting") => Err(record.to_string()),
+            _ => panic!("the healthy shift did not go ahead: {record}"),
+        }
+    });
+    assert!(
+        gate_baseline_seen,
+        "the gate took a baseline of the counters"
+    );
+    // The record is stored before the split is written.
+    let all_to_next = serde_json::json!([[GOOD, FLAKY_GROUP, NEXT], [0, 0, 100]]);
+    wait_until("the split all to the next group", CONVERGE, || {
+        let now = split(&addr);
+        (now == all_to_next).then_some(()).ok_or(now)
+    });
+    eprintln!(
+        "lathe-tests: shift done; answers by status {:?}",
+        traffic.counts()
+    );
 }
