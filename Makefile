@@ -7,8 +7,9 @@ CARGO ?= cargo
 # Debian packages the build and the tests need. librocksdb-dev + clang let the rocksdb crate link
 # the system RocksDB instead of compiling it (see .cargo/config.toml); zookeeper is started by the
 # tests themselves on free loopback ports; so is prometheus (tests/tests/prometheus.rs, and
-# `make run` starts one beside the cluster when it is installed).
-DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat wrk prometheus
+# `make run` starts one beside the cluster when it is installed). chromium + chromium-driver run
+# the dashboard's browser test (tests/tests/ui_browser.rs).
+DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat wrk prometheus chromium chromium-driver
 
 .PHONY: deps build test run clean lint bench
 

@@ -140,6 +140,23 @@ pub struct RolloutRecord {
     pub reason: Option<String>,
     pub started_ms: u64,
     pub updated_ms: u64,
+    /// The group's response counters when the batch became healthy (only under a metric gate,
+    /// `rollout.max_error_ratio` / `max_p99_ms`): the gate judges what was answered since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_baseline: Option<Traffic>,
+}
+
+/// A group's response counters summed over the cluster's nodes, as a metric gate reads them from
+/// `lathe_http_requests_total{group,code}` and `lathe_http_request_duration_seconds{group}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Answers, every code.
+    pub requests: u64,
+    /// Answers with a 5xx code.
+    pub errors: u64,
+    /// The answer-time histogram: (upper bound in microseconds, `u64::MAX` for +Inf; cumulative
+    /// count), by increasing bound.
+    pub buckets: Vec<(u64, u64)>,
 }
 
 /// `/lathe/shifts/<key>`: the traffic shift of the metadata key `key` (a path outside `/lathe`).
@@ -178,6 +195,10 @@ pub struct ShiftRecord {
     pub last_step_ms: u64,
     pub started_ms: u64,
     pub updated_ms: u64,
+    /// `to`'s response counters when the current step began (only under a metric gate of `to`'s
+    /// `rollout` table): the gate judges what was answered since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_baseline: Option<Traffic>,
 }
 
 /// Where a traffic shift is.

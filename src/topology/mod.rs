@@ -73,7 +73,7 @@ pub use error::{TopologyError, TopologyErrors};
 pub use flows::FlowsSpec;
 pub use group::{FUTURE_KEYS, MAX_TASKS, RESERVED_KEYS};
 pub use restart::{RestartPolicy, RestartStrategy};
-pub use rollout::{OnFailure, RolloutPolicy};
+pub use rollout::{OnFailure, Ratio, RolloutPolicy};
 pub use tags::MAX_BIAS;
 
 use crate::catalog::TaskType;

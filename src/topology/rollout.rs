@@ -10,13 +10,27 @@
 //! not healthy within `timeout_seconds` (or fails, or cannot be placed) ends the roll-out:
 //! `on_failure = "rollback"` puts every instance back on the old version, `"pause"` stops where
 //! it is for a person to look (`lathe rollout status|pause|resume|undo GROUP`).
+//!
+//! Metric gates (optional, as Flagger or Argo Rollouts do): with `max_error_ratio` (5xx answers /
+//! all answers, 0 to 1) and/or `max_p99_ms` (99th percentile of the answer time), a batch goes
+//! ahead only once its group answered at least `min_requests` (default 20) requests since it
+//! became healthy and both stay under their thresholds; over a threshold fails the batch. The
+//! figures are the group's own response counters on every node
+//! (`lathe_http_requests_total{group,code}`, `lathe_http_request_duration_seconds{group}`).
+//! A traffic shift to a group applies the gates of that group's `rollout` table to each of its
+//! steps (the answers since the previous step), and rolls back over a threshold.
+//!
+//! ```toml
+//! rollout = { batch = 1, healthy_seconds = 10, max_error_ratio = 0.05, max_p99_ms = 250 }
+//! ```
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::Diagnostics;
-use super::value::{bounded, described, Value};
+use super::value::{bounded, described, integer, Value};
+use toml::de::DeValue;
 
 /// What a roll-out does when a batch is not healthy in time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,6 +53,22 @@ impl OnFailure {
     }
 }
 
+/// A ratio from 0 to 1, kept in millionths so that policies compare and hash exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ratio(u32);
+
+impl Ratio {
+    /// The ratio nearest `value` (clamped to 0..=1).
+    pub fn new(value: f64) -> Self {
+        Ratio((value.clamp(0.0, 1.0) * 1e6).round() as u32)
+    }
+
+    pub fn get(self) -> f64 {
+        f64::from(self.0) / 1e6
+    }
+}
+
 /// How a group moves to a new task type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RolloutPolicy {
@@ -49,6 +79,19 @@ pub struct RolloutPolicy {
     /// How long a batch may take to be healthy before the roll-out fails.
     pub timeout_seconds: u32,
     pub on_failure: OnFailure,
+    /// Metric gate: the most 5xx answers / all answers a batch may show.
+    #[serde(default)]
+    pub max_error_ratio: Option<Ratio>,
+    /// Metric gate: the longest 99th percentile answer time a batch may show, in milliseconds.
+    #[serde(default)]
+    pub max_p99_ms: Option<u32>,
+    /// How many answers a metric gate needs before it judges.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+}
+
+fn default_min_requests() -> u32 {
+    20
 }
 
 impl Default for RolloutPolicy {
@@ -58,14 +101,29 @@ impl Default for RolloutPolicy {
             healthy_seconds: 5,
             timeout_seconds: 60,
             on_failure: OnFailure::Rollback,
+            max_error_ratio: None,
+            max_p99_ms: None,
+            min_requests: default_min_requests(),
         }
     }
 }
 
 impl RolloutPolicy {
     /// The keys of a `rollout` table.
-    pub const KEYS: [&'static str; 4] =
-        ["batch", "healthy_seconds", "timeout_seconds", "on_failure"];
+    pub const KEYS: [&'static str; 7] = [
+        "batch",
+        "healthy_seconds",
+        "timeout_seconds",
+        "on_failure",
+        "max_error_ratio",
+        "max_p99_ms",
+        "min_requests",
+    ];
+
+    /// Whether a metric gate is set.
+    pub fn gated(&self) -> bool {
+        self.max_error_ratio.is_some() || self.max_p99_ms.is_some()
+    }
 
     pub fn healthy_for(&self) -> Duration {
         Duration::from_secs(u64::from(self.healthy_seconds))
@@ -115,6 +173,39 @@ pub(super) fn read(
                 if let Some(n) = bounded(d, group, &format!("rollout.{key_name}"), item, 1, 86_400)
                 {
                     policy.timeout_seconds = n as u32;
+                }
+            }
+            "max_error_ratio" => {
+                let ratio = match item.get_ref() {
+                    DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+                    value @ DeValue::Integer(_) => integer(value).map(|n| n as f64),
+                    _ => None,
+                };
+                match ratio.filter(|r| (0.0..=1.0).contains(r)) {
+                    Some(ratio) => policy.max_error_ratio = Some(Ratio::new(ratio)),
+                    None => d.report(
+                        &item.span(),
+                        Some(group),
+                        format!(
+                            "\"rollout.max_error_ratio\" must be a number from 0 to 1 (5xx answers / all \
+                             answers, e.g. 0.05), found {}",
+                            ratio.map_or_else(|| described(item.get_ref()), |r| r.to_string())
+                        ),
+                    ),
+                }
+            }
+            "max_p99_ms" => {
+                if let Some(n) =
+                    bounded(d, group, &format!("rollout.{key_name}"), item, 1, 3_600_000)
+                {
+                    policy.max_p99_ms = Some(n as u32);
+                }
+            }
+            "min_requests" => {
+                if let Some(n) =
+                    bounded(d, group, &format!("rollout.{key_name}"), item, 1, 1_000_000)
+                {
+                    policy.min_requests = n as u32;
                 }
             }
             "on_failure" => match item.get_ref().as_str().and_then(OnFailure::from_name) {

@@ -109,14 +109,39 @@ fn rollout_policies_parse_with_defaults() {
             healthy_seconds: 1,
             timeout_seconds: 60,
             on_failure: OnFailure::Pause,
+            ..RolloutPolicy::default()
         }
     );
+    assert!(!lb.rollout.gated());
     assert!(!lb.metadata.contains_key("rollout"));
     // A topology stored before roll-outs existed reads with the default policy.
     let mut json = serde_json::to_value(&lb).unwrap();
     json.as_object_mut().unwrap().remove("rollout");
     let old: GroupSpec = serde_json::from_value(json).unwrap();
     assert_eq!(old.rollout, RolloutPolicy::default());
+}
+
+#[test]
+fn rollout_metric_gates_parse() {
+    let text = format!(
+        "{LB}rollout = {{ max_error_ratio = 0.05, max_p99_ms = 250, min_requests = 50 }}\n"
+    );
+    let lb = parse("t.toml", &text).unwrap().groups.remove(0);
+    assert_eq!(lb.rollout.max_error_ratio.map(|r| r.get()), Some(0.05));
+    assert_eq!(lb.rollout.max_p99_ms, Some(250));
+    assert_eq!(lb.rollout.min_requests, 50);
+    assert!(lb.rollout.gated());
+    // A ratio of 0 (no 5xx at all) or 1 (an integer) is fine too.
+    let text = format!("{LB}rollout = {{ max_error_ratio = 0 }}\n");
+    let lb = parse("t.toml", &text).unwrap().groups.remove(0);
+    assert_eq!(lb.rollout.max_error_ratio.map(|r| r.get()), Some(0.0));
+    // A policy stored before the gates existed reads without them.
+    let mut json = serde_json::to_value(&lb.rollout).unwrap();
+    for key in ["max_error_ratio", "max_p99_ms", "min_requests"] {
+        json.as_object_mut().unwrap().remove(key);
+    }
+    let old: RolloutPolicy = serde_json::from_value(json).unwrap();
+    assert_eq!(old, RolloutPolicy::default());
 }
 
 #[test]
@@ -275,7 +300,22 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     (
         "rollout unknown key",
         "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { speed = 2 }\n",
-        "t.toml:6:13: group a: unknown key \"speed\" in \"rollout\": the keys are batch, healthy_seconds, timeout_seconds, on_failure",
+        "t.toml:6:13: group a: unknown key \"speed\" in \"rollout\": the keys are batch, healthy_seconds, timeout_seconds, on_failure, max_error_ratio, max_p99_ms, min_requests",
+    ),
+    (
+        "rollout error ratio over 1",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { max_error_ratio = 1.5 }\n",
+        "t.toml:6:31: group a: \"rollout.max_error_ratio\" must be a number from 0 to 1 (5xx answers / all answers, e.g. 0.05), found 1.5",
+    ),
+    (
+        "rollout error ratio as text",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { max_error_ratio = \"5%\" }\n",
+        "t.toml:6:31: group a: \"rollout.max_error_ratio\" must be a number from 0 to 1 (5xx answers / all answers, e.g. 0.05), found a string",
+    ),
+    (
+        "rollout p99 zero",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { max_p99_ms = 0 }\n",
+        "t.toml:6:26: group a: \"rollout.max_p99_ms\" must be an integer from 1 to 3600000, found 0",
     ),
     (
         "rollout bad on_failure",

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`node`]: `NodeBuilder` → `NodeProcess` (a real `lathe-node` on free loopback ports) and `Cluster`.
+//! - [`browser`]: headless Chromium through chromedriver (WebDriver): page scripts, console errors, screenshots.
 //! - [`haproxy`]: a real HAProxy in master-worker mode, and its CLI sockets.
 //! - [`http`]: REST helpers (`get_json`, `put_json`, ...) and `SseReader` for `/v1/watch/...` streams.
 //! - [`wait`]: `wait_until(what, deadline, condition)`: poll a condition, never sleep a fixed time.
@@ -9,6 +10,7 @@
 //! - [`proxy`]: a TCP proxy a test can cut, to cut one node off from ZooKeeper.
 //! - [`yarn`]: a double of a YARN ResourceManager's REST API that runs the containers it grants.
 //! - [`scenario`]: shared steps: a ZooKeeper-backed cluster, writes that must succeed, entries under a prefix.
+pub mod browser;
 pub mod haproxy;
 pub mod http;
 pub mod node;

@@ -179,6 +179,7 @@ async fn start(context: &ApiContext, body: BodyStream) -> Result<Response, ApiEr
         last_step_ms: now,
         started_ms: now,
         updated_ms: now,
+        gate_baseline: None,
     };
     let value = serde_json::to_value(&record).map_err(|e| ApiError::internal(e.to_string()))?;
     let cas = existing.map_or(0, |e| e.version);

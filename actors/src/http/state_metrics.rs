@@ -158,6 +158,7 @@ mod tests {
             reason: None,
             started_ms: 1,
             updated_ms: 2,
+            gate_baseline: None,
         }
     }
 

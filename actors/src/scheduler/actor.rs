@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use lathe::layout::{self, Assignment, InstanceState, InstanceStatus, RolloutRecord};
+use lathe::layout::{self, Assignment, InstanceState, InstanceStatus, RolloutRecord, RolloutState};
 use lathe::KeyPath;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
@@ -28,6 +28,7 @@ use super::deploy;
 use super::placement::{place, rebalance, NodeCandidate, PendingCause};
 use super::rollout::{self, Governed, Placed};
 use super::shift;
+use super::traffic;
 use crate::follow::follow;
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
@@ -48,6 +49,8 @@ const NEXT_STEP: Duration = Duration::from_secs(1);
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 /// While a roll-out moves, the next reconcile comes this soon (it judges the batch's health).
 const ROLLOUT_TICK: Duration = Duration::from_millis(500);
+/// How often a traffic shift under a metric gate is judged between its steps.
+const GATE_WATCH: Duration = Duration::from_secs(1);
 
 #[derive(RactorMessage)]
 pub enum SchedulerMsg {
@@ -311,7 +314,7 @@ async fn reconcile(
     let mut report = ReconcileReport::default();
     let (groups, governed) =
         roll_outs(registry, &topology.groups, &current, members, &mut report).await?;
-    shifts(registry, &mut report).await?;
+    shifts(registry, &topology.groups, members, &mut report).await?;
     // Placement sees a group under roll-out with the type it rolls from, so that instances
     // already replaced stay valid and in place; `governed` then gives each index its type.
     let current_assignments: Vec<Assignment> = current
@@ -421,6 +424,22 @@ async fn roll_outs(
         .map(|m| (m.name.as_str(), &m.catalog))
         .collect();
     let now_ms = rollout::unix_ms();
+    // The response counters of the groups whose batch a metric gate judges, read off every node.
+    let gated: BTreeSet<String> = groups
+        .iter()
+        .filter(|group| group.rollout.gated())
+        .filter(|group| {
+            stored
+                .get(&layout::rollout(&group.name))
+                .is_some_and(|(r, _)| {
+                    r.state == RolloutState::Rolling
+                        && !r.batch.is_empty()
+                        && r.to == group.task_type
+                })
+        })
+        .map(|group| group.name.clone())
+        .collect();
+    let traffic = traffic::read(members, &gated).await;
     let mut placed_groups = groups.to_vec();
     let mut governed = BTreeMap::new();
     let mut writes: Vec<(KeyPath, Option<RolloutRecord>, u64)> = Vec::new();
@@ -443,11 +462,16 @@ async fn roll_outs(
             .filter(|s| s.group == group.name)
             .map(|s| (s.index, s))
             .collect();
+        let group_traffic = traffic
+            .as_ref()
+            .filter(|_| gated.contains(&group.name))
+            .map(|all| all.get(&group.name).cloned().unwrap_or_default());
         let step = rollout::step(
             group,
             record.map(|(r, _)| r),
             &placed,
             &group_statuses,
+            group_traffic.as_ref(),
             now_ms,
         );
         let cas = record.map_or(0, |(_, version)| *version);
@@ -498,11 +522,26 @@ async fn roll_outs(
 /// read, so a concurrent `pause` or `undo` wins and the step is retried), then the split (CAS on
 /// the key's version, so a change by hand is never overwritten: the next step sees it and
 /// pauses).
-async fn shifts(registry: &RegistryHandle, report: &mut ReconcileReport) -> Result<(), String> {
+async fn shifts(
+    registry: &RegistryHandle,
+    groups: &[lathe::topology::GroupSpec],
+    members: &[MemberView],
+    report: &mut ReconcileReport,
+) -> Result<(), String> {
     let records = read_versioned::<lathe::layout::ShiftRecord>(registry, layout::SHIFTS).await?;
     if records.is_empty() {
         return Ok(());
     }
+    let policy_of = |name: &str| groups.iter().find(|g| g.name == name).map(|g| &g.rollout);
+    // The response counters of the targets under a metric gate, read off every node.
+    let gated: BTreeSet<String> = records
+        .values()
+        .map(|(record, _)| record)
+        .filter(|record| record.state == lathe::layout::ShiftState::Shifting)
+        .filter(|record| policy_of(&record.to).is_some_and(|policy| policy.gated()))
+        .map(|record| record.to.clone())
+        .collect();
+    let traffic = traffic::read(members, &gated).await;
     let statuses = read_records::<InstanceStatus>(registry, layout::INSTANCES).await?;
     let now_ms = rollout::unix_ms();
     for (path, (record, version)) in records {
@@ -516,11 +555,21 @@ async fn shifts(registry: &RegistryHandle, report: &mut ReconcileReport) -> Resu
             None => (None, 0),
         };
         let to: Vec<&InstanceStatus> = statuses.values().filter(|s| s.group == record.to).collect();
-        let step = shift::step(&record, current, &to, now_ms);
+        let to_traffic = traffic
+            .as_ref()
+            .filter(|_| gated.contains(&record.to))
+            .map(|all| all.get(&record.to).cloned().unwrap_or_default());
+        let policy = policy_of(&record.to);
+        let step = shift::step(&record, current, &to, policy, to_traffic.as_ref(), now_ms);
         if step.record.state == lathe::layout::ShiftState::Shifting {
             let due_ms = (step.record.last_step_ms + u64::from(step.record.every_seconds) * 1000)
                 .saturating_sub(now_ms);
-            let due = Duration::from_millis(due_ms);
+            let mut due = Duration::from_millis(due_ms);
+            if gated.contains(&record.to) {
+                // A gate watches the target between steps too: a figure over its threshold
+                // rolls the shift back without waiting for the step.
+                due = due.min(GATE_WATCH);
+            }
             report.next_shift_step = Some(report.next_shift_step.map_or(due, |d| d.min(due)));
         }
         if step.record != record {

@@ -3,6 +3,8 @@
 pub mod actor;
 pub mod demand;
 pub mod deploy;
+pub mod gate;
 pub mod placement;
 pub mod rollout;
 pub mod shift;
+pub mod traffic;

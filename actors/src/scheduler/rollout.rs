@@ -12,15 +12,25 @@
 //!   **rolled-back**) or **paused**, as `on_failure` says.
 //! - **paused**: nothing more is replaced; what runs keeps running.
 //!
+//! Under a metric gate (`rollout.max_error_ratio`, `rollout.max_p99_ms`) a healthy batch also
+//! needs `min_requests` answers of the group since it became healthy, with the error ratio and
+//! p99 of those under the thresholds ([`gate::judge`]); over a threshold fails the batch at once.
+//! `traffic` is the group's counters summed over the cluster now (`None`: not read, so a gated
+//! batch waits).
+//!
 //! While a roll-out governs a group, placement sees the group with its *old* type (so running
 //! instances stay valid and where they are) and [`Step::types`] then says, per index, which type
 //! each assignment carries. A done roll-out governs nothing: the group's type is the topology's.
 
 use std::collections::BTreeMap;
 
-use lathe::layout::{Assignment, InstanceState, InstanceStatus, RolloutRecord, RolloutState};
+use lathe::layout::{
+    Assignment, InstanceState, InstanceStatus, RolloutRecord, RolloutState, Traffic,
+};
 use lathe::topology::{GroupSpec, OnFailure};
 use lathe::TaskType;
+
+use super::gate::{self, Judgement};
 
 /// What a step decided for one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +68,7 @@ pub fn step(
     record: Option<&RolloutRecord>,
     current: &[Placed<'_>],
     statuses: &BTreeMap<u32, &InstanceStatus>,
+    traffic: Option<&Traffic>,
     now_ms: u64,
 ) -> Step {
     let to = &group.task_type;
@@ -80,7 +91,15 @@ pub fn step(
         .map(|p| (p.assignment.index, &p.assignment.task_type == to))
         .collect();
     match record.state {
-        RolloutState::Rolling => roll(group, &mut record, current, &on_new, statuses, now_ms),
+        RolloutState::Rolling => roll(
+            group,
+            &mut record,
+            current,
+            &on_new,
+            statuses,
+            traffic,
+            now_ms,
+        ),
         RolloutState::RollingBack => {
             if on_new.values().all(|new| !new) {
                 record.state = RolloutState::RolledBack;
@@ -136,6 +155,7 @@ fn start(group: &GroupSpec, current: &[Placed<'_>], now_ms: u64) -> Option<Rollo
         reason: None,
         started_ms: now_ms,
         updated_ms: now_ms,
+        gate_baseline: None,
     })
 }
 
@@ -146,6 +166,7 @@ fn roll(
     current: &[Placed<'_>],
     on_new: &BTreeMap<u32, bool>,
     statuses: &BTreeMap<u32, &InstanceStatus>,
+    traffic: Option<&Traffic>,
     now_ms: u64,
 ) {
     let policy = &group.rollout;
@@ -153,7 +174,7 @@ fn roll(
     // Instances beyond `tasks` (a redeploy that also shrank the group) are no longer waited for.
     record.batch.retain(|&i| i < group.tasks);
     if !record.batch.is_empty() {
-        match judge(group, record, current, statuses, now_ms) {
+        match judge(group, record, current, statuses, traffic, now_ms) {
             Verdict::Failed(reason) => {
                 record.reason = Some(reason);
                 record.state = match policy.on_failure {
@@ -169,6 +190,7 @@ fn roll(
                 record.batch_started_ms = None;
                 record.healthy_since_ms = None;
                 record.healthy_restarts = 0;
+                record.gate_baseline = None;
                 record.updated_ms = now_ms;
             }
         }
@@ -206,6 +228,7 @@ fn judge(
     record: &mut RolloutRecord,
     current: &[Placed<'_>],
     statuses: &BTreeMap<u32, &InstanceStatus>,
+    traffic: Option<&Traffic>,
     now_ms: u64,
 ) -> Verdict {
     let policy = &group.rollout;
@@ -244,12 +267,22 @@ fn judge(
         .sum();
     if !healthy {
         record.healthy_since_ms = None;
+        record.gate_baseline = None;
     } else if record.healthy_since_ms.is_none() || restarts != record.healthy_restarts {
         record.healthy_since_ms = Some(now_ms);
         record.healthy_restarts = restarts;
+        record.gate_baseline = None;
     }
+    let metrics = if record.healthy_since_ms.is_some() {
+        match metric_gate(group, record, traffic) {
+            Err(over) => return Verdict::Failed(format!("{over} since the batch became healthy")),
+            Ok(waiting) => waiting,
+        }
+    } else {
+        None
+    };
     let healthy_for = policy.healthy_for().as_millis() as u64;
-    if let Some(since) = record.healthy_since_ms {
+    if let (Some(since), None) = (record.healthy_since_ms, &metrics) {
         if now_ms.saturating_sub(since) >= healthy_for {
             return Verdict::Passed;
         }
@@ -264,14 +297,48 @@ fn judge(
                 None => format!("{} not started", instance(i)),
             })
             .collect();
+        let metrics = metrics.map(|m| format!("; {m}")).unwrap_or_default();
         return Verdict::Failed(format!(
-            "batch not healthy for {} s within {} s ({})",
+            "batch not healthy for {} s within {} s ({}{metrics})",
             policy.healthy_seconds,
             policy.timeout_seconds,
             waiting.join(", ")
         ));
     }
     Verdict::Waiting
+}
+
+/// The metric gate of a healthy batch: `Err` when a figure is over its threshold, `Ok(Some(why))`
+/// while it cannot pass yet, `Ok(None)` when it passes (or the group has no gate). Sets the
+/// baseline the first time it sees the counters, and again when they went down.
+fn metric_gate(
+    group: &GroupSpec,
+    record: &mut RolloutRecord,
+    traffic: Option<&Traffic>,
+) -> Result<Option<String>, String> {
+    let policy = &group.rollout;
+    if !policy.gated() {
+        return Ok(None);
+    }
+    let Some(now) = traffic else {
+        return Ok(Some(format!(
+            "the response counters of {} are not read",
+            group.name
+        )));
+    };
+    let window = record
+        .gate_baseline
+        .as_ref()
+        .and_then(|baseline| gate::since(now, baseline));
+    let Some(window) = window else {
+        record.gate_baseline = Some(now.clone());
+        return Ok(Some(format!("0 of {} answers", policy.min_requests)));
+    };
+    match gate::judge(policy, &window) {
+        Judgement::Pass => Ok(None),
+        Judgement::TooFew(n) => Ok(Some(format!("{n} of {} answers", policy.min_requests))),
+        Judgement::Over(why) => Err(why),
+    }
 }
 
 /// `lathe rollout pause|resume|undo`: the record after `command`, or why it does not apply.

@@ -6,9 +6,16 @@
 //! Each step waits `every_seconds` and for the target group to be healthy: at least one instance,
 //! every instance running, no restart since the step began. When it is not, the original split
 //! is put back (rolled back). A split changed by someone else meanwhile pauses the shift.
+//!
+//! Under a metric gate in the target group's `rollout` table (`max_error_ratio`, `max_p99_ms`),
+//! a step also waits for `min_requests` answers of the target since the last step, and a figure
+//! over its threshold rolls the shift back ([`gate::judge`]).
 
-use lathe::layout::{InstanceState, InstanceStatus, ShiftRecord, ShiftState};
+use lathe::layout::{InstanceState, InstanceStatus, ShiftRecord, ShiftState, Traffic};
+use lathe::topology::RolloutPolicy;
 use serde_json::{json, Value};
+
+use super::gate::{self, Judgement};
 
 /// A split's groups and weights; `Err` says what is wrong with the value.
 pub fn parse_split(value: &Value) -> Result<Vec<(String, f64)>, String> {
@@ -125,11 +132,15 @@ fn health(to: &str, statuses: &[&InstanceStatus]) -> Health {
     Health::Ready(statuses.iter().map(|s| s.restarts).sum())
 }
 
-/// One step of `record` at `now_ms`, with the key's `current` value and `to`'s instance records.
+/// One step of `record` at `now_ms`, with the key's `current` value and `to`'s instance records;
+/// `policy` is `to`'s roll-out policy (its metric gate) and `traffic` its counters summed over the
+/// cluster now (`None`: not read, so a gated step waits).
 pub fn step(
     record: &ShiftRecord,
     current: Option<&Value>,
     statuses: &[&InstanceStatus],
+    policy: Option<&RolloutPolicy>,
+    traffic: Option<&Traffic>,
     now_ms: u64,
 ) -> Step {
     let mut next = record.clone();
@@ -178,6 +189,32 @@ pub fn step(
         }
         Health::Failed(why) => return roll_back(next, format!("{why}: not healthy"), now_ms),
     };
+    let gated = policy.filter(|policy| policy.gated());
+    if let Some(policy) = gated {
+        let window = traffic.and_then(|now| {
+            let window = next
+                .gate_baseline
+                .as_ref()
+                .and_then(|b| gate::since(now, b));
+            if window.is_none() {
+                next.gate_baseline = Some(now.clone());
+            }
+            window
+        });
+        match window.map(|window| gate::judge(policy, &window)) {
+            Some(Judgement::Pass) => {}
+            Some(Judgement::Over(why)) => {
+                let reason = format!("{}: {why} since the last step", record.to);
+                return roll_back(next, reason, now_ms);
+            }
+            Some(Judgement::TooFew(_)) | None => {
+                return Step {
+                    record: next,
+                    write: None,
+                }
+            }
+        }
+    }
     if now_ms.saturating_sub(record.last_step_ms) < u64::from(record.every_seconds) * 1000 {
         return Step {
             record: next,
@@ -193,6 +230,9 @@ pub fn step(
     next.previous = std::mem::replace(&mut next.written, value.clone());
     next.restarts = restarts;
     next.last_step_ms = now_ms;
+    if gated.is_some() {
+        next.gate_baseline = traffic.cloned();
+    }
     next.updated_ms = now_ms;
     if percent >= 100 {
         next.state = ShiftState::Done;
@@ -206,6 +246,7 @@ pub fn step(
 
 fn roll_back(mut record: ShiftRecord, reason: String, now_ms: u64) -> Step {
     record.state = ShiftState::RolledBack;
+    record.gate_baseline = None;
     record.reason = Some(reason);
     record.previous = std::mem::replace(&mut record.written, record.original.clone());
     record.percent = parse_split(&record.original)
@@ -273,175 +314,4 @@ pub fn command(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use lathe::TaskType;
-
-    fn seed() -> Value {
-        json!([["task.v421", "task.v422"], [90, 10]])
-    }
-
-    fn record() -> ShiftRecord {
-        ShiftRecord {
-            key: "/task/http/lb/backend_distribution".into(),
-            to: "task.v422".into(),
-            step: 30,
-            every_seconds: 1,
-            original: seed(),
-            written: seed(),
-            previous: seed(),
-            percent: 10,
-            state: ShiftState::Shifting,
-            restarts: 0,
-            reason: None,
-            last_step_ms: 0,
-            started_ms: 0,
-            updated_ms: 0,
-        }
-    }
-
-    fn running(index: u32, restarts: u32) -> InstanceStatus {
-        InstanceStatus {
-            group: "task.v422".into(),
-            index,
-            node: Some("n".into()),
-            task_type: TaskType::new("c", "4.2.2", "t"),
-            status: InstanceState::Running,
-            endpoint: None,
-            restarts,
-            reason: None,
-        }
-    }
-
-    #[test]
-    fn splits_parse_and_move_in_whole_percents_that_add_up() {
-        let split = parse_split(&seed()).unwrap();
-        assert_eq!(percent_of(&split, "task.v422"), 10);
-        assert_eq!(
-            with_percent(&split, "task.v422", 40),
-            json!([["task.v421", "task.v422"], [60, 40]])
-        );
-        assert_eq!(
-            with_percent(&split, "task.v422", 100),
-            json!([["task.v421", "task.v422"], [0, 100]])
-        );
-        let three = parse_split(&json!([["a", "b", "c"], [1, 1, 1]])).unwrap();
-        assert_eq!(
-            with_percent(&three, "c", 50),
-            json!([["a", "b", "c"], [25, 25, 50]])
-        );
-        let odd = with_percent(&three, "c", 0);
-        let weights: u64 = odd[1]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w.as_u64().unwrap())
-            .sum();
-        assert_eq!(weights, 100);
-        for bad in [
-            json!(1),
-            json!([["a"]]),
-            json!([["a"], [-1]]),
-            json!([["a", "b"], [1]]),
-        ] {
-            assert!(parse_split(&bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn each_step_waits_its_time_and_a_healthy_target() {
-        let healthy = [running(0, 0), running(1, 0)];
-        let statuses: Vec<&InstanceStatus> = healthy.iter().collect();
-        let early = step(&record(), Some(&seed()), &statuses, 500);
-        assert_eq!(early.write, None);
-        let first = step(&record(), Some(&seed()), &statuses, 1_000);
-        assert_eq!(
-            first.write,
-            Some(json!([["task.v421", "task.v422"], [60, 40]]))
-        );
-        assert_eq!(first.record.percent, 40);
-        let written = first.write.clone().unwrap();
-        let second = step(&first.record, Some(&written), &statuses, 2_000);
-        let third = step(&second.record, second.write.as_ref(), &statuses, 3_000);
-        assert_eq!(
-            third.record.state,
-            ShiftState::Done,
-            "10 -> 40 -> 70 -> 100"
-        );
-        assert_eq!(
-            third.write,
-            Some(json!([["task.v421", "task.v422"], [0, 100]]))
-        );
-        let after = step(&third.record, third.write.as_ref(), &statuses, 9_000);
-        assert_eq!(after.write, None, "a done shift writes nothing more");
-    }
-
-    #[test]
-    fn an_unhealthy_target_puts_the_original_split_back() {
-        let restarted = [running(0, 2)];
-        let first = step(&record(), Some(&seed()), &[&running(0, 0)], 1_000);
-        let later = step(
-            &first.record,
-            first.write.as_ref(),
-            &restarted.iter().collect::<Vec<_>>(),
-            1_500,
-        );
-        assert_eq!(later.record.state, ShiftState::RolledBack);
-        assert_eq!(later.write, Some(seed()));
-        assert!(later.record.reason.unwrap().contains("restarted"));
-        let none = step(&record(), Some(&seed()), &[], 1_000);
-        assert!(none.record.reason.unwrap().contains("has no instance"));
-        let mut failed = running(0, 0);
-        failed.status = InstanceState::Failed;
-        failed.reason = Some("boom".into());
-        let failing = step(&record(), Some(&seed()), &[&failed], 1_000);
-        assert!(failing
-            .record
-            .reason
-            .unwrap()
-            .contains("task.v422/0 is failed: boom"));
-    }
-
-    #[test]
-    fn a_target_still_starting_is_waited_for_not_rolled_back() {
-        let mut starting = running(0, 0);
-        starting.status = InstanceState::Starting;
-        let wait = step(&record(), Some(&seed()), &[&starting], 5_000);
-        assert_eq!((wait.record, wait.write), (record(), None));
-    }
-
-    #[test]
-    fn a_step_not_yet_visible_is_written_again_not_taken_for_a_change_by_hand() {
-        let first = step(&record(), Some(&seed()), &[&running(0, 0)], 1_000);
-        // The replica still shows the split before the step.
-        let lagging = step(&first.record, Some(&seed()), &[&running(0, 0)], 1_100);
-        assert_eq!(lagging.record, first.record, "no pause, no new step");
-        assert_eq!(lagging.write, Some(first.record.written.clone()));
-    }
-
-    #[test]
-    fn a_split_changed_by_hand_pauses_and_commands_steer() {
-        let by_hand = json!([["task.v421", "task.v422"], [50, 50]]);
-        let paused = step(&record(), Some(&by_hand), &[&running(0, 0)], 1_000);
-        assert_eq!(
-            (paused.record.state, paused.write),
-            (ShiftState::Paused, None)
-        );
-        let resumed = command(&paused.record, "resume", Some(&by_hand), 2_000).unwrap();
-        assert_eq!(
-            (resumed.record.state, resumed.record.percent),
-            (ShiftState::Shifting, 50)
-        );
-        assert!(command(&resumed.record, "resume", Some(&by_hand), 2_000).is_err());
-        let undone = command(&resumed.record, "undo", Some(&by_hand), 3_000).unwrap();
-        assert_eq!(
-            (undone.record.state, undone.write),
-            (ShiftState::RolledBack, Some(seed()))
-        );
-        let again = command(&undone.record, "undo", None, 3_000).unwrap_err();
-        assert!(again.contains("already back"), "{again}");
-        assert!(command(&record(), "jump", None, 0)
-            .unwrap_err()
-            .contains("use pause"));
-    }
-}
+mod tests;

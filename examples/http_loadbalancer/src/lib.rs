@@ -330,16 +330,53 @@ pub mod my {
             lathe::http::text(500, "my::Crasher never serves")
         }
     }
+
+    /// A front page that fails a share of its requests: `GET /get/index` answers 200 `:)`, except
+    /// for `fail_percent` (group metadata, 0 to 100, default 0) of them, spread evenly, which
+    /// answer 500. For metric-gated roll-outs: a version whose error ratio is over the gate.
+    #[derive(Debug, Default)]
+    pub struct Flaky {
+        answered: std::sync::atomic::AtomicU64,
+    }
+
+    /// The group metadata key `my::Flaky` reads.
+    pub const FAIL_PERCENT_KEY: &str = "fail_percent";
+
+    #[async_trait::async_trait]
+    impl HttpTask for Flaky {
+        async fn handle(&self, ctx: &TaskContext, request: Request) -> Response {
+            use lathe::RequestExt;
+            if request.path_segments() != ["get", "index"] {
+                return lathe::http::text(400, "invalid request");
+            }
+            let percent = ctx
+                .lookup::<u64>(FAIL_PERCENT_KEY)
+                .and_then(Result::ok)
+                .unwrap_or(0)
+                .min(100);
+            let n = self
+                .answered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Request n fails when the count of failures due by n + 1 goes up: `percent` of every
+            // 100, evenly spread.
+            if (n + 1) * percent / 100 > n * percent / 100 {
+                lathe::http::text(500, "my::Flaky failed this one, on purpose")
+            } else {
+                lathe::http::text(200, ":)")
+            }
+        }
+    }
 }
 
 /// The task types of this crate, for a node's catalog: the load balancer, `my::Crasher` for
-/// failure drills, `my::Counter`, which keeps a count in its persistent state, and `my::Cached`,
-/// which serves values through the group's distributed cache, and a flow: `my::Emitter` sends what
+/// failure drills, `my::Flaky`, which fails a share of its requests, `my::Counter`, which keeps a
+/// count in its persistent state, and `my::Cached`, which serves values through the group's distributed cache, and a flow: `my::Emitter` sends what
 /// it is POSTed to a stream, `my::Tally` counts each key's messages of its input streams.
 pub fn tasks() -> Vec<lathe::TaskDescriptor> {
     vec![
         lathe::http_task!("my::LoadBalancer", my::LoadBalancer::default),
         lathe::http_task!("my::Crasher", my::Crasher::default),
+        lathe::http_task!("my::Flaky", my::Flaky::default),
         lathe::http_task!("my::Counter", my::Counter::default),
         lathe::http_task!("my::Cached", my::Cached::default),
         lathe::http_task!("my::Emitter", my::Emitter::default),

@@ -1,7 +1,9 @@
 use std::collections::BTreeMap;
 
-use lathe::layout::{Assignment, InstanceState, InstanceStatus, RolloutRecord, RolloutState};
-use lathe::topology::{GroupSpec, OnFailure, RestartPolicy, RolloutPolicy};
+use lathe::layout::{
+    Assignment, InstanceState, InstanceStatus, RolloutRecord, RolloutState, Traffic,
+};
+use lathe::topology::{GroupSpec, OnFailure, Ratio, RestartPolicy, RolloutPolicy};
 use lathe::{KeyPath, TaskType};
 
 use super::{command, step, Placed, Step};
@@ -31,6 +33,7 @@ fn policy(batch: u32) -> RolloutPolicy {
         healthy_seconds: 2,
         timeout_seconds: 10,
         on_failure: OnFailure::Rollback,
+        ..RolloutPolicy::default()
     }
 }
 
@@ -38,6 +41,8 @@ fn policy(batch: u32) -> RolloutPolicy {
 struct World {
     assignments: Vec<Assignment>,
     statuses: Vec<InstanceStatus>,
+    /// The group's response counters as the scheduler read them (`None`: not read).
+    traffic: Option<Traffic>,
 }
 
 impl World {
@@ -45,6 +50,7 @@ impl World {
         let mut world = World {
             assignments: Vec::new(),
             statuses: Vec::new(),
+            traffic: None,
         };
         for (i, v) in versions.iter().enumerate() {
             world.assign(i as u32, v, InstanceState::Running);
@@ -87,7 +93,14 @@ impl World {
             })
             .collect();
         let statuses = self.statuses.iter().map(|s| (s.index, s)).collect();
-        step(group, record, &placed, &statuses, now_ms)
+        step(
+            group,
+            record,
+            &placed,
+            &statuses,
+            self.traffic.as_ref(),
+            now_ms,
+        )
     }
 
     /// What the scheduler does with a step: assignments get the types it says.
@@ -248,7 +261,7 @@ fn a_failed_or_unplaceable_instance_fails_the_batch_at_once() {
         node_can_run: false,
     }];
     let statuses = BTreeMap::new();
-    let step = step(&g, first.record.as_ref(), &placed, &statuses, 50);
+    let step = step(&g, first.record.as_ref(), &placed, &statuses, None, 50);
     let reason = step.record.unwrap().reason.unwrap();
     assert!(reason.contains("on a node that cannot run"), "{reason}");
 }
@@ -287,6 +300,7 @@ fn a_third_version_mid_roll_out_starts_over_from_what_most_run() {
         reason: None,
         started_ms: 0,
         updated_ms: 0,
+        gate_baseline: None,
     };
     let record = world.step(&g, Some(&old), 5).record.unwrap();
     assert_eq!(
@@ -332,4 +346,126 @@ fn commands_move_between_states_or_say_why_not() {
     assert!(command(&done, "fast-forward", 50)
         .unwrap_err()
         .contains("use pause, resume or undo"));
+}
+
+/// `requests` answers so far, `errors` of them 5xx, every one within 1 ms (the buckets of 1 ms,
+/// 250 ms and +Inf).
+fn answered(requests: u64, errors: u64) -> Option<Traffic> {
+    Some(Traffic {
+        requests,
+        errors,
+        buckets: vec![(1_000, requests), (250_000, requests), (u64::MAX, requests)],
+    })
+}
+
+fn gated(max_error_ratio: f64) -> RolloutPolicy {
+    RolloutPolicy {
+        max_error_ratio: Some(Ratio::new(max_error_ratio)),
+        max_p99_ms: Some(100),
+        min_requests: 20,
+        ..policy(1)
+    }
+}
+
+/// One instance rolled to 4.2.2 and running: the record once the batch is healthy at 2 s, with
+/// the counters at `baseline`.
+fn healthy_batch(world: &mut World, g: &GroupSpec, baseline: Option<Traffic>) -> RolloutRecord {
+    let first = world.step(g, None, 1_000);
+    world.apply(&first, InstanceState::Running);
+    world.traffic = baseline;
+    world.step(g, first.record.as_ref(), 2_000).record.unwrap()
+}
+
+#[test]
+fn a_gated_batch_waits_for_enough_answers_under_the_thresholds() {
+    let g = group("4.2.2", 2, gated(0.05));
+    let mut world = World::new(&["4.2.1", "4.2.1"]);
+    let record = healthy_batch(&mut world, &g, answered(500, 100));
+    assert_eq!(record.healthy_since_ms, Some(2_000));
+    assert_eq!(
+        record.gate_baseline,
+        answered(500, 100),
+        "the counters when it became healthy"
+    );
+    // Healthy long enough, 10 answers since: not yet.
+    world.traffic = answered(510, 100);
+    let record = world.step(&g, Some(&record), 4_500).record.unwrap();
+    assert_eq!(
+        (record.state, record.batch.clone()),
+        (RolloutState::Rolling, vec![0])
+    );
+    // 40 answers, 1 error (2.5 %): the next batch, with a baseline of its own later.
+    world.traffic = answered(540, 101);
+    let record = world.step(&g, Some(&record), 5_000).record.unwrap();
+    assert_eq!(
+        (record.batch.clone(), record.gate_baseline),
+        (vec![1], None)
+    );
+}
+
+#[test]
+fn a_batch_over_the_error_ratio_rolls_back_at_once() {
+    let g = group("4.2.2", 2, gated(0.05));
+    let mut world = World::new(&["4.2.1", "4.2.1"]);
+    let record = healthy_batch(&mut world, &g, answered(500, 100));
+    // 0.5 s later, 50 answers, 10 of them 5xx: 20 %.
+    world.traffic = answered(550, 110);
+    let step = world.step(&g, Some(&record), 2_500);
+    let record = step.record.unwrap();
+    assert_eq!(record.state, RolloutState::RollingBack);
+    assert_eq!(
+        record.reason.as_deref(),
+        Some(
+            "error ratio 0.200 over max_error_ratio 0.05 (10 of 50 answers 5xx) since the batch \
+             became healthy"
+        )
+    );
+    assert_eq!(step.governs.unwrap().type_of(0), &version("4.2.1"));
+}
+
+#[test]
+fn a_batch_over_the_p99_fails_and_counters_that_went_down_start_over() {
+    let g = group("4.2.2", 2, gated(0.05));
+    let mut world = World::new(&["4.2.1", "4.2.1"]);
+    let record = healthy_batch(&mut world, &g, answered(500, 0));
+    // A node restarted: its counters went down; the window starts over from there.
+    world.traffic = answered(100, 0);
+    let record = world.step(&g, Some(&record), 3_000).record.unwrap();
+    assert_eq!(record.gate_baseline, answered(100, 0));
+    // 30 answers since, all slower than 250 ms.
+    world.traffic = Some(Traffic {
+        requests: 130,
+        errors: 0,
+        buckets: vec![(1_000, 100), (250_000, 100), (u64::MAX, 130)],
+    });
+    let record = world.step(&g, Some(&record), 3_500).record.unwrap();
+    assert_eq!(record.state, RolloutState::RollingBack);
+    let reason = record.reason.unwrap();
+    assert!(
+        reason.starts_with("p99 250.0 ms over max_p99_ms 100"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_gated_batch_without_counters_or_traffic_times_out_saying_so() {
+    let g = group("4.2.2", 2, gated(0.05));
+    let mut world = World::new(&["4.2.1", "4.2.1"]);
+    let record = healthy_batch(&mut world, &g, None);
+    let record = world.step(&g, Some(&record), 5_000).record.unwrap();
+    assert_eq!(
+        record.state,
+        RolloutState::Rolling,
+        "no counters read: it waits"
+    );
+    world.traffic = answered(7, 0);
+    let record = world.step(&g, Some(&record), 6_000).record.unwrap();
+    world.traffic = answered(12, 0);
+    let record = world.step(&g, Some(&record), 11_000).record.unwrap();
+    assert_eq!(record.state, RolloutState::RollingBack);
+    let reason = record.reason.unwrap();
+    assert!(
+        reason.ends_with("(task.web/0 running; 5 of 20 answers)"),
+        "{reason}"
+    );
 }
