@@ -8,6 +8,9 @@ CARGO ?= cargo
 # the system RocksDB instead of compiling it (see .cargo/config.toml); zookeeper is started by the
 # tests themselves on free loopback ports.
 DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat wrk
+# A single-binary Kafka-protocol broker for the Kafka tests (tests/src/kafka.rs runs the binary
+# inside the package on a free loopback port), pinned.
+PIP_PACKAGES := noida-db==0.2.3
 
 .PHONY: deps build test run clean lint bench
 
@@ -17,6 +20,11 @@ deps:
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@for p in $(PIP_PACKAGES); do \
+	  python3 -m pip show "$${p%%==*}" 2>/dev/null | grep -qx "Version: $${p##*==}" || \
+	    { echo "installing: $$p"; python3 -m pip install -q --disable-pip-version-check "$$p" || \
+      python3 -m pip install -q --disable-pip-version-check --break-system-packages "$$p"; }; \
+	done
 
 build: deps
 	$(CARGO) build --workspace --bins

@@ -59,6 +59,14 @@ pub fn main_with(catalog: Catalog) -> ! {
             std::process::exit(2);
         }
     };
+    if let Some(kafka) = &config.kafka {
+        // Before any port is bound: unreachable brokers are a start-up error, like a bad flag.
+        let timeout = lathe_kafka::settings::REACHABLE_TIMEOUT;
+        if let Err(e) = lathe_kafka::client::check_reachable(kafka, timeout) {
+            eprintln!("lathe-node: --kafka: {e:#}");
+            std::process::exit(2);
+        }
+    }
     init_tracing();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.workers {
@@ -117,6 +125,10 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
     membership.catalog = catalog.types().cloned().collect();
     membership.max_instances = config.max_instances;
     let resources = resources::yarn_spec(&config, &metrics)?;
+    let flow_transport: Option<Arc<dyn lathe_actors::flow::FlowTransport>> = match &config.kafka {
+        Some(settings) => Some(lathe_kafka::KafkaFlows::new(settings, &metrics)?),
+        None => None,
+    };
     let args = NodeSupervisorArgs {
         name: name.clone(),
         store,
@@ -135,6 +147,7 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         states: Some(Arc::new(lathe_store::state::LazyNodeStates::new(data_dir(
             &config, &name,
         )))),
+        flow_transport,
     };
     let (node, handle) = Actor::spawn(Some(format!("lathe.node.{name}")), NodeSupervisor, args)
         .await

@@ -66,6 +66,8 @@ pub struct NodeSupervisorArgs {
     pub resources: Option<ResourceManagerSpec>,
     /// Where task instances keep their state (`ctx.state()`), under `--data-dir`.
     pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
+    /// What flows travel through (`--kafka`); actor messages when not given.
+    pub flow_transport: Option<Arc<dyn lathe_actors::flow::FlowTransport>>,
 }
 
 pub struct NodeSupervisorState {
@@ -152,6 +154,7 @@ impl Actor for NodeSupervisor {
             .with_fence(membership.fence());
         task_config.local_forward = args.local_forward;
         task_config.states = args.states.clone();
+        task_config.flow_transport = args.flow_transport.clone();
         let tasks = start_task_supervisor(
             task_config,
             args.catalog,

@@ -83,6 +83,8 @@ pub struct TaskSupervisorConfig {
     pub local_forward: bool,
     /// Where instances keep their persistent state (`ctx.state()`); none when not given.
     pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
+    /// What flows travel through (Kafka); actor messages when not given.
+    pub flow_transport: Option<Arc<dyn crate::flow::FlowTransport>>,
 }
 
 impl TaskSupervisorConfig {
@@ -96,6 +98,7 @@ impl TaskSupervisorConfig {
             fence: None,
             local_forward: true,
             states: None,
+            flow_transport: None,
         }
     }
 
@@ -159,6 +162,7 @@ pub async fn start_task_supervisor(
         TaskMetrics::register(metrics)?,
         config.local_forward,
         config.states,
+        config.flow_transport,
     ));
     let endpoints = services.endpoints.clone();
     services.caches.serve().await?;

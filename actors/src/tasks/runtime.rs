@@ -52,11 +52,12 @@ impl NodeServices {
         metrics: TaskMetrics,
         local_forward: bool,
         states: Option<Arc<LazyNodeStates>>,
+        flow_transport: Option<Arc<dyn crate::flow::FlowTransport>>,
     ) -> Self {
         let local = Arc::new(LocalInstances::default());
         let endpoints = Arc::new(EndpointCache::new(registry.clone()));
         let local_node = local_forward.then(|| (node.clone(), local.clone()));
-        let flows = FlowHost::new(node.clone(), endpoints.clone());
+        let flows = FlowHost::with_transport(node.clone(), endpoints.clone(), flow_transport);
         let caches = CacheHost::counted(
             node.clone(),
             endpoints.clone(),
@@ -129,6 +130,7 @@ impl TaskRuntime for InstanceRuntime {
                 key: key.to_string(),
                 payload,
                 from: format!("{group}/{index}"),
+                position: None,
             })
             .await
     }
@@ -137,8 +139,7 @@ impl TaskRuntime for InstanceRuntime {
         let (group, index) = &self.instance;
         self.services
             .flows
-            .consume(group, *index, handler, self.stopping.clone());
-        Ok(())
+            .consume(group, *index, handler, self.stopping.clone())
     }
 
     fn cache(
