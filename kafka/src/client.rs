@@ -64,6 +64,19 @@ pub fn consumer(settings: &KafkaSettings, group: &str) -> anyhow::Result<StreamC
     config.create().context("cannot create a kafka consumer")
 }
 
+/// A consumer that reads partitions it assigns itself from their beginning, commits nothing
+/// and reports the end of each partition (for restores).
+pub fn reader(settings: &KafkaSettings) -> anyhow::Result<BaseConsumer> {
+    let mut config = base_config(settings);
+    config
+        .set("group.id", "lathe.restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    config.remove("message.timeout.ms");
+    config.create().context("cannot create a kafka reader")
+}
+
 fn admin(settings: &KafkaSettings) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     let mut config = base_config(settings);
     config.remove("session.timeout.ms");

@@ -129,6 +129,10 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         Some(settings) => Some(lathe_kafka::KafkaFlows::new(settings, &metrics)?),
         None => None,
     };
+    let changelog: Option<Arc<dyn lathe_actors::tasks::StateChangelog>> = match &config.kafka {
+        Some(settings) => Some(lathe_kafka::KafkaChangelog::new(settings)?),
+        None => None,
+    };
     let args = NodeSupervisorArgs {
         name: name.clone(),
         store,
@@ -148,6 +152,7 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
             &config, &name,
         )))),
         flow_transport,
+        changelog,
     };
     let (node, handle) = Actor::spawn(Some(format!("lathe.node.{name}")), NodeSupervisor, args)
         .await

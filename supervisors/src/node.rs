@@ -68,6 +68,8 @@ pub struct NodeSupervisorArgs {
     pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
     /// What flows travel through (`--kafka`); actor messages when not given.
     pub flow_transport: Option<Arc<dyn lathe_actors::flow::FlowTransport>>,
+    /// Where state of groups with `state = { changelog = true }` is logged (`--kafka`).
+    pub changelog: Option<Arc<dyn lathe_actors::tasks::StateChangelog>>,
 }
 
 pub struct NodeSupervisorState {
@@ -155,6 +157,7 @@ impl Actor for NodeSupervisor {
         task_config.local_forward = args.local_forward;
         task_config.states = args.states.clone();
         task_config.flow_transport = args.flow_transport.clone();
+        task_config.changelog = args.changelog.clone();
         let tasks = start_task_supervisor(
             task_config,
             args.catalog,

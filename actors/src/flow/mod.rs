@@ -89,6 +89,8 @@ pub struct FlowHost {
     consumers: RwLock<HashMap<String, Vec<String>>>,
     /// Group → its instance count, from the deployed topology.
     instances: RwLock<HashMap<String, u32>>,
+    /// Groups whose state has a changelog (`state = { changelog = true }`).
+    changelogs: RwLock<std::collections::HashSet<String>>,
     handlers: RwLock<HashMap<(String, u32), Consumer>>,
     mirror: Mutex<Option<AbortOnDrop>>,
 }
@@ -110,6 +112,7 @@ impl FlowHost {
             transport,
             consumers: RwLock::default(),
             instances: RwLock::default(),
+            changelogs: RwLock::default(),
             handlers: RwLock::default(),
             mirror: Mutex::new(None),
         })
@@ -138,7 +141,7 @@ impl FlowHost {
         Ok(())
     }
 
-    /// Which groups consume which stream.
+    /// Which groups consume which stream, their instance counts, which log their state.
     pub fn set_topology(&self, topology: &Topology) {
         let mut consumers: HashMap<String, Vec<String>> = HashMap::new();
         let mut instances = HashMap::new();
@@ -153,6 +156,12 @@ impl FlowHost {
         }
         *self.consumers.write().unwrap_or_else(|e| e.into_inner()) = consumers;
         *self.instances.write().unwrap_or_else(|e| e.into_inner()) = instances;
+        *self.changelogs.write().unwrap_or_else(|e| e.into_inner()) = topology
+            .groups
+            .iter()
+            .filter(|g| g.state.changelog)
+            .map(|g| g.name.clone())
+            .collect();
     }
 
     /// Instance `index` of `group` takes its share of its group's input streams with `handler`
@@ -191,6 +200,17 @@ impl FlowHost {
         streams.sort();
         let instances = self.instances_of(group);
         GroupInputs { streams, instances }
+    }
+
+    /// Whether the deployed topology has `group`.
+    pub fn knows(&self, group: &str) -> bool {
+        self.instances_of(group) > 0
+    }
+
+    /// Whether the deployed topology gives `group` a state changelog.
+    pub fn changelog(&self, group: &str) -> bool {
+        let changelogs = self.changelogs.read().unwrap_or_else(|e| e.into_inner());
+        changelogs.contains(group)
     }
 
     fn instances_of(&self, group: &str) -> u32 {

@@ -14,6 +14,7 @@
 //!
 //! Callers start it with [`start_task_supervisor`] and use the [`TaskSupervisorHandle`].
 
+pub mod changelog;
 mod endpoints;
 mod forward;
 mod http_server;
@@ -45,6 +46,7 @@ use lathe::layout::InstanceStatus;
 use lathe::{Catalog, KeyPath};
 use ractor::{Actor, ActorCell, ActorRef};
 
+pub use changelog::{RestoreProgress, StateChangelog};
 pub use endpoints::EndpointCache;
 pub use forward::Forwarder;
 pub use policy::{RestartPolicy, RestartStrategy};
@@ -85,6 +87,8 @@ pub struct TaskSupervisorConfig {
     pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
     /// What flows travel through (Kafka); actor messages when not given.
     pub flow_transport: Option<Arc<dyn crate::flow::FlowTransport>>,
+    /// Where state of groups with `state = { changelog = true }` is logged (Kafka).
+    pub changelog: Option<Arc<dyn changelog::StateChangelog>>,
 }
 
 impl TaskSupervisorConfig {
@@ -99,6 +103,7 @@ impl TaskSupervisorConfig {
             local_forward: true,
             states: None,
             flow_transport: None,
+            changelog: None,
         }
     }
 
@@ -163,6 +168,7 @@ pub async fn start_task_supervisor(
         config.local_forward,
         config.states,
         config.flow_transport,
+        config.changelog,
     ));
     let endpoints = services.endpoints.clone();
     services.caches.serve().await?;

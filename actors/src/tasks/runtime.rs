@@ -42,6 +42,8 @@ pub(crate) struct NodeServices {
     pub(crate) caches: Arc<CacheHost>,
     /// Flows between groups (`ctx.emit`, `ctx.consume`).
     pub(crate) flows: Arc<FlowHost>,
+    /// Where the state of groups with `state = { changelog = true }` is logged (Kafka).
+    pub(crate) changelog: Option<Arc<dyn super::changelog::StateChangelog>>,
 }
 
 impl NodeServices {
@@ -53,6 +55,7 @@ impl NodeServices {
         local_forward: bool,
         states: Option<Arc<LazyNodeStates>>,
         flow_transport: Option<Arc<dyn crate::flow::FlowTransport>>,
+        changelog: Option<Arc<dyn super::changelog::StateChangelog>>,
     ) -> Self {
         let local = Arc::new(LocalInstances::default());
         let endpoints = Arc::new(EndpointCache::new(registry.clone()));
@@ -77,6 +80,7 @@ impl NodeServices {
             registry,
             metrics,
             states,
+            changelog,
         }
     }
 }
@@ -108,7 +112,15 @@ impl TaskRuntime for InstanceRuntime {
     fn state(&self) -> Result<lathe::StateStore, lathe::StateError> {
         let (group, index) = &self.instance;
         match &self.services.states {
-            Some(states) => states.instance(group, *index),
+            Some(states) => {
+                let local = states.instance(group, *index)?;
+                match &self.services.changelog {
+                    Some(log) if super::changelog::logs_state(&self.services, group) => {
+                        Ok(log.wrap(group, *index, local))
+                    }
+                    _ => Ok(local),
+                }
+            }
             None => Err(lathe::StateError::Unavailable(format!(
                 "node {} keeps no task state",
                 self.services.node
