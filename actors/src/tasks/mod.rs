@@ -161,14 +161,9 @@ pub async fn start_task_supervisor(
         tracing::warn!(node = %config.node, "records of a previous run not cleared in time");
     }
     let services = Arc::new(NodeServices::new(
-        config.node.clone(),
-        config.http_ip,
+        &config,
         registry,
         TaskMetrics::register(metrics)?,
-        config.local_forward,
-        config.states,
-        config.flow_transport,
-        config.changelog,
     ));
     let endpoints = services.endpoints.clone();
     services.caches.serve().await?;

@@ -47,16 +47,17 @@ pub(crate) struct NodeServices {
 }
 
 impl NodeServices {
+    /// The services of the node `config` describes.
     pub(crate) fn new(
-        node: String,
-        http_ip: IpAddr,
+        config: &super::TaskSupervisorConfig,
         registry: RegistryHandle,
         metrics: TaskMetrics,
-        local_forward: bool,
-        states: Option<Arc<LazyNodeStates>>,
-        flow_transport: Option<Arc<dyn crate::flow::FlowTransport>>,
-        changelog: Option<Arc<dyn super::changelog::StateChangelog>>,
     ) -> Self {
+        let node = config.node.clone();
+        let (http_ip, local_forward) = (config.http_ip, config.local_forward);
+        let states = config.states.clone();
+        let flow_transport = config.flow_transport.clone();
+        let changelog = config.changelog.clone();
         let local = Arc::new(LocalInstances::default());
         let endpoints = Arc::new(EndpointCache::new(registry.clone()));
         let local_node = local_forward.then(|| (node.clone(), local.clone()));
