@@ -365,3 +365,48 @@ fn a_tally_whose_node_is_killed_mid_stream_moves_with_its_state_and_counts_stay_
         acknowledged.values().sum::<u64>()
     );
 }
+
+#[test]
+fn emit_fails_clearly_when_kafka_stays_away_past_its_timeout_and_works_again_after() {
+    let mut broker = KafkaBroker::new().expect("start the kafka broker");
+    let template = kafka_node("kdown", &broker)
+        .arg("--kafka-option")
+        .arg("message.timeout.ms=3000");
+    let (_zk, cluster) = zk_cluster_with(1, template);
+    let addr = cluster.node(0).http_addr().to_string();
+    let emitter = deploy(&addr, TOPOLOGY);
+    let reply = emit(&emitter, "before").expect("emit");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+
+    broker.stop().expect("stop the broker");
+    let asked = Instant::now();
+    let reply = emit(&emitter, "during").expect("an answer while kafka is away");
+    let message = assert_error(&reply, 503, "an emit kafka cannot acknowledge");
+    assert!(
+        message.starts_with("kafka did not acknowledge the message to stream \"clicks\""),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "within its timeout: {:?}",
+        asked.elapsed()
+    );
+
+    broker.start().expect("bring the broker back");
+    wait_until("emit works again by itself", CONVERGE, || {
+        emit(&emitter, "after").is_ok_and(|reply| reply.status == 200)
+    });
+    let now = wait_until("the acknowledged messages counted", CONVERGE, || {
+        let now = counts(&addr)?;
+        now.contains_key("after")
+            .then_some(now.clone())
+            .ok_or(format!("{now:?}"))
+    });
+    assert_eq!(now.get("before"), Some(&1), "{now:?}");
+    assert_eq!(
+        now.get("during"),
+        None,
+        "the refused message is not counted: {now:?}"
+    );
+}
