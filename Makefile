@@ -10,6 +10,9 @@ CARGO ?= cargo
 # `make run` starts one beside the cluster when it is installed). chromium + chromium-driver run
 # the dashboard's browser test (tests/tests/ui_browser.rs).
 DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat wrk prometheus chromium chromium-driver
+# A single-binary Kafka-protocol broker for the Kafka tests (tests/src/kafka.rs runs the binary
+# inside the package on a free loopback port), pinned.
+PIP_PACKAGES := noida-db==0.2.3
 
 .PHONY: deps build test run clean lint bench
 
@@ -19,6 +22,11 @@ deps:
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@for p in $(PIP_PACKAGES); do \
+	  python3 -m pip show "$${p%%==*}" 2>/dev/null | grep -qx "Version: $${p##*==}" || \
+	    { echo "installing: $$p"; python3 -m pip install -q --disable-pip-version-check "$$p" || \
+      python3 -m pip install -q --disable-pip-version-check --break-system-packages "$$p"; }; \
+	done
 
 build: deps
 	$(CARGO) build --workspace --bins

@@ -10,6 +10,13 @@
 //! the way: a message whose `emit` failed may have reached some groups, and the producer decides
 //! whether to send it again (at-least-once when it retries). A plain, blocking task consumes by
 //! handing messages from its handler to its own thread (a channel).
+//!
+//! With Kafka (`lathe-node --kafka`), each stream is a topic and each consuming group a consumer
+//! group: `emit` returns once Kafka acknowledged the message (its [`FlowPosition`] in
+//! [`Delivery::position`]), and each consuming group's instances take their partitions' messages
+//! in order, at least once: a message is taken again after a crash or a partition move until
+//! its handler returned `Ok`. A handler made idempotent by the message's
+//! [`FlowMessage::position`] (kept in its state) counts every message exactly once.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -29,6 +36,15 @@ pub struct FlowMessage {
     pub payload: Bytes,
     /// `<group>/<index>` of the instance that emitted it.
     pub from: String,
+    /// Where the message is in its stream, when the stream is a Kafka topic.
+    pub position: Option<FlowPosition>,
+}
+
+/// A message's place in a Kafka-backed stream: partition and offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowPosition {
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// What a consuming instance does with each message of its group's input streams.
@@ -38,10 +54,12 @@ pub trait FlowHandler: Send + Sync + 'static {
     async fn handle(&self, message: FlowMessage) -> Result<(), String>;
 }
 
-/// Which instances took an emitted message: `<group>/<index>`, one per consuming group.
+/// Which instances took an emitted message: `<group>/<index>`, one per consuming group. With
+/// Kafka, the consuming groups (they take it later) and where Kafka stored it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
     pub taken_by: Vec<String>,
+    pub position: Option<FlowPosition>,
 }
 
 /// Why a message was not delivered to every consuming group.
@@ -64,6 +82,9 @@ pub enum FlowError {
     /// refused it.
     #[error("group {group} did not take the message: {reason}")]
     NotTaken { group: String, reason: String },
+    /// Kafka did not acknowledge the message (brokers down, timeout, refused).
+    #[error("kafka did not acknowledge the message to stream {stream:?}: {reason}")]
+    NotAcknowledged { stream: String, reason: String },
 }
 
 /// Checks an emitted message's stream, key and payload.

@@ -31,7 +31,7 @@ pub use async_trait::async_trait;
 pub use cache::{Cache, CacheError, CacheLoader};
 pub use catalog::{Catalog, TaskDescriptor, TaskType};
 pub use context::{Endpoint, LookupError, TaskContext, TaskIdentity, TaskRef, TaskRuntime};
-pub use flow::{Delivery, FlowError, FlowHandler, FlowMessage};
+pub use flow::{Delivery, FlowError, FlowHandler, FlowMessage, FlowPosition};
 pub use http::{HttpTask, Request, RequestExt, Response};
 pub use registry::{Change, ChangeOp, Entry, KeyPath, KeyPathError};
 pub use state::{StateError, StateStore};

@@ -19,6 +19,9 @@
 //!   then the scheduler leader).
 //! - `crash`: 1 node with `--enable-chaos`; kill a task instance's actor many times; the node's
 //!   `lathe_task_restart_seconds` per restart, and the time until it answers again over HTTP.
+//! - `kafka`: 1 Kafka-protocol broker (`noida-db`); flow throughput and emit → handler latency
+//!   through Lathe's Kafka layer and through raw rdkafka; state puts/s without and with the
+//!   changelog; restore of 1M keys from a changelog.
 //! - `agent`: 1 node; a registry change → HAProxy serving the new servers through `lathe-agent`;
 //!   registry requests per change with 100 agents against one blocking query per dependency.
 //!
@@ -35,6 +38,7 @@ mod crash;
 mod failover;
 mod fanout;
 mod haproxy;
+mod kafka;
 mod lb;
 mod naive;
 mod phases;
@@ -87,6 +91,10 @@ pub(crate) struct Plan {
     /// Agents (and blocking-query clients) watching, and the changes they watch.
     pub(crate) agent_watchers: usize,
     pub(crate) agent_load_changes: usize,
+    /// Flow messages per way (Lathe, raw rdkafka); state puts per run; keys restored.
+    pub(crate) kafka_messages: usize,
+    pub(crate) state_puts: usize,
+    pub(crate) restore_keys: usize,
 }
 
 impl Plan {
@@ -111,6 +119,9 @@ impl Plan {
             agent_changes: 40,
             agent_watchers: 100,
             agent_load_changes: 20,
+            kafka_messages: 20_000,
+            state_puts: 200_000,
+            restore_keys: 1_000_000,
         }
     }
 
@@ -135,6 +146,9 @@ impl Plan {
             agent_changes: 10,
             agent_watchers: 20,
             agent_load_changes: 5,
+            kafka_messages: 2_000,
+            state_puts: 20_000,
+            restore_keys: 50_000,
         }
     }
 }
@@ -149,10 +163,11 @@ enum Phase {
     Failover,
     Crash,
     Agent,
+    Kafka,
 }
 
 impl Phase {
-    const ALL: [(Phase, &'static str); 7] = [
+    const ALL: [(Phase, &'static str); 8] = [
         (Phase::Zookeeper, "zookeeper"),
         (Phase::Embedded, "embedded"),
         (Phase::Lb, "lb"),
@@ -160,6 +175,7 @@ impl Phase {
         (Phase::Failover, "failover"),
         (Phase::Crash, "crash"),
         (Phase::Agent, "agent"),
+        (Phase::Kafka, "kafka"),
     ];
 
     fn parse_list(list: &str) -> Result<Vec<Phase>, String> {
@@ -260,6 +276,9 @@ fn main() -> ExitCode {
     }
     if runs(Phase::Agent) {
         agent::agent_phase(&plan, &mut report);
+    }
+    if runs(Phase::Kafka) {
+        kafka::kafka_phase(&runtime, &plan, &mut report);
     }
     report.note(format!(
         "machine: {load_at_start} at the start, {} at the end; the bench took {:.0} s",

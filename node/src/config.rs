@@ -33,9 +33,18 @@ pub(crate) struct Args {
     /// ZooKeeper ensemble HOST:PORT[,HOST:PORT...][/CHROOT]; without it the registry is embedded
     #[arg(long, env = "LATHE_ZOOKEEPER")]
     zookeeper: Option<String>,
-    /// Kafka brokers for durable flows
+    /// Kafka brokers HOST:PORT[,HOST:PORT...]: flows travel over Kafka topics (checked at start:
+    /// unreachable brokers are an error)
     #[arg(long, env = "LATHE_KAFKA")]
     kafka: Option<String>,
+    /// A librdkafka property KEY=VALUE for every Kafka client (repeat for several), e.g.
+    /// session.timeout.ms=6000 or message.timeout.ms=10000 (how long emit waits)
+    #[arg(
+        long = "kafka-option",
+        env = "LATHE_KAFKA_OPTION",
+        value_delimiter = ';'
+    )]
+    kafka_options: Vec<String>,
     /// Where this node keeps its state (the embedded registry store among it)
     #[arg(long, env = "LATHE_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -120,6 +129,8 @@ pub(crate) struct NodeConfig {
     pub(crate) workers: Option<usize>,
     /// The YARN backend of the resource manager (`--yarn-rm` and its companions).
     pub(crate) yarn: Option<YarnSettings>,
+    /// `--kafka` and `--kafka-option`: flows over Kafka.
+    pub(crate) kafka: Option<lathe_kafka::KafkaSettings>,
 }
 
 /// `--yarn-*`, validated, defaults applied.
@@ -189,12 +200,20 @@ impl Args {
         if let Some(zk) = &self.zookeeper {
             check_zookeeper(zk).map_err(|r| bad("--zookeeper", r))?;
         }
-        if self.kafka.is_some() {
-            return Err(bad(
-                "--kafka",
-                "kafka flows are not available in this build yet",
-            ));
-        }
+        let kafka = match &self.kafka {
+            Some(brokers) => Some(
+                lathe_kafka::KafkaSettings::parse(brokers, &[])
+                    .map_err(|r| bad("--kafka", r))
+                    .and_then(|_| {
+                        lathe_kafka::KafkaSettings::parse(brokers, &self.kafka_options)
+                            .map_err(|r| bad("--kafka-option", r))
+                    })?,
+            ),
+            None if !self.kafka_options.is_empty() => {
+                return Err(bad("--kafka-option", "needs --kafka"))
+            }
+            None => None,
+        };
         let topology = match &self.topology {
             Some(path) => Some(read_topology(path).map_err(|r| bad("--topology", r))?),
             None => None,
@@ -237,6 +256,7 @@ impl Args {
             max_instances: self.max_instances,
             workers: self.workers,
             yarn,
+            kafka,
         })
     }
 
@@ -484,6 +504,37 @@ mod tests {
         ] {
             let error = parse(args).unwrap_err();
             assert!(error.contains(flag), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn kafka_flags() {
+        assert_eq!(parse(&[]).unwrap().kafka, None);
+        let config = parse(&[
+            "--kafka",
+            "127.0.0.1:9092,k2:9093",
+            "--kafka-option",
+            "session.timeout.ms=6000",
+        ])
+        .unwrap();
+        let kafka = config.kafka.unwrap();
+        assert_eq!(kafka.brokers, vec!["127.0.0.1:9092", "k2:9093"]);
+        assert_eq!(kafka.options["session.timeout.ms"], "6000");
+        for (args, start) in [
+            (&["--kafka", "nowhere"][..], "--kafka: "),
+            (&["--kafka", "k:1,"][..], "--kafka: "),
+            (
+                &["--kafka", "k:1", "--kafka-option", "x"][..],
+                "--kafka-option: ",
+            ),
+            (
+                &["--kafka-option", "a=b"][..],
+                "--kafka-option: needs --kafka",
+            ),
+        ] {
+            let error = parse(args).unwrap_err();
+            assert!(error.starts_with(start), "{args:?}: {error}");
+            assert!(!error.contains('\n'), "one line: {error}");
         }
     }
 

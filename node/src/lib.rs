@@ -62,6 +62,14 @@ pub fn main_with(catalog: Catalog) -> ! {
             std::process::exit(2);
         }
     };
+    if let Some(kafka) = &config.kafka {
+        // Before any port is bound: unreachable brokers are a start-up error, like a bad flag.
+        let timeout = lathe_kafka::settings::REACHABLE_TIMEOUT;
+        if let Err(e) = lathe_kafka::client::check_reachable(kafka, timeout) {
+            eprintln!("lathe-node: --kafka: {e:#}");
+            std::process::exit(2);
+        }
+    }
     init_tracing();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.workers {
@@ -121,6 +129,14 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
     membership.catalog = catalog.types().cloned().collect();
     membership.max_instances = config.max_instances;
     let resources = resources::yarn_spec(&config, &metrics)?;
+    let flow_transport: Option<Arc<dyn lathe_actors::flow::FlowTransport>> = match &config.kafka {
+        Some(settings) => Some(lathe_kafka::KafkaFlows::new(settings, &metrics)?),
+        None => None,
+    };
+    let changelog: Option<Arc<dyn lathe_actors::tasks::StateChangelog>> = match &config.kafka {
+        Some(settings) => Some(lathe_kafka::KafkaChangelog::new(settings)?),
+        None => None,
+    };
     let args = NodeSupervisorArgs {
         name: name.clone(),
         tree,
@@ -141,6 +157,8 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         states: Some(Arc::new(lathe_store::state::LazyNodeStates::new(data_dir(
             &config, &name,
         )))),
+        flow_transport,
+        changelog,
     };
     let (node, handle) = Actor::spawn(Some(format!("lathe.node.{name}")), NodeSupervisor, args)
         .await

@@ -87,6 +87,10 @@ pub(crate) struct NodeSupervisorArgs {
     pub(crate) resources: Option<ResourceManagerSpec>,
     /// Where task instances keep their state (`ctx.state()`), under `--data-dir`.
     pub(crate) states: Option<Arc<lathe_store::state::LazyNodeStates>>,
+    /// What flows travel through (`--kafka`); actor messages when not given.
+    pub(crate) flow_transport: Option<Arc<dyn lathe_actors::flow::FlowTransport>>,
+    /// Where state of groups with `state = { changelog = true }` is logged (`--kafka`).
+    pub(crate) changelog: Option<Arc<dyn lathe_actors::tasks::StateChangelog>>,
 }
 
 pub(crate) struct NodeSupervisorState {
@@ -178,6 +182,8 @@ impl Actor for NodeSupervisor {
             .with_fence(membership.fence());
         task_config.local_forward = args.local_forward;
         task_config.states = args.states.clone();
+        task_config.flow_transport = args.flow_transport.clone();
+        task_config.changelog = args.changelog.clone();
         let tasks = start_task_supervisor(
             task_config,
             args.catalog,

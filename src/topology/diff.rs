@@ -51,6 +51,7 @@ pub enum ChangedField {
     Restart,
     Rollout,
     Flows,
+    State,
 }
 
 /// The metadata keys of one group to write and to delete.
@@ -140,6 +141,9 @@ fn changed_fields(before: &GroupSpec, after: &GroupSpec) -> Vec<ChangedField> {
     }
     if before.flows != after.flows {
         fields.push(ChangedField::Flows);
+    }
+    if before.state != after.state {
+        fields.push(ChangedField::State);
     }
     fields
 }

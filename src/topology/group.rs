@@ -9,6 +9,7 @@ use super::error::Diagnostics;
 use super::flows::{self, FlowsSpec};
 use super::restart::{self, RestartPolicy};
 use super::rollout::{self, RolloutPolicy};
+use super::state::{self, StateSpec};
 use super::tags;
 use super::value::{described, integer, to_json, Value};
 use super::GroupSpec;
@@ -19,12 +20,12 @@ use crate::registry::KeyPath;
 pub const MAX_TASKS: u32 = 10_000;
 
 /// Keys Lathe reads itself; any other key of a group is metadata.
-pub const RESERVED_KEYS: [&str; 9] = [
-    "crate", "version", "task", "tasks", "tags", "biases", "restart", "rollout", "flows",
+pub const RESERVED_KEYS: [&str; 10] = [
+    "crate", "version", "task", "tasks", "tags", "biases", "restart", "rollout", "flows", "state",
 ];
 
 /// Keys kept for features that are not built yet, so that they never silently become metadata.
-pub const FUTURE_KEYS: [(&str, &str); 2] = [("state", "state-store"), ("cache", "cache")];
+pub const FUTURE_KEYS: [(&str, &str); 1] = [("cache", "cache")];
 
 /// Reads the group `name` whose table starts at `header`; reports and returns `None` on errors.
 pub(super) fn read(
@@ -86,6 +87,9 @@ pub(super) fn read(
     let flows = table
         .get("flows")
         .map_or(Some(FlowsSpec::default()), |v| flows::read(d, name, v));
+    let state = table
+        .get("state")
+        .map_or(Some(StateSpec::default()), |v| state::read(d, name, v));
     let metadata = read_metadata(d, name, &path, table);
     if d.count() != before {
         return None;
@@ -100,6 +104,7 @@ pub(super) fn read(
         restart: restart?,
         rollout: rollout?,
         flows: flows?,
+        state: state?,
         metadata,
     })
 }

@@ -41,7 +41,10 @@
 //!
 //! - `flows` ([`FlowsSpec`]): `flows = { inputs = ["clicks"] }`, the streams the group consumes
 //!   (see [`crate::flow`]).
-//! - `state` and `cache` are reserved for settings to come and refused today.
+//! - `state` ([`StateSpec`]): `state = { changelog = true }`: with Kafka, every state write is
+//!   also written to the group's changelog topic, and an instance restores its state from it
+//!   before its `start` runs, on whatever node it starts.
+//! - `cache` is reserved for settings to come and refused today.
 //! - Every other key is metadata: converted to JSON and stored at the group's registry path
 //!   (`/task/http/lb/backend_distribution`), where running tasks read it and where it can be changed
 //!   at run time. Metadata keys are registry path segments (`A-Z a-z 0-9 . _ -`).
@@ -56,6 +59,7 @@ mod flows;
 mod group;
 mod restart;
 mod rollout;
+mod state;
 mod tags;
 mod value;
 mod walk;
@@ -74,6 +78,7 @@ pub use flows::FlowsSpec;
 pub use group::{FUTURE_KEYS, MAX_TASKS, RESERVED_KEYS};
 pub use restart::{RestartPolicy, RestartStrategy};
 pub use rollout::{OnFailure, Ratio, RolloutPolicy};
+pub use state::StateSpec;
 pub use tags::MAX_BIAS;
 
 use crate::catalog::TaskType;
@@ -108,6 +113,9 @@ pub struct GroupSpec {
     /// The streams the group consumes.
     #[serde(default)]
     pub flows: FlowsSpec,
+    /// How its instances keep their state (`state = { changelog = true }`).
+    #[serde(default)]
+    pub state: StateSpec,
     /// Every non-reserved key, as JSON.
     pub metadata: BTreeMap<String, serde_json::Value>,
 }

@@ -152,6 +152,11 @@ fn flows_name_the_streams_a_group_consumes() {
     let lb = parse("t.toml", &text).unwrap().groups.remove(0);
     assert_eq!(lb.flows.inputs, vec!["clicks", "orders"]);
     assert!(!lb.metadata.contains_key("flows"));
+    assert!(!lb.state.changelog);
+    let text = format!("{LB}state = {{ changelog = true }}\n");
+    let lb = parse("t.toml", &text).unwrap().groups.remove(0);
+    assert!(lb.state.changelog);
+    assert!(!lb.metadata.contains_key("state"));
 }
 
 #[test]
@@ -274,8 +279,23 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "reserved future key",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\ncache = 1\n",
+        "t.toml:6:1: group a: key \"cache\" is reserved for Lathe's cache settings",
+    ),
+    (
+        "state that is no table",
         "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nstate = 1\n",
-        "t.toml:6:1: group a: key \"state\" is reserved for Lathe's state-store settings",
+        "t.toml:6:9: group a: \"state\" must be a table such as state = { changelog = true }, found",
+    ),
+    (
+        "state changelog that is no bool",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nstate = { changelog = \"yes\" }\n",
+        "t.toml:6:23: group a: \"state.changelog\" must be true or false, found",
+    ),
+    (
+        "unknown state key",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nstate = { standby = 1 }\n",
+        "t.toml:6:11: group a: unknown key \"standby\" in \"state\": the keys are changelog",
     ),
     (
         "flows that is no table",

@@ -7,12 +7,14 @@
 //! - [`http`]: REST helpers (`get_json`, `put_json`, ...) and `SseReader` for `/v1/watch/...` streams.
 //! - [`wait`]: `wait_until(what, deadline, condition)`: poll a condition, never sleep a fixed time.
 //! - [`zk`]: a real ZooKeeper server started for a test.
+//! - [`kafka`]: a real Kafka-protocol broker process (`noida-db`) started for a test.
 //! - [`proxy`]: a TCP proxy a test can cut, to cut one node off from ZooKeeper.
 //! - [`yarn`]: a double of a YARN ResourceManager's REST API that runs the containers it grants.
 //! - [`scenario`]: shared steps: a ZooKeeper-backed cluster, writes that must succeed, entries under a prefix.
 pub mod browser;
 pub mod haproxy;
 pub mod http;
+pub mod kafka;
 pub mod node;
 pub mod prometheus;
 pub mod proxy;

@@ -5,6 +5,9 @@
 //! [`FlowServer`] actor (process group `lathe.flow.<node>`), through which other nodes hand
 //! messages to them.
 //!
+//! With a [`FlowTransport`] (Kafka, given by the node), `emit` and `consume` go through it
+//! instead; the topology still says which groups consume which stream.
+//!
 //! ```text
 //! emit(stream, key) ─▶ consuming groups of stream (deployed topology)
 //!     └─ per group: instance = ring(live endpoints, key)
@@ -47,22 +50,71 @@ struct Consumer {
     stopping: Arc<AtomicBool>,
 }
 
+/// Flows through an external log (Kafka) instead of actor messages.
+#[async_trait::async_trait]
+pub trait FlowTransport: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores `message` for `groups` (the consuming groups of its stream, never empty); `Ok`
+    /// once the log acknowledged it.
+    /// `partitions` is the most instances of those groups.
+    async fn emit(
+        &self,
+        message: FlowMessage,
+        groups: Vec<String>,
+        partitions: u32,
+    ) -> Result<Delivery, FlowError>;
+    /// Instance `index` of `group` takes its share of its group's input streams with `handler`
+    /// until `stopping` is set; `inputs` tells them (and the group's instance count) as the
+    /// deployed topology says when asked (empty until it is known).
+    fn consume(
+        &self,
+        group: &str,
+        index: u32,
+        inputs: Arc<dyn Fn() -> GroupInputs + Send + Sync>,
+        handler: Arc<dyn FlowHandler>,
+        stopping: Arc<AtomicBool>,
+    ) -> Result<(), FlowError>;
+}
+
+/// The input streams of a group and how many instances it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupInputs {
+    pub streams: Vec<String>,
+    pub instances: u32,
+}
+
 /// Flows of one node.
 pub struct FlowHost {
     node: String,
     peers: Arc<dyn Peers>,
+    transport: Option<Arc<dyn FlowTransport>>,
     /// Stream → the groups consuming it, from the deployed topology.
     consumers: RwLock<HashMap<String, Vec<String>>>,
+    /// Group → its instance count, from the deployed topology.
+    instances: RwLock<HashMap<String, u32>>,
+    /// Groups whose state has a changelog (`state = { changelog = true }`).
+    changelogs: RwLock<std::collections::HashSet<String>>,
     handlers: RwLock<HashMap<(String, u32), Consumer>>,
     mirror: Mutex<Option<AbortOnDrop>>,
 }
 
 impl FlowHost {
     pub fn new(node: impl Into<String>, peers: Arc<dyn Peers>) -> Arc<FlowHost> {
+        FlowHost::with_transport(node, peers, None)
+    }
+
+    /// Flows through `transport` (Kafka) when given, else as actor messages.
+    pub fn with_transport(
+        node: impl Into<String>,
+        peers: Arc<dyn Peers>,
+        transport: Option<Arc<dyn FlowTransport>>,
+    ) -> Arc<FlowHost> {
         Arc::new(FlowHost {
             node: node.into(),
             peers,
+            transport,
             consumers: RwLock::default(),
+            instances: RwLock::default(),
+            changelogs: RwLock::default(),
             handlers: RwLock::default(),
             mirror: Mutex::new(None),
         })
@@ -104,10 +156,12 @@ impl FlowHost {
         Ok(())
     }
 
-    /// Which groups consume which stream.
+    /// Which groups consume which stream, their instance counts, which log their state.
     pub fn set_topology(&self, topology: &Topology) {
         let mut consumers: HashMap<String, Vec<String>> = HashMap::new();
+        let mut instances = HashMap::new();
         for group in &topology.groups {
+            instances.insert(group.name.clone(), group.tasks);
             for stream in &group.flows.inputs {
                 consumers
                     .entry(stream.clone())
@@ -116,20 +170,67 @@ impl FlowHost {
             }
         }
         *self.consumers.write().unwrap_or_else(|e| e.into_inner()) = consumers;
+        *self.instances.write().unwrap_or_else(|e| e.into_inner()) = instances;
+        *self.changelogs.write().unwrap_or_else(|e| e.into_inner()) = topology
+            .groups
+            .iter()
+            .filter(|g| g.state.changelog)
+            .map(|g| g.name.clone())
+            .collect();
     }
 
     /// Instance `index` of `group` takes its share of its group's input streams with `handler`
     /// until `stopping` is set (a restarted instance replaces its previous handler).
     pub fn consume(
-        &self,
+        self: &Arc<Self>,
         group: &str,
         index: u32,
         handler: Arc<dyn FlowHandler>,
         stopping: Arc<AtomicBool>,
-    ) {
+    ) -> Result<(), FlowError> {
+        if let Some(transport) = &self.transport {
+            let host = Arc::downgrade(self);
+            let name = group.to_string();
+            let inputs = Arc::new(move || {
+                host.upgrade()
+                    .map(|host| host.inputs_of(&name))
+                    .unwrap_or_default()
+            });
+            return transport.consume(group, index, inputs, handler, stopping);
+        }
         let mut handlers = self.handlers.write().unwrap_or_else(|e| e.into_inner());
         handlers.retain(|_, consumer| !consumer.stopping.load(Ordering::Acquire));
         handlers.insert((group.to_string(), index), Consumer { handler, stopping });
+        Ok(())
+    }
+
+    /// The streams `group` consumes and its instance count, per the deployed topology.
+    pub fn inputs_of(&self, group: &str) -> GroupInputs {
+        let consumers = self.consumers.read().unwrap_or_else(|e| e.into_inner());
+        let mut streams: Vec<String> = consumers
+            .iter()
+            .filter(|(_, groups)| groups.iter().any(|g| g == group))
+            .map(|(stream, _)| stream.clone())
+            .collect();
+        streams.sort();
+        let instances = self.instances_of(group);
+        GroupInputs { streams, instances }
+    }
+
+    /// Whether the deployed topology has `group`.
+    pub fn knows(&self, group: &str) -> bool {
+        self.instances_of(group) > 0
+    }
+
+    /// Whether the deployed topology gives `group` a state changelog.
+    pub fn changelog(&self, group: &str) -> bool {
+        let changelogs = self.changelogs.read().unwrap_or_else(|e| e.into_inner());
+        changelogs.contains(group)
+    }
+
+    fn instances_of(&self, group: &str) -> u32 {
+        let instances = self.instances.read().unwrap_or_else(|e| e.into_inner());
+        instances.get(group).copied().unwrap_or(0)
     }
 
     /// Sends `message` to one instance of every group consuming its stream.
@@ -145,6 +246,12 @@ impl FlowHost {
             return Err(FlowError::NoConsumer {
                 stream: message.stream,
             });
+        }
+        if let Some(transport) = &self.transport {
+            let partitions = groups.iter().map(|g| self.instances_of(g)).max();
+            return transport
+                .emit(message, groups, partitions.unwrap_or(1).max(1))
+                .await;
         }
         let deliveries = groups
             .iter()
@@ -215,6 +322,7 @@ impl FlowHost {
                 key: request.key,
                 payload: Bytes::from(request.payload),
                 from: request.from,
+                position: None,
             })
             .await
             .map_err(|reason| format!("{}/{} refused it: {reason}", request.group, request.index))

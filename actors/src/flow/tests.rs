@@ -32,6 +32,7 @@ fn message(stream: &str, key: &str) -> FlowMessage {
         key: key.into(),
         payload: bytes::Bytes::from_static(b"{}"),
         from: "task.emitter/0".into(),
+        position: None,
     }
 }
 
@@ -54,7 +55,8 @@ fn host() -> (Arc<FlowHost>, Seen, Vec<Arc<AtomicBool>>) {
             index,
             seen: seen.clone(),
         });
-        host.consume("task.tally", index, recorder, stopping.clone());
+        host.consume("task.tally", index, recorder, stopping.clone())
+            .expect("consume");
         stops.push(stopping);
     }
     (host, seen, stops)

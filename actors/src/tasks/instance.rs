@@ -21,6 +21,7 @@ use lathe::{Endpoint, HttpTask, TaskContext, TaskIdentity};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 
+use super::changelog::{restore_before_start, RestoreProgress};
 use super::http_server::{panic_message, HttpInstance, HttpServer};
 use super::mirror::AbortOnDrop;
 use super::plain::spawn_plain;
@@ -121,9 +122,15 @@ impl Actor for TaskActor {
         let job = {
             let (ctx, services, actor) = (ctx.clone(), args.services.clone(), myself.clone());
             let factory = args.descriptor.factory.clone();
+            let progress = restore_progress(&args);
+            let (group, index) = (assignment.group.clone(), assignment.index);
             tokio::spawn(async move {
-                let started = match metadata.wait_loaded(METADATA_LOAD_TIMEOUT).await {
+                let loaded = match metadata.wait_loaded(METADATA_LOAD_TIMEOUT).await {
                     Err(error) => Err(format!("start failed: {error}")),
+                    Ok(()) => restore_before_start(&services, &group, index, progress).await,
+                };
+                let started = match loaded {
+                    Err(error) => Err(error),
                     Ok(()) => match factory {
                         TaskFactory::Http(make) => start_http(make(), ctx, &services).await,
                         TaskFactory::Plain(make) => match spawn_plain(make(), ctx, actor.clone()) {
@@ -268,6 +275,21 @@ impl TaskActorState {
         }
         // A plain task's thread reports `Drained` once `run` returned and `stop` ran.
     }
+}
+
+/// Reports restore progress to the supervisor (the instance's record says how far it got).
+fn restore_progress(args: &TaskActorArgs) -> RestoreProgress {
+    let supervisor = args.supervisor.clone();
+    let (group, index) = (args.assignment.group.clone(), args.assignment.index);
+    let incarnation = args.incarnation;
+    Arc::new(move |records| {
+        let _ = supervisor.cast(TaskSupervisorMsg::Progress {
+            group: group.clone(),
+            index,
+            incarnation,
+            note: format!("restoring state from the changelog: {records} records read"),
+        });
+    })
 }
 
 /// Binds the instance's port, runs `start`, and starts serving.

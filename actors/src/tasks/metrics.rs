@@ -16,6 +16,8 @@ pub(crate) struct TaskMetrics {
     pub(crate) handler_panics: IntCounterVec,
     instances: IntGaugeVec,
     restart: HistogramVec,
+    /// `lathe_state_restore_seconds{group}`: restores of instance state from the changelog.
+    restore: HistogramVec,
     /// `lathe_forward_total{way}`: requests `forward` sent in-process (`local`) or over the
     /// network (`network`).
     pub(crate) forwarded: IntCounterVec,
@@ -90,7 +92,19 @@ impl TaskMetrics {
             ),
             &["group", "cache", "outcome"],
         )?;
+        let restore = HistogramVec::new(
+            HistogramOpts::new(
+                "lathe_state_restore_seconds",
+                "Time an instance took to restore its state from its group's changelog before \
+                 its start ran",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ]),
+            &["group"],
+        )?;
         registry.register(Box::new(restart.clone()))?;
+        registry.register(Box::new(restore.clone()))?;
         registry.register(Box::new(forwarded.clone()))?;
         registry.register(Box::new(cache_gets.clone()))?;
         Ok(TaskMetrics {
@@ -99,9 +113,15 @@ impl TaskMetrics {
             handler_panics,
             instances,
             restart,
+            restore,
             forwarded,
             cache_gets,
         })
+    }
+
+    /// An instance of `group` restored its state from the changelog in `seconds`.
+    pub(crate) fn observe_restore(&self, group: &str, seconds: f64) {
+        self.restore.with_label_values(&[group]).observe(seconds);
     }
 
     /// One crashed instance of `group` runs again, `took` after its crash was seen.

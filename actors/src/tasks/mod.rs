@@ -14,6 +14,7 @@
 //!
 //! Callers start it with [`start_task_supervisor`] and use the [`TaskSupervisorHandle`].
 
+pub mod changelog;
 mod endpoints;
 mod forward;
 mod http_server;
@@ -45,6 +46,7 @@ use lathe::layout::InstanceStatus;
 use lathe::{Catalog, KeyPath};
 use ractor::{Actor, ActorCell, ActorRef};
 
+pub use changelog::{RestoreProgress, StateChangelog};
 pub use endpoints::EndpointCache;
 pub use forward::Forwarder;
 pub use policy::{RestartPolicy, RestartStrategy};
@@ -83,6 +85,10 @@ pub struct TaskSupervisorConfig {
     pub local_forward: bool,
     /// Where instances keep their persistent state (`ctx.state()`); none when not given.
     pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
+    /// What flows travel through (Kafka); actor messages when not given.
+    pub flow_transport: Option<Arc<dyn crate::flow::FlowTransport>>,
+    /// Where state of groups with `state = { changelog = true }` is logged (Kafka).
+    pub changelog: Option<Arc<dyn changelog::StateChangelog>>,
 }
 
 impl TaskSupervisorConfig {
@@ -96,6 +102,8 @@ impl TaskSupervisorConfig {
             fence: None,
             local_forward: true,
             states: None,
+            flow_transport: None,
+            changelog: None,
         }
     }
 
@@ -153,12 +161,9 @@ pub async fn start_task_supervisor(
         tracing::warn!(node = %config.node, "records of a previous run not cleared in time");
     }
     let services = Arc::new(NodeServices::new(
-        config.node.clone(),
-        config.http_ip,
+        &config,
         registry,
         TaskMetrics::register(metrics)?,
-        config.local_forward,
-        config.states,
     ));
     let endpoints = services.endpoints.clone();
     let tree = config

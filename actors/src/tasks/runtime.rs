@@ -42,21 +42,26 @@ pub(crate) struct NodeServices {
     pub(crate) caches: Arc<CacheHost>,
     /// Flows between groups (`ctx.emit`, `ctx.consume`).
     pub(crate) flows: Arc<FlowHost>,
+    /// Where the state of groups with `state = { changelog = true }` is logged (Kafka).
+    pub(crate) changelog: Option<Arc<dyn super::changelog::StateChangelog>>,
 }
 
 impl NodeServices {
+    /// The services of the node `config` describes.
     pub(crate) fn new(
-        node: String,
-        http_ip: IpAddr,
+        config: &super::TaskSupervisorConfig,
         registry: RegistryHandle,
         metrics: TaskMetrics,
-        local_forward: bool,
-        states: Option<Arc<LazyNodeStates>>,
     ) -> Self {
+        let node = config.node.clone();
+        let (http_ip, local_forward) = (config.http_ip, config.local_forward);
+        let states = config.states.clone();
+        let flow_transport = config.flow_transport.clone();
+        let changelog = config.changelog.clone();
         let local = Arc::new(LocalInstances::default());
         let endpoints = Arc::new(EndpointCache::new(registry.clone()));
         let local_node = local_forward.then(|| (node.clone(), local.clone()));
-        let flows = FlowHost::new(node.clone(), endpoints.clone());
+        let flows = FlowHost::with_transport(node.clone(), endpoints.clone(), flow_transport);
         let caches = CacheHost::counted(
             node.clone(),
             endpoints.clone(),
@@ -76,6 +81,7 @@ impl NodeServices {
             registry,
             metrics,
             states,
+            changelog,
         }
     }
 }
@@ -107,7 +113,15 @@ impl TaskRuntime for InstanceRuntime {
     fn state(&self) -> Result<lathe::StateStore, lathe::StateError> {
         let (group, index) = &self.instance;
         match &self.services.states {
-            Some(states) => states.instance(group, *index),
+            Some(states) => {
+                let local = states.instance(group, *index)?;
+                match &self.services.changelog {
+                    Some(log) if super::changelog::logs_state(&self.services, group) => {
+                        Ok(log.wrap(group, *index, local))
+                    }
+                    _ => Ok(local),
+                }
+            }
             None => Err(lathe::StateError::Unavailable(format!(
                 "node {} keeps no task state",
                 self.services.node
@@ -129,6 +143,7 @@ impl TaskRuntime for InstanceRuntime {
                 key: key.to_string(),
                 payload,
                 from: format!("{group}/{index}"),
+                position: None,
             })
             .await
     }
@@ -137,8 +152,7 @@ impl TaskRuntime for InstanceRuntime {
         let (group, index) = &self.instance;
         self.services
             .flows
-            .consume(group, *index, handler, self.stopping.clone());
-        Ok(())
+            .consume(group, *index, handler, self.stopping.clone())
     }
 
     fn cache(

@@ -103,6 +103,17 @@ impl TaskSupervisorState {
         }
     }
 
+    /// A starting instance's progress note, shown as its record's `reason` until it runs.
+    pub(crate) fn on_progress(&mut self, key: InstanceKey, incarnation: u64, note: String) {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        if matches!(&slot.phase, Phase::Starting(_, started) if *started == incarnation) {
+            slot.reason = Some(note);
+            self.write_status(&key);
+        }
+    }
+
     /// A back-off ended: start the instance again, unless something else happened meanwhile.
     pub(crate) async fn on_restart_due(
         &mut self,

@@ -50,6 +50,13 @@ pub(crate) enum TaskSupervisorMsg {
         incarnation: u64,
         endpoint: Option<String>,
     },
+    /// A starting instance says how far it got (its record's `reason`), e.g. restoring state.
+    Progress {
+        group: String,
+        index: u32,
+        incarnation: u64,
+        note: String,
+    },
     /// A back-off ended: start the instance again.
     RestartDue {
         key: InstanceKey,
@@ -139,6 +146,12 @@ impl Actor for TaskSupervisor {
                 incarnation,
                 endpoint,
             } => state.on_running(InstanceKey { group, index }, incarnation, endpoint),
+            TaskSupervisorMsg::Progress {
+                group,
+                index,
+                incarnation,
+                note,
+            } => state.on_progress(InstanceKey { group, index }, incarnation, note),
             TaskSupervisorMsg::RestartDue { key, generation } => {
                 state.on_restart_due(&myself, key, generation).await
             }

@@ -232,7 +232,13 @@ pub mod my {
             };
             match ctx.emit(&stream, &key, request.body().clone()).await {
                 Ok(delivery) => {
-                    lathe::http::json(200, &serde_json::json!({ "taken_by": delivery.taken_by }))
+                    let position = delivery.position.map(
+                        |p| serde_json::json!({ "partition": p.partition, "offset": p.offset }),
+                    );
+                    lathe::http::json(
+                        200,
+                        &serde_json::json!({ "taken_by": delivery.taken_by, "position": position }),
+                    )
                 }
                 Err(error) => {
                     let status = match error {
@@ -250,6 +256,8 @@ pub mod my {
 
     /// Counts the messages of its group's input streams per key, in its persistent state;
     /// `GET /tally` answers `{"counts": {"<key>": N, ...}, "instance": "<group>/<index>"}`.
+    /// Over Kafka it counts each message once: the last offset it counted of each partition is
+    /// written with the count, in one batch, and a message at or below it is skipped.
     #[derive(Debug, Default)]
     pub struct Tally;
 
@@ -270,9 +278,19 @@ pub mod my {
                 .get_json(&key)
                 .map_err(|e| e.to_string())?
                 .unwrap_or(0);
-            self.state
-                .put_json(&key, &(count + 1))
-                .map_err(|e| e.to_string())
+            let mut batch = self.state.batch();
+            if let Some(position) = message.position {
+                let done = format!("offset/{}/{}", message.stream, position.partition);
+                let last: Option<i64> = self.state.get_json(&done).map_err(|e| e.to_string())?;
+                if last.is_some_and(|last| position.offset <= last) {
+                    return Ok(()); // counted before (handed over again after a crash)
+                }
+                let last = serde_json::to_vec(&position.offset).map_err(|e| e.to_string())?;
+                batch.put(done, last).map_err(|e| e.to_string())?;
+            }
+            let count = serde_json::to_vec(&(count + 1)).map_err(|e| e.to_string())?;
+            batch.put(key, count).map_err(|e| e.to_string())?;
+            batch.commit().map_err(|e| e.to_string())
         }
     }
 

@@ -59,6 +59,7 @@ fn bench_groups(instances: usize) -> Vec<GroupSpec> {
                 restart: RestartPolicy::default(),
                 rollout: lathe::topology::RolloutPolicy::default(),
                 flows: lathe::topology::FlowsSpec::default(),
+                state: lathe::topology::StateSpec::default(),
                 metadata: BTreeMap::new(),
             }
         })

@@ -54,6 +54,7 @@ pub(super) fn group(
         restart: RestartPolicy::default(),
         rollout: lathe::topology::RolloutPolicy::default(),
         flows: lathe::topology::FlowsSpec::default(),
+        state: lathe::topology::StateSpec::default(),
         metadata: BTreeMap::new(),
     }
 }

@@ -23,6 +23,7 @@ fn group(v: &str, tasks: u32, rollout: RolloutPolicy) -> GroupSpec {
         restart: RestartPolicy::default(),
         rollout,
         flows: lathe::topology::FlowsSpec::default(),
+        state: lathe::topology::StateSpec::default(),
         metadata: BTreeMap::new(),
     }
 }
