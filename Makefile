@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Debian packages the build and the tests need. librocksdb-dev + clang let the rocksdb crate link
 # the system RocksDB instead of compiling it (see .cargo/config.toml); zookeeper is started by the
 # tests themselves on free loopback ports.
-DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat wrk chromium chromium-driver
+DEB_PACKAGES := zookeeper librocksdb-dev clang libclang-dev pkg-config haproxy varnish socat wrk chromium chromium-driver prometheus
 
 .PHONY: deps build test run clean lint bench
 

@@ -23,6 +23,7 @@ use lathe_actors::resources::{
 };
 use lathe_actors::scheduler::actor::{Scheduler, SchedulerArgs, SchedulerMsg};
 use lathe_actors::scheduler::demand::{demand_channel, DemandSender};
+use lathe_actors::scheduler::traffic::TrafficSource;
 use lathe_actors::tasks::{start_task_supervisor, TaskSupervisorConfig, TaskSupervisorHandle};
 use lathe_actors::tree::{ActorKind, ActorTree, TreeMetrics, TreeScope};
 use lathe_store::Store;
@@ -66,6 +67,8 @@ pub struct NodeSupervisorArgs {
     pub resources: Option<ResourceManagerSpec>,
     /// Where task instances keep their state (`ctx.state()`), under `--data-dir`.
     pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
+    /// Where metric gates read response counters (`--prometheus-url`, else the nodes).
+    pub traffic_source: TrafficSource,
 }
 
 pub struct NodeSupervisorState {
@@ -76,6 +79,8 @@ pub struct NodeSupervisorState {
     scheduler: ActorRef<SchedulerMsg>,
     /// Where schedulers publish their capacity demand, when a resource manager listens.
     demand: Option<DemandSender>,
+    /// Where the scheduler's metric gates read response counters.
+    traffic_source: TrafficSource,
     resources: Option<(ResourceManagerSpec, ActorRef<ResourceManagerMsg>)>,
     node: String,
     restarts: RestartIntensity,
@@ -125,6 +130,7 @@ impl Actor for NodeSupervisor {
             &registry,
             &membership,
             demand.clone(),
+            args.traffic_source.clone(),
         )
         .await?;
         let resources = match (args.resources, &demand) {
@@ -186,6 +192,7 @@ impl Actor for NodeSupervisor {
             tree: root,
             scheduler,
             demand,
+            traffic_source: args.traffic_source,
             resources,
             node: args.name,
             restarts: RestartIntensity::new(MAX_RESTARTS, RESTART_WINDOW),
@@ -277,6 +284,7 @@ impl NodeSupervisorState {
             &self.registry,
             &self.membership,
             self.demand.clone(),
+            self.traffic_source.clone(),
         )
         .await?;
         Ok(())
@@ -332,12 +340,14 @@ async fn spawn_scheduler(
     registry: &RegistryHandle,
     membership: &MembershipHandle,
     demand: Option<DemandSender>,
+    traffic_source: TrafficSource,
 ) -> Result<ActorRef<SchedulerMsg>, ActorProcessingErr> {
     let args = SchedulerArgs {
         node: node.to_string(),
         registry: registry.clone(),
         membership: membership.clone(),
         demand,
+        traffic_source,
     };
     let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor.get_cell()).await?;
     tree.started("scheduler", ActorKind::Scheduler, &scheduler.get_cell());
