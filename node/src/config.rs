@@ -66,6 +66,10 @@ pub(crate) struct Args {
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
+    /// A Prometheus that scrapes the nodes (http://HOST:PORT): roll-out and shift metric gates
+    /// read response counters from it with PromQL instead of from every node's /metrics
+    #[arg(long, env = "LATHE_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
     /// Forward requests to instances on this node over the network too, instead of calling them
     /// in-process (for comparisons)
     #[arg(long, env = "LATHE_NO_LOCAL_FORWARD")]
@@ -119,6 +123,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_value_bytes: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
+    /// `--prometheus-url`, without a trailing `/`: where metric gates read counters.
+    pub(crate) prometheus_url: Option<String>,
     /// Whether `forward` calls instances of this node in-process (not `--no-local-forward`).
     pub(crate) local_forward: bool,
     /// A validated topology to deploy once the node serves: (file name, TOML).
@@ -238,6 +244,10 @@ impl Args {
                 ));
             }
         }
+        let prometheus_url = match &self.prometheus_url {
+            Some(url) => Some(check_prometheus_url(url).map_err(|r| bad("--prometheus-url", r))?),
+            None => None,
+        };
         let yarn = self.yarn_settings()?;
         Ok(NodeConfig {
             name: self.name,
@@ -251,6 +261,7 @@ impl Args {
             registry_shards: self.registry_shards,
             max_value_bytes: self.max_value_bytes,
             enable_chaos: self.enable_chaos,
+            prometheus_url,
             local_forward: !self.no_local_forward,
             topology,
             max_instances: self.max_instances,
@@ -351,6 +362,24 @@ fn check_http_url(url: &str) -> Result<(), String> {
 }
 
 /// Reads and validates a topology file: its errors carry file:line:column.
+/// `--prometheus-url`: `http://HOST[:PORT][/PATH]`, returned without a trailing `/`.
+fn check_prometheus_url(url: &str) -> Result<String, String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "{url:?} must start with http:// (https is not supported)"
+        ));
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host_char = |c: char| c.is_ascii_alphanumeric() || ".-_:[]".contains(c);
+    if host.is_empty() || !host.chars().all(host_char) {
+        return Err(format!("{url:?} names no host: use http://HOST:PORT"));
+    }
+    if rest.contains(char::is_whitespace) {
+        return Err(format!("{url:?} is not a URL: it holds a space"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 fn read_topology(path: &std::path::Path) -> Result<(String, String), String> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -535,6 +564,29 @@ mod tests {
             let error = parse(args).unwrap_err();
             assert!(error.starts_with(start), "{args:?}: {error}");
             assert!(!error.contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn a_prometheus_url_is_plain_http_to_a_host() {
+        let url = |arg: &str| parse(&["--prometheus-url", arg]).map(|c| c.prometheus_url);
+        assert_eq!(
+            url("http://127.0.0.1:9090/"),
+            Ok(Some("http://127.0.0.1:9090".into()))
+        );
+        assert_eq!(
+            url("http://prom:9090/prometheus"),
+            Ok(Some("http://prom:9090/prometheus".into()))
+        );
+        assert_eq!(parse(&[]).unwrap().prometheus_url, None);
+        for bad in [
+            "127.0.0.1:9090",
+            "https://prom:9090",
+            "http://",
+            "http://a b:1",
+        ] {
+            let error = url(bad).unwrap_err();
+            assert!(error.starts_with("--prometheus-url: "), "{bad}: {error}");
         }
     }
 

@@ -30,6 +30,7 @@ use lathe::Catalog;
 use lathe_actors::membership::MembershipConfig;
 use lathe_actors::registry::remote::{start_store_server, RemoteStore};
 use lathe_actors::registry::RegistryConfig;
+use lathe_actors::scheduler::traffic::TrafficSource;
 use lathe_actors::tree::ActorTree;
 use lathe_store::{embedded::EmbeddedStore, zk::ZkStore, Store};
 use ractor::{Actor, ActorCell};
@@ -152,6 +153,10 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         catalog,
         topology: config.topology.clone(),
         enable_chaos: config.enable_chaos,
+        traffic_source: config
+            .prometheus_url
+            .clone()
+            .map_or(TrafficSource::Nodes, TrafficSource::Prometheus),
         local_forward: config.local_forward,
         resources,
         states: Some(Arc::new(lathe_store::state::LazyNodeStates::new(data_dir(

@@ -39,6 +39,7 @@ use lathe_actors::resources::{
 };
 use lathe_actors::scheduler::actor::{Scheduler, SchedulerArgs, SchedulerMsg};
 use lathe_actors::scheduler::demand::{demand_channel, DemandSender};
+use lathe_actors::scheduler::traffic::TrafficSource;
 use lathe_actors::tasks::{start_task_supervisor, TaskSupervisorConfig, TaskSupervisorHandle};
 use lathe_actors::tree::{ActorKind, ActorTree, TreeMetrics, TreeScope};
 use lathe_store::Store;
@@ -91,6 +92,8 @@ pub(crate) struct NodeSupervisorArgs {
     pub(crate) flow_transport: Option<Arc<dyn lathe_actors::flow::FlowTransport>>,
     /// Where state of groups with `state = { changelog = true }` is logged (`--kafka`).
     pub(crate) changelog: Option<Arc<dyn lathe_actors::tasks::StateChangelog>>,
+    /// Where metric gates read response counters (`--prometheus-url`, else the nodes).
+    pub(crate) traffic_source: TrafficSource,
 }
 
 pub(crate) struct NodeSupervisorState {
@@ -101,6 +104,8 @@ pub(crate) struct NodeSupervisorState {
     scheduler: ActorRef<SchedulerMsg>,
     /// Where schedulers publish their capacity demand, when a resource manager listens.
     demand: Option<DemandSender>,
+    /// Where the scheduler's metric gates read response counters.
+    traffic_source: TrafficSource,
     resources: Option<(ResourceManagerSpec, ActorRef<ResourceManagerMsg>)>,
     node: String,
     restarts: RestartBudget,
@@ -155,6 +160,7 @@ impl Actor for NodeSupervisor {
             &registry,
             &membership,
             demand.clone(),
+            args.traffic_source.clone(),
         )
         .await?;
         let resources = match (args.resources, &demand) {
@@ -218,6 +224,7 @@ impl Actor for NodeSupervisor {
             tree: root,
             scheduler,
             demand,
+            traffic_source: args.traffic_source,
             resources,
             node: args.name,
             restarts: RestartBudget::new(RestartLimits::immediate(MAX_RESTARTS, RESTART_WINDOW)),
@@ -309,6 +316,7 @@ impl NodeSupervisorState {
             &self.registry,
             &self.membership,
             self.demand.clone(),
+            self.traffic_source.clone(),
         )
         .await?;
         Ok(())
@@ -364,12 +372,14 @@ async fn spawn_scheduler(
     registry: &RegistryHandle,
     membership: &MembershipHandle,
     demand: Option<DemandSender>,
+    traffic_source: TrafficSource,
 ) -> Result<ActorRef<SchedulerMsg>, ActorProcessingErr> {
     let args = SchedulerArgs {
         node: node.to_string(),
         registry: registry.clone(),
         membership: membership.clone(),
         demand,
+        traffic_source,
     };
     let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor.get_cell()).await?;
     tree.started("scheduler", ActorKind::Scheduler, &scheduler.get_cell());

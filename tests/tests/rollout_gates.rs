@@ -3,7 +3,8 @@
 //! back by itself once the scheduler leader reads its error ratio off the nodes' own response
 //! counters (over `rollout.max_error_ratio = 0.05`), and a healthy version then completes — only
 //! after the gate saw enough answers. The same for traffic shifts through a load balancer: a shift
-//! to the flaky group is rolled back, one to a healthy group completes.
+//! to the flaky group is rolled back, one to a healthy group completes. And with
+//! `--prometheus-url`, the same figures come from a real Prometheus scraping the nodes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use lathe_tests::http;
-use lathe_tests::node::{Cluster, NodeBuilder};
+use lathe_tests::node::{free_port, Cluster, NodeBuilder};
 use lathe_tests::scenario::TEST_COOKIE;
 use lathe_tests::wait::wait_until;
 use serde_json::Value;
@@ -308,5 +309,112 @@ fn a_shift_to_a_group_answering_500_to_a_fifth_of_requests_is_rolled_back_and_on
     eprintln!(
         "lathe-tests: shift done; answers by status {:?}",
         traffic.counts()
+    );
+}
+
+/// A real Prometheus (Debian's) on `port`, scraping `targets`' `/metrics` every second.
+struct Prometheus {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(port: u16, targets: &[&str]) -> Prometheus {
+        let dir = tempfile::tempdir().expect("a folder for Prometheus");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: lathe\n    \
+             static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        let config_file = dir.path().join("prometheus.yml");
+        std::fs::write(&config_file, config).expect("write prometheus.yml");
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("a log file");
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().expect("the log file"))
+            .stderr(log)
+            .spawn()
+            .expect("run prometheus (make deps installs it)");
+        let prometheus = Prometheus { child, dir };
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("Prometheus ready", CONVERGE, || {
+            http::try_get_json(&addr, "/-/ready").is_ok_and(|reply| reply.status == 200)
+        });
+        prometheus
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[test]
+fn with_a_prometheus_url_the_gate_reads_promql_and_rolls_a_flaky_version_back() {
+    let port = free_port();
+    let cluster = Cluster::start(
+        2,
+        NodeBuilder::new()
+            .name("gate-prom")
+            .cookie(TEST_COOKIE)
+            .arg("--prometheus-url")
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .env("LATHE_LOG", "info,lathe_actors::scheduler::traffic=debug"),
+    );
+    let addr = cluster.node(0).http_addr().to_string();
+    let prometheus = Prometheus::start(
+        port,
+        &[cluster.node(0).http_addr(), cluster.node(1).http_addr()],
+    );
+    deploy(&addr, &topology(FRONTPAGE_421));
+    let running_421 = (
+        "http_frontpage".to_string(),
+        "4.2.1".to_string(),
+        "running".to_string(),
+    );
+    wait_until("task.web running 4.2.1", CONVERGE, || {
+        instance(&addr).map(|i| i == running_421).unwrap_or(false)
+    });
+    let traffic = RequestLoop::start(&addr, "/v1/services/web");
+    deploy(&addr, &topology(FLAKY));
+    let record = wait_until("the flaky version rolled back", CONVERGE, || {
+        let record = rollout(&addr)?;
+        match record["state"].as_str() {
+            Some("rolled-back") => Ok(record),
+            _ => Err(format!(
+                "{record} {:?}\n{}",
+                traffic.counts(),
+                prometheus.log()
+            )),
+        }
+    });
+    let reason = record["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("error ratio 0.") && reason.contains("over max_error_ratio 0.05"),
+        "{record}"
+    );
+    eprintln!("lathe-tests: rolled back through Prometheus: {reason}");
+    let leader_log = (0..2)
+        .map(|i| cluster.node(i).log_contents())
+        .collect::<String>();
+    assert!(
+        leader_log.contains("metric gate: counters read from Prometheus"),
+        "the leader read the counters from Prometheus"
+    );
+    assert!(
+        !leader_log.contains("cannot read /metrics"),
+        "the leader did not read the nodes' /metrics itself"
     );
 }

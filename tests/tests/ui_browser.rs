@@ -2,7 +2,9 @@
 //! drills on: the page loads with no console error, shows the members, every instance with its status and the
 //! supervision tree of both nodes as the API has them, and a task instance killed through
 //! `POST /v1/actors/kill` shows as restarted in the browser within 2 s of the kill (measured in the page by a
-//! `MutationObserver`). Screenshots are kept under the test artifacts (the paths are printed).
+//! `MutationObserver`). Roll-outs and traffic shifts show with their state, progress and reason: a
+//! version that cannot start rolled back, a split shifted to 100 %. Screenshots are kept under the
+//! test artifacts (the paths are printed).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -242,4 +244,89 @@ fn the_dashboard_in_chromium_shows_the_cluster_and_a_chaos_kill_within_two_secon
         task_ms.max(tree_ms) <= KILL_SHOWN_WITHIN_MS,
         "the kill showed after {task_ms} ms (instance row) and {tree_ms} ms (tree), over {KILL_SHOWN_WITHIN_MS} ms"
     );
+}
+
+/// A load balancer splitting 90/10 between two front pages, and a web group rolled out quickly.
+fn rollout_topology(web_task: &str) -> String {
+    format!(
+        "[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::LoadBalancer\"\n\
+         tasks = 1\nbackend_distribution = [[\"task.front.a\", \"task.front.b\"], [90, 10]]\n\n\
+         [task.front.a]\ncrate = \"http_frontpage\"\nversion = \"4.2.1\"\ntask = \"my::FrontPage\"\ntasks = 1\n\n\
+         [task.front.b]\ncrate = \"http_frontpage\"\nversion = \"4.2.2\"\ntask = \"my::FrontPage\"\ntasks = 1\n\n\
+         [task.web]\n{web_task}\ntasks = 1\n\
+         rollout = {{ batch = 1, healthy_seconds = 1, timeout_seconds = 20 }}\n\
+         restart = {{ max_restarts = 1, within_seconds = 60, backoff_ms = 50 }}\n"
+    )
+}
+
+#[test]
+fn the_dashboard_in_chromium_shows_a_rolled_back_roll_out_and_a_finished_shift() {
+    let node = NodeBuilder::new()
+        .name("browser-rollout")
+        .cookie(TEST_COOKIE)
+        .start();
+    let addr = node.http_addr().to_string();
+    let frontpage = "crate = \"http_frontpage\"\nversion = \"4.2.1\"\ntask = \"my::FrontPage\"";
+    let crasher = "crate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::Crasher\"";
+    let deployed = http::put_text(
+        &addr,
+        "/v1/topology",
+        "application/toml",
+        &rollout_topology(frontpage),
+    );
+    assert_eq!(deployed.status, 200, "deploy: {}", deployed.text);
+    wait_until("every group running", CONVERGE, || {
+        let tasks = instances(&addr)?;
+        let running = tasks.values().filter(|t| t["status"] == "running").count();
+        (running == 4).then_some(()).ok_or(format!("{tasks:?}"))
+    });
+    let browser = Browser::start("ui_browser");
+    browser.open(&format!("http://{addr}/ui"));
+
+    // A version that always fails to start: rolled back by itself, with the reason.
+    let deployed = http::put_text(
+        &addr,
+        "/v1/topology",
+        "application/toml",
+        &rollout_topology(crasher),
+    );
+    assert_eq!(deployed.status, 200, "deploy: {}", deployed.text);
+    let key = "/task/http/lb/backend_distribution";
+    let body = json!({"key": key, "to": "task.front.b", "step": 50, "every_seconds": 1});
+    let started = http::post_json(&addr, "/v1/shifts", &body);
+    assert_eq!(started.status, 200, "shift: {}", started.text);
+    let read_rows = r#"
+const row = (selector) => { const row = document.querySelector(selector); return row ? row.textContent : null; };
+return { rollout: row('tr[data-rollout="task.web"]'), shift: row('tr[data-shift="/task/http/lb/backend_distribution"]') };
+"#;
+    wait_until(
+        "the page showing the rolled-back roll-out and the finished shift",
+        CONVERGE,
+        || {
+            let rows = browser.eval(read_rows);
+            let rollout = rows["rollout"].as_str().unwrap_or_default();
+            let shift = rows["shift"].as_str().unwrap_or_default();
+            let rolled_back = rollout.contains("rolled-back")
+                && rollout.contains("4.2.1 \u{2192} 0.8.2")
+                && rollout.contains("failed");
+            let shifted =
+                shift.contains("task.front.b") && shift.contains("100%") && shift.contains("done");
+            (rolled_back && shifted)
+                .then_some(())
+                .ok_or(format!("{rows}"))
+        },
+    );
+    let titles = browser.eval(
+        "return ['members-title', 'tree-title'].map((id) => document.getElementById(id).textContent)",
+    );
+    assert_eq!(titles[0], "Cluster: 1 member (1 alive)", "{titles}");
+    assert!(
+        titles[1]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Supervision tree: 1 node, ")),
+        "{titles}"
+    );
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.screenshot("rollouts");
 }

@@ -28,7 +28,7 @@ use super::deploy;
 use super::placement::{place, rebalance, NodeCandidate, PendingCause};
 use super::rollout::{self, Governed, Placed};
 use super::shift;
-use super::traffic;
+use super::traffic::{self, TrafficSource};
 use crate::follow::follow;
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
@@ -86,6 +86,8 @@ pub struct SchedulerArgs {
     /// Where to publish the capacity demand after each reconcile (the node's resource manager
     /// listens), if anyone listens.
     pub demand: Option<DemandSender>,
+    /// Where metric gates read response counters: the nodes, or Prometheus.
+    pub traffic_source: TrafficSource,
 }
 
 pub struct SchedulerState {
@@ -102,6 +104,7 @@ pub struct SchedulerState {
     held: BTreeMap<(String, u32), tokio::time::Instant>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
     demand: Option<DemandSender>,
+    traffic_source: TrafficSource,
 }
 
 impl Actor for Scheduler {
@@ -139,6 +142,7 @@ impl Actor for Scheduler {
             held: BTreeMap::new(),
             watchers,
             demand: args.demand,
+            traffic_source: args.traffic_source,
         })
     }
 
@@ -239,6 +243,7 @@ impl SchedulerState {
             self.node.clone(),
             self.members.clone(),
         );
+        let source = self.traffic_source.clone();
         let settling = self
             .leading_since
             .is_some_and(|since| since.elapsed() < SETTLE);
@@ -247,7 +252,7 @@ impl SchedulerState {
         let held: BTreeSet<(String, u32)> = self.held.keys().cloned().collect();
         let scheduler = myself.clone();
         tokio::spawn(async move {
-            let result = reconcile(&registry, &node, &members, settling, &held).await;
+            let result = reconcile(&registry, &node, &members, &source, settling, &held).await;
             let _ = scheduler.cast(SchedulerMsg::Reconciled(result));
         });
     }
@@ -287,6 +292,7 @@ async fn reconcile(
     registry: &RegistryHandle,
     node: &str,
     members: &[MemberView],
+    source: &TrafficSource,
     settling: bool,
     held: &BTreeSet<(String, u32)>,
 ) -> Result<ReconcileReport, String> {
@@ -312,9 +318,16 @@ async fn reconcile(
         .unwrap_or_default();
     let current = read_records::<Assignment>(registry, layout::ASSIGNMENTS).await?;
     let mut report = ReconcileReport::default();
-    let (groups, governed) =
-        roll_outs(registry, &topology.groups, &current, members, &mut report).await?;
-    shifts(registry, &topology.groups, members, &mut report).await?;
+    let (groups, governed) = roll_outs(
+        registry,
+        &topology.groups,
+        &current,
+        members,
+        source,
+        &mut report,
+    )
+    .await?;
+    shifts(registry, &topology.groups, members, source, &mut report).await?;
     // Placement sees a group under roll-out with the type it rolls from, so that instances
     // already replaced stay valid and in place; `governed` then gives each index its type.
     let current_assignments: Vec<Assignment> = current
@@ -414,6 +427,7 @@ async fn roll_outs(
     groups: &[lathe::topology::GroupSpec],
     current: &BTreeMap<KeyPath, Assignment>,
     members: &[MemberView],
+    source: &TrafficSource,
     report: &mut ReconcileReport,
 ) -> Result<(Vec<lathe::topology::GroupSpec>, BTreeMap<String, Governed>), String> {
     let stored = read_versioned::<RolloutRecord>(registry, layout::ROLLOUTS).await?;
@@ -439,7 +453,7 @@ async fn roll_outs(
         })
         .map(|group| group.name.clone())
         .collect();
-    let traffic = traffic::read(members, &gated).await;
+    let traffic = traffic::read(source, members, &gated).await;
     let mut placed_groups = groups.to_vec();
     let mut governed = BTreeMap::new();
     let mut writes: Vec<(KeyPath, Option<RolloutRecord>, u64)> = Vec::new();
@@ -526,6 +540,7 @@ async fn shifts(
     registry: &RegistryHandle,
     groups: &[lathe::topology::GroupSpec],
     members: &[MemberView],
+    source: &TrafficSource,
     report: &mut ReconcileReport,
 ) -> Result<(), String> {
     let records = read_versioned::<lathe::layout::ShiftRecord>(registry, layout::SHIFTS).await?;
@@ -541,7 +556,7 @@ async fn shifts(
         .filter(|record| policy_of(&record.to).is_some_and(|policy| policy.gated()))
         .map(|record| record.to.clone())
         .collect();
-    let traffic = traffic::read(members, &gated).await;
+    let traffic = traffic::read(source, members, &gated).await;
     let statuses = read_records::<InstanceStatus>(registry, layout::INSTANCES).await?;
     let now_ms = rollout::unix_ms();
     for (path, (record, version)) in records {

@@ -1,7 +1,8 @@
 //! Metric gates of roll-outs and traffic shifts, pure: read a group's response counters out of a
 //! node's `/metrics` text ([`parse_metrics`]), sum them over the nodes ([`add`]), take the window
 //! since a baseline ([`since`]), and judge it against the group's `rollout.max_error_ratio` and
-//! `rollout.max_p99_ms` ([`judge`]). The p99 is read from the histogram's buckets as Prometheus's
+//! `rollout.max_p99_ms` ([`judge`]). With a Prometheus, the same counters come from PromQL
+//! answers ([`parse_prometheus`]). The p99 is read from the histogram's buckets as Prometheus's
 //! `histogram_quantile` does (linear within the bucket it falls in).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +42,80 @@ pub fn parse_metrics(text: &str, groups: &BTreeSet<String>) -> BTreeMap<String, 
         }
     }
     found
+}
+
+/// The PromQL label matcher of `groups`: `{group=~"a|b"}` (group names hold no regex specials
+/// but `.`, which matches itself among others; [`parse_prometheus`] keeps exact names only).
+pub fn promql_selector(groups: &BTreeSet<String>) -> String {
+    let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+    format!("{{group=~\"{}\"}}", names.join("|"))
+}
+
+/// The counters of `groups` from the answers of Prometheus's `/api/v1/query` to
+/// `sum by (group, code) (lathe_http_requests_total{..})` and
+/// `sum by (group, le) (lathe_http_request_duration_seconds_bucket{..})`.
+pub fn parse_prometheus(
+    requests: &serde_json::Value,
+    buckets: &serde_json::Value,
+    groups: &BTreeSet<String>,
+) -> Result<BTreeMap<String, Traffic>, String> {
+    let mut found: BTreeMap<String, Traffic> = BTreeMap::new();
+    for (labels, count) in vector(requests)? {
+        let Some(group) = labels.get("group").filter(|g| groups.contains(**g)) else {
+            continue;
+        };
+        let traffic = found.entry(group.to_string()).or_default();
+        traffic.requests += count;
+        if labels.get("code").is_some_and(|code| code.starts_with('5')) {
+            traffic.errors += count;
+        }
+    }
+    for (labels, count) in vector(buckets)? {
+        let Some(group) = labels.get("group").filter(|g| groups.contains(**g)) else {
+            continue;
+        };
+        let Some(bound) = labels.get("le").and_then(|le| bound_us(le)) else {
+            continue;
+        };
+        add_bucket(
+            &mut found.entry(group.to_string()).or_default().buckets,
+            bound,
+            count,
+        );
+    }
+    Ok(found)
+}
+
+/// One sample of an instant vector: its labels and value.
+type Sample<'a> = (BTreeMap<&'a str, &'a str>, u64);
+
+/// The samples of an instant-vector answer.
+fn vector(answer: &serde_json::Value) -> Result<Vec<Sample<'_>>, String> {
+    if answer["status"] != "success" {
+        return Err(format!("prometheus answered {answer}"));
+    }
+    let results = answer["data"]["result"]
+        .as_array()
+        .ok_or_else(|| format!("not an instant vector: {answer}"))?;
+    results
+        .iter()
+        .map(|sample| {
+            let labels = sample["metric"]
+                .as_object()
+                .map(|labels| {
+                    labels
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let value = sample["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| format!("a sample without a value: {sample}"))?;
+            Ok((labels, value.max(0.0).round() as u64))
+        })
+        .collect()
 }
 
 /// `name{labels} value` (or `name value`): its parts; `None` for comments and other lines.

@@ -1,9 +1,11 @@
-//! Reads the response counters of some groups off every live node: `GET /metrics` of each member
-//! that is not dead (their `lathe_http_requests_total` and `lathe_http_request_duration_seconds`),
-//! parsed and summed by [`gate`]. The scheduler leader does it for the groups under a metric gate.
+//! Reads the response counters of some groups (`lathe_http_requests_total` and
+//! `lathe_http_request_duration_seconds`), summed over the cluster, for the scheduler leader's
+//! metric gates. Two sources ([`TrafficSource`]): every live node's own `GET /metrics`, parsed and
+//! summed by [`gate`] (the default), or a Prometheus that scrapes the nodes (`--prometheus-url`),
+//! asked with PromQL (`sum by (group, code)` and `sum by (group, le)` of the same counters).
 //!
-//! All or nothing: when a live node does not answer, no counters are returned (a gate then waits
-//! rather than judge a part of the traffic).
+//! All or nothing: when a live node or Prometheus does not answer, no counters are returned (a
+//! gate then waits rather than judge a part of the traffic).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use lathe::layout::Traffic;
@@ -18,12 +21,24 @@ use lathe::layout::Traffic;
 use super::gate;
 use crate::membership::{MemberStatus, MemberView};
 
-/// How long one node's `/metrics` may take.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one node's `/metrics`, or the PromQL queries, may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The counters of `groups` summed over the members that are not dead; `None` when one of them
-/// could not be read.
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Where metric gates read response counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TrafficSource {
+    /// Every live node's `GET /metrics`.
+    #[default]
+    Nodes,
+    /// A Prometheus that scrapes the nodes: its base URL (`http://HOST:PORT`).
+    Prometheus(String),
+}
+
+/// The counters of `groups` summed over the cluster; `None` when they could not all be read.
 pub async fn read(
+    source: &TrafficSource,
     members: &[MemberView],
     groups: &BTreeSet<String>,
 ) -> Option<BTreeMap<String, Traffic>> {
@@ -31,15 +46,38 @@ pub async fn read(
         return Some(BTreeMap::new());
     }
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let TrafficSource::Prometheus(url) = source else {
+        return from_nodes(&client, members, groups).await;
+    };
+    match tokio::time::timeout(READ_TIMEOUT, from_prometheus(&client, url, groups)).await {
+        Ok(Ok(traffic)) => {
+            tracing::debug!(%url, groups = ?groups, "metric gate: counters read from Prometheus");
+            Some(traffic)
+        }
+        Ok(Err(error)) => {
+            tracing::info!(%url, %error, "metric gate: cannot query Prometheus");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%url, "metric gate: the Prometheus query timed out");
+            None
+        }
+    }
+}
+
+async fn from_nodes(
+    client: &HttpClient,
+    members: &[MemberView],
+    groups: &BTreeSet<String>,
+) -> Option<BTreeMap<String, Traffic>> {
     let scrapes = members
         .iter()
         .filter(|member| member.status != MemberStatus::Dead)
         .map(|member| {
             let addr = reachable(member);
-            let client = client.clone();
+            let url = format!("http://{addr}/metrics");
             async move {
-                let text = tokio::time::timeout(SCRAPE_TIMEOUT, scrape(&client, addr)).await;
-                match text {
+                match tokio::time::timeout(READ_TIMEOUT, get(client, &url)).await {
                     Ok(Ok(text)) => Some(gate::parse_metrics(&text, groups)),
                     Ok(Err(error)) => {
                         tracing::info!(node = %member.name, %addr, %error, "metric gate: cannot read /metrics");
@@ -70,16 +108,52 @@ fn reachable(member: &MemberView) -> SocketAddr {
     addr
 }
 
-async fn scrape(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    addr: SocketAddr,
-) -> Result<String, String> {
-    let uri: http::Uri = format!("http://{addr}/metrics")
+/// The two PromQL queries' answers, as counters per group.
+async fn from_prometheus(
+    client: &HttpClient,
+    url: &str,
+    groups: &BTreeSet<String>,
+) -> Result<BTreeMap<String, Traffic>, String> {
+    let query = |promql: String| async move {
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            url.trim_end_matches('/'),
+            encode(&promql)
+        );
+        let text = get(client, &url).await?;
+        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
+    };
+    let selector = gate::promql_selector(groups);
+    let requests = query(format!(
+        "sum by (group, code) (lathe_http_requests_total{selector})"
+    ))
+    .await?;
+    let buckets = query(format!(
+        "sum by (group, le) (lathe_http_request_duration_seconds_bucket{selector})"
+    ))
+    .await?;
+    gate::parse_prometheus(&requests, &buckets, groups)
+}
+
+/// `text` percent-encoded for a URL's query (all but letters, digits and `-_.~`).
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+async fn get(client: &HttpClient, url: &str) -> Result<String, String> {
+    let uri: http::Uri = url
         .parse()
         .map_err(|e: http::uri::InvalidUri| e.to_string())?;
     let response = client.get(uri).await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
-        return Err(format!("GET /metrics answered {}", response.status()));
+        return Err(format!("GET {url} answered {}", response.status()));
     }
     let body = response
         .into_body()

@@ -120,6 +120,28 @@ fn judgements_name_the_figure_over_its_threshold() {
     assert_eq!(judge(&RolloutPolicy::default(), &few), Judgement::Pass);
 }
 
+#[test]
+fn promql_answers_give_the_same_counters_as_the_nodes_text() {
+    let requests = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"group": "task.web", "code": "200"}, "value": [1.7e9, "80"]},
+        {"metric": {"group": "task.web", "code": "500"}, "value": [1.7e9, "15"]},
+        {"metric": {"group": "task.web", "code": "503"}, "value": [1.7e9, "5"]},
+        {"metric": {"group": "task.web", "code": "400"}, "value": [1.7e9, "3"]},
+        {"metric": {"group": "taskXweb", "code": "500"}, "value": [1.7e9, "99"]},
+    ]}});
+    let buckets = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"group": "task.web", "le": "+Inf"}, "value": [1.7e9, "103"]},
+        {"metric": {"group": "task.web", "le": "0.001"}, "value": [1.7e9, "50"]},
+        {"metric": {"group": "task.web", "le": "0.1"}, "value": [1.7e9, "102"]},
+        {"metric": {"group": "task.web", "le": "0.01"}, "value": [1.7e9, "90"]},
+    ]}});
+    let from_prometheus = parse_prometheus(&requests, &buckets, &web()).unwrap();
+    assert_eq!(from_prometheus, parse_metrics(NODE_METRICS, &web()));
+    assert_eq!(promql_selector(&web()), "{group=~\"task.web\"}");
+    let error = serde_json::json!({"status": "error", "error": "parse error"});
+    assert!(parse_prometheus(&error, &buckets, &web()).is_err());
+}
+
 fn traffic() -> impl Strategy<Value = Traffic> {
     (
         0u64..1000,
