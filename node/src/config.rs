@@ -179,7 +179,7 @@ fn bad(flag: &'static str, reason: impl Into<String>) -> FlagError {
 impl Args {
     pub(crate) fn validate(self) -> Result<NodeConfig, FlagError> {
         if let Some(name) = &self.name {
-            check_segment(name).map_err(|r| bad("--name", r))?;
+            lathe::registry::check_node_name(name).map_err(|r| bad("--name", r))?;
         }
         let bind = resolve(&self.bind).map_err(|r| bad("--bind", r))?;
         let http = resolve(&self.http).map_err(|r| bad("--http", r))?;
@@ -477,6 +477,7 @@ mod tests {
             (&["--yarn-queue", "q"][..], "--yarn-queue:"),
             (&["--yarn-rm", "https://rm:8090"][..], "--yarn-rm:"),
             (&["--yarn-rm", "http://rm"][..], "--yarn-rm:"),
+            (&["--name", "n".repeat(129).as_str()][..], "--name:"),
             (
                 &["--yarn-rm", "http://rm:1", "--yarn-max-containers", "0"][..],
                 "--yarn-max-containers:",

@@ -4,7 +4,8 @@
 //! `/v1/actors/kill` (failure drills), `/metrics`, and `/ui`, the live dashboard over them
 //! (`ui.rs`, `ui.html`). Routes are matched by hand in `route` so that every unknown path, wrong
 //! method, bad path, bad body or oversized value gets one clear `{"error": "..."}` answer. Every
-//! answer is counted in `lathe_api_requests_total{route,code}` (`requests.rs`).
+//! answer is counted in `lathe_api_requests_total{route,code}` (`requests.rs`); a handler that
+//! panics answers 500 with a JSON error and is counted in `lathe_api_panics_total`.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
 
@@ -15,6 +16,8 @@ mod query;
 mod requests;
 mod rollout;
 mod shift;
+#[cfg(test)]
+mod tests;
 mod topology;
 mod tree;
 mod ui;
@@ -83,7 +86,14 @@ pub async fn serve(
              body: BodyStream,
              context: Arc<ApiContext>,
              requests: requests::ApiRequests| async move {
-                let response = route(method.clone(), path.as_str(), &query, body, context).await;
+                let handled =
+                    crate::panics::caught(route(method.clone(), path.as_str(), &query, body, context))
+                        .await;
+                let response = handled.unwrap_or_else(|panic| {
+                    requests.panicked();
+                    tracing::error!(%method, path = path.as_str(), %panic, "REST handler panicked: answering 500");
+                    handler_panicked(&method, path.as_str())
+                });
                 requests.count(&method, path.as_str(), &query, response.status());
                 response
             },
@@ -152,6 +162,20 @@ async fn route(
         }
         response
     })
+}
+
+/// The answer to a request whose handler panicked: a 500 that says so (the panic is logged and
+/// counted in `lathe_api_panics_total`), on a connection that then closes.
+fn handler_panicked(method: &Method, path: &str) -> Response {
+    let mut response = ApiError::internal(format!(
+        "internal error: the handler of {method} {path} failed (see the node's log)"
+    ))
+    .into_response();
+    response.headers_mut().insert(
+        warp::http::header::CONNECTION,
+        warp::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// `<target>/pause|resume|undo` of a roll-out or a shift: the target and the command, or a 400

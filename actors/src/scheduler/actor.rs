@@ -244,7 +244,15 @@ impl SchedulerState {
         let held: BTreeSet<(String, u32)> = self.held.keys().cloned().collect();
         let scheduler = myself.clone();
         tokio::spawn(async move {
-            let result = reconcile(&registry, &node, &members, settling, &held).await;
+            // A panic must still report back: otherwise `running` stays set and the leader
+            // schedules nothing more (failover included) until the process restarts.
+            let result =
+                crate::panics::caught(reconcile(&registry, &node, &members, settling, &held))
+                    .await
+                    .unwrap_or_else(|panic| {
+                        tracing::error!(%panic, "reconcile panicked: it will run again");
+                        Err(format!("reconcile panicked: {panic}"))
+                    });
             let _ = scheduler.cast(SchedulerMsg::Reconciled(result));
         });
     }
