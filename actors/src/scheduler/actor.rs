@@ -310,6 +310,10 @@ async fn reconcile(
             .await
             .map_err(|e| e.to_string())?;
     }
+    // A deploy that stopped after storing its record still owes its group metadata.
+    deploy::complete_pending(registry)
+        .await
+        .map_err(|e| format!("cannot complete the last deploy: {e}"))?;
     let topology = deploy::current(registry)
         .await
         .map_err(|e| e.to_string())?
