@@ -54,6 +54,11 @@ pub(crate) struct Args {
     /// The largest registry value accepted, in bytes
     #[arg(long, env = "LATHE_MAX_VALUE_BYTES", default_value_t = lathe_store::DEFAULT_MAX_VALUE_BYTES)]
     max_value_bytes: usize,
+    /// The ZooKeeper ensemble's jute.maxbuffer, in bytes: writes whose request would be larger
+    /// are refused (413) before they are sent, as ZooKeeper drops the connection of a client
+    /// sending one
+    #[arg(long, env = "LATHE_ZOOKEEPER_MAX_REQUEST_BYTES", default_value_t = lathe_store::zk::ZK_DEFAULT_MAX_PACKET)]
+    zookeeper_max_request_bytes: usize,
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
@@ -108,6 +113,7 @@ pub(crate) struct NodeConfig {
     pub(crate) cookie: String,
     pub(crate) registry_shards: usize,
     pub(crate) max_value_bytes: usize,
+    pub(crate) zookeeper_max_request_bytes: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
     /// Whether `forward` calls instances of this node in-process (not `--no-local-forward`).
@@ -211,6 +217,12 @@ impl Args {
         if self.max_value_bytes == 0 {
             return Err(bad("--max-value-bytes", "must be positive"));
         }
+        if self.zookeeper_max_request_bytes < 4096 {
+            return Err(bad(
+                "--zookeeper-max-request-bytes",
+                "must be at least 4096 (zookeeper's jute.maxbuffer, default 1048575)",
+            ));
+        }
         if let Some(workers) = self.workers {
             if workers == 0 || workers > MAX_WORKERS {
                 return Err(bad(
@@ -231,6 +243,7 @@ impl Args {
             cookie: self.cookie,
             registry_shards: self.registry_shards,
             max_value_bytes: self.max_value_bytes,
+            zookeeper_max_request_bytes: self.zookeeper_max_request_bytes,
             enable_chaos: self.enable_chaos,
             local_forward: !self.no_local_forward,
             topology,
@@ -477,6 +490,10 @@ mod tests {
             (&["--yarn-queue", "q"][..], "--yarn-queue:"),
             (&["--yarn-rm", "https://rm:8090"][..], "--yarn-rm:"),
             (&["--yarn-rm", "http://rm"][..], "--yarn-rm:"),
+            (
+                &["--zookeeper-max-request-bytes", "100"][..],
+                "--zookeeper-max-request-bytes:",
+            ),
             (&["--name", "n".repeat(129).as_str()][..], "--name:"),
             (
                 &["--yarn-rm", "http://rm:1", "--yarn-max-containers", "0"][..],

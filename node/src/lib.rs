@@ -163,7 +163,8 @@ async fn open_store(
         let store = Arc::new(
             ZkStore::connect(zk, ZK_SESSION_TIMEOUT)
                 .await
-                .with_context(|| format!("--zookeeper: cannot open the registry at {zk}"))?,
+                .with_context(|| format!("--zookeeper: cannot open the registry at {zk}"))?
+                .with_max_request_bytes(config.zookeeper_max_request_bytes),
         );
         metrics.register(Box::new(metrics::ZkRequests::new(store.clone())?))?;
         return Ok(store);
