@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -10,6 +11,8 @@ use clap::Parser;
 pub(crate) const DEFAULT_COOKIE: &str = "lathe-local-cookie";
 /// The most `--workers`: far more threads than any machine has cores only adds switching.
 pub(crate) const MAX_WORKERS: usize = 1024;
+/// The most any REST cap (connections, watchers, blocking queries) may be set to.
+const MAX_CAP: usize = 1_000_000;
 /// `--yarn-max-containers` when not given.
 pub(crate) const DEFAULT_YARN_MAX_CONTAINERS: usize = 8;
 /// `--yarn-container-max-instances` when neither it nor `--max-instances` is given.
@@ -59,6 +62,20 @@ pub(crate) struct Args {
     /// sending one
     #[arg(long, env = "LATHE_ZOOKEEPER_MAX_REQUEST_BYTES", default_value_t = lathe_store::zk::ZK_DEFAULT_MAX_PACKET)]
     zookeeper_max_request_bytes: usize,
+    /// Seconds a REST connection may take to send a complete request head, when new or idle
+    /// between requests, before it is closed
+    #[arg(long, env = "LATHE_HTTP_HEADER_TIMEOUT", default_value_t = lathe_actors::http::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    http_header_timeout: u64,
+    /// The most REST connections open at once; past it a connection gets 503 and Retry-After
+    #[arg(long, env = "LATHE_HTTP_MAX_CONNECTIONS", default_value_t = lathe_actors::http::DEFAULT_MAX_CONNECTIONS)]
+    http_max_connections: usize,
+    /// The most /v1/watch streams open at once on this node (503 and Retry-After past it)
+    #[arg(long, env = "LATHE_MAX_WATCHERS", default_value_t = lathe_actors::http::DEFAULT_MAX_WATCHERS)]
+    max_watchers: usize,
+    /// The most blocking queries (?index=) waiting at once on this node (503 and Retry-After
+    /// past it)
+    #[arg(long, env = "LATHE_MAX_BLOCKING_QUERIES", default_value_t = lathe_actors::http::DEFAULT_MAX_BLOCKING_QUERIES)]
+    max_blocking_queries: usize,
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
@@ -114,6 +131,10 @@ pub(crate) struct NodeConfig {
     pub(crate) registry_shards: usize,
     pub(crate) max_value_bytes: usize,
     pub(crate) zookeeper_max_request_bytes: usize,
+    pub(crate) http_header_timeout: Duration,
+    pub(crate) http_max_connections: usize,
+    pub(crate) max_watchers: usize,
+    pub(crate) max_blocking_queries: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
     /// Whether `forward` calls instances of this node in-process (not `--no-local-forward`).
@@ -217,6 +238,21 @@ impl Args {
         if self.max_value_bytes == 0 {
             return Err(bad("--max-value-bytes", "must be positive"));
         }
+        if self.http_header_timeout == 0 || self.http_header_timeout > 3600 {
+            return Err(bad(
+                "--http-header-timeout",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        for (flag, value) in [
+            ("--http-max-connections", self.http_max_connections),
+            ("--max-watchers", self.max_watchers),
+            ("--max-blocking-queries", self.max_blocking_queries),
+        ] {
+            if value == 0 || value > MAX_CAP {
+                return Err(bad(flag, format!("must be between 1 and {MAX_CAP}")));
+            }
+        }
         if self.zookeeper_max_request_bytes < 4096 {
             return Err(bad(
                 "--zookeeper-max-request-bytes",
@@ -244,6 +280,10 @@ impl Args {
             registry_shards: self.registry_shards,
             max_value_bytes: self.max_value_bytes,
             zookeeper_max_request_bytes: self.zookeeper_max_request_bytes,
+            http_header_timeout: Duration::from_secs(self.http_header_timeout),
+            http_max_connections: self.http_max_connections,
+            max_watchers: self.max_watchers,
+            max_blocking_queries: self.max_blocking_queries,
             enable_chaos: self.enable_chaos,
             local_forward: !self.no_local_forward,
             topology,
@@ -490,6 +530,19 @@ mod tests {
             (&["--yarn-queue", "q"][..], "--yarn-queue:"),
             (&["--yarn-rm", "https://rm:8090"][..], "--yarn-rm:"),
             (&["--yarn-rm", "http://rm"][..], "--yarn-rm:"),
+            (
+                &["--http-header-timeout", "0"][..],
+                "--http-header-timeout:",
+            ),
+            (&["--max-watchers", "0"][..], "--max-watchers:"),
+            (
+                &["--http-max-connections", "0"][..],
+                "--http-max-connections:",
+            ),
+            (
+                &["--max-blocking-queries", "99999999"][..],
+                "--max-blocking-queries:",
+            ),
             (
                 &["--zookeeper-max-request-bytes", "100"][..],
                 "--zookeeper-max-request-bytes:",

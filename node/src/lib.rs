@@ -126,6 +126,12 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         membership,
         http_listener,
         max_value_bytes: config.max_value_bytes,
+        api_limits: lathe_actors::http::ApiLimits::new(
+            config.http_header_timeout,
+            config.http_max_connections,
+            config.max_watchers,
+            config.max_blocking_queries,
+        ),
         metrics,
         catalog,
         topology: config.topology.clone(),

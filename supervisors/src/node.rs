@@ -53,6 +53,8 @@ pub struct NodeSupervisorArgs {
     pub membership: MembershipConfig,
     pub http_listener: tokio::net::TcpListener,
     pub max_value_bytes: usize,
+    /// Timeouts and caps of the REST port.
+    pub api_limits: lathe_actors::http::ApiLimits,
     pub metrics: prometheus::Registry,
     /// The task types this node's binary can run.
     pub catalog: lathe::Catalog,
@@ -169,6 +171,7 @@ impl Actor for NodeSupervisor {
             max_value_bytes: args.max_value_bytes,
             tree,
             enable_chaos: args.enable_chaos,
+            limits: args.api_limits.clone(),
         };
         if args.enable_chaos {
             tracing::warn!(

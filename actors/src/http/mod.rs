@@ -12,9 +12,11 @@
 mod chaos;
 mod error;
 mod kv;
+mod limits;
 mod query;
 mod requests;
 mod rollout;
+mod server;
 mod shift;
 #[cfg(test)]
 mod tests;
@@ -33,6 +35,10 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 pub use error::ApiError;
+pub use limits::{
+    ApiLimits, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BLOCKING_QUERIES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_WATCHERS,
+};
 
 use crate::registry::RegistryHandle;
 use crate::tree::ActorTree;
@@ -57,6 +63,8 @@ pub struct ApiContext {
     pub tree: ActorTree,
     /// Whether `POST /v1/actors/kill` is accepted (`--enable-chaos`).
     pub enable_chaos: bool,
+    /// Timeouts and caps of the port (`limits.rs`).
+    pub limits: ApiLimits,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
@@ -72,6 +80,8 @@ pub async fn serve(
         tracing::warn!(%error, "cannot set TCP_NODELAY on the REST listener");
     }
     let requests = requests::ApiRequests::register(&context.metrics);
+    context.limits.register(&context.metrics);
+    let limits = context.limits.clone();
     let context = Arc::new(context);
     let api = warp::method()
         .and(warp::path::full())
@@ -98,11 +108,7 @@ pub async fn serve(
                 response
             },
         );
-    warp::serve(api)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    server::run(listener, warp::service(api), limits, shutdown).await;
 }
 
 /// A request body, read lazily so oversized values are refused without buffering them whole.

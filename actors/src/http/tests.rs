@@ -44,6 +44,7 @@ async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
         max_value_bytes: 1024,
         tree: ActorTree::new("n1"),
         enable_chaos: false,
+        limits: super::ApiLimits::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
