@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::TaskType;
-use crate::registry::{KeyPath, KeyPathError};
+use crate::registry::{KeyPath, KeyPathError, DERIVED_PATH_ROOM, MAX_NODE_NAME_LEN};
 
 pub const TOPOLOGY: &str = "/lathe/topology";
 pub const SCHEDULER_LEADER: &str = "/lathe/scheduler/leader";
@@ -31,9 +31,18 @@ pub const RESOURCES: &str = "/lathe/resources";
 pub const ROLLOUTS: &str = "/lathe/rollouts";
 pub const SHIFTS: &str = "/lathe/shifts";
 
+/// The most a derived path adds to a user path (a group's path is its name plus a leading `/`):
+/// `/lathe/assignments/<node>/<group>/<index>` is the longest, with a node name of
+/// [`MAX_NODE_NAME_LEN`] and a `u32` index. [`KeyPath::parse`] keeps user paths
+/// [`DERIVED_PATH_ROOM`] bytes short of the key limit, so no derived path can exceed it.
+const LONGEST_DERIVATION: usize =
+    ASSIGNMENTS.len() + "/".len() + MAX_NODE_NAME_LEN + "/".len() + "/".len() + 10;
+const _: () = assert!(LONGEST_DERIVATION <= DERIVED_PATH_ROOM);
+const _: () = assert!(SHIFTS.len() <= DERIVED_PATH_ROOM);
+
 fn path(raw: String) -> KeyPath {
-    // Callers pass validated node and group names; a bad one is a programming error upstream,
-    // caught by the topology and flag validation.
+    // Callers pass node names checked by `registry::check_node_name` and group names and keys
+    // that are valid user paths; by the one length rule above their derived paths are valid.
     KeyPath::parse(&raw).unwrap_or_else(|e| panic!("invalid registry path {raw:?}: {e}"))
 }
 
@@ -286,5 +295,44 @@ mod tests {
             rollout("task.http.frontpage.v4-2-1").as_str(),
             "/lathe/rollouts/task.http.frontpage.v4-2-1"
         );
+    }
+
+    /// The longest valid group name and key, with the longest node name and index, still give
+    /// valid derived paths (a group name of 1015 bytes used to panic `rollout`).
+    #[test]
+    fn derived_paths_of_the_longest_valid_names_are_valid() {
+        use crate::registry::{check_node_name, MAX_USER_KEY_LEN};
+        // A group path `/g.../g` of the longest valid length, as a dotted name.
+        let segment = "g".repeat(99);
+        let mut longest = String::new();
+        while longest.len() + 1 + segment.len() <= MAX_USER_KEY_LEN {
+            longest.push('/');
+            longest.push_str(&segment);
+        }
+        let tail = MAX_USER_KEY_LEN - longest.len();
+        if tail > 1 {
+            longest.push('/');
+            longest.push_str(&"t".repeat(tail - 1));
+        }
+        assert_eq!(longest.len(), MAX_USER_KEY_LEN);
+        let key = KeyPath::parse(&longest).expect("the longest user path is valid");
+        let group = longest[1..].replace('/', ".");
+        assert_eq!(group_path(&group).unwrap(), key);
+        let node = "n".repeat(MAX_NODE_NAME_LEN);
+        check_node_name(&node).unwrap();
+        let derived = [
+            node_assignments(&node),
+            assignment(&node, &group, u32::MAX),
+            instance(&group, u32::MAX),
+            group_endpoints(&group),
+            endpoint(&group, u32::MAX),
+            rollout(&group),
+            shift(&key),
+        ];
+        for path in derived {
+            assert!(path.is_reserved(), "{path}");
+        }
+        // One byte more is refused where the name is checked, before any path is derived.
+        assert!(KeyPath::parse(&format!("{longest}x")).is_err());
     }
 }

@@ -8,8 +8,21 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The longest key Lathe accepts, in bytes.
+/// The longest key stored, in bytes, Lathe's own `/lathe/...` records included.
 pub const MAX_KEY_LEN: usize = 1024;
+
+/// Room kept under [`MAX_KEY_LEN`] for the records Lathe derives from a user path or a node name
+/// (`/lathe/assignments/<node>/<group>/<index>`, `/lathe/shifts/<key>`, ...; `layout` checks at
+/// compile time that its longest derived path fits).
+pub const DERIVED_PATH_ROOM: usize = 256;
+
+/// The longest key outside `/lathe` (a metadata key, a group's path), in bytes. This is the one
+/// path-length rule: [`KeyPath::parse`] applies it to every path not under `/lathe`, so a group
+/// name or a key that passes it always yields valid derived paths.
+pub const MAX_USER_KEY_LEN: usize = MAX_KEY_LEN - DERIVED_PATH_ROOM;
+
+/// The longest node name, in bytes (a node name is one segment of its `/lathe` records).
+pub const MAX_NODE_NAME_LEN: usize = 128;
 
 /// The prefix reserved for Lathe's own state (nodes, assignments, endpoints, topology).
 pub const RESERVED_PREFIX: &str = "/lathe";
@@ -24,8 +37,8 @@ pub struct KeyPath(String);
 /// Why a string is not a registry path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyPathError {
-    #[error("key is longer than {MAX_KEY_LEN} bytes")]
-    TooLong,
+    #[error("key is {len} bytes, longer than the limit of {limit} bytes")]
+    TooLong { len: usize, limit: usize },
     #[error("key segment {index} is empty (double or trailing '/')")]
     EmptySegment { index: usize },
     #[error("key segment {segment:?} is not allowed ('.' and '..' are reserved)")]
@@ -45,8 +58,12 @@ impl KeyPath {
     pub fn parse(raw: &str) -> Result<Self, KeyPathError> {
         let trimmed = raw.strip_prefix('/').unwrap_or(raw);
         let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-        if trimmed.len() + 1 > MAX_KEY_LEN {
-            return Err(KeyPathError::TooLong);
+        let len = trimmed.len() + 1;
+        if len > MAX_KEY_LEN {
+            return Err(KeyPathError::TooLong {
+                len,
+                limit: MAX_KEY_LEN,
+            });
         }
         if trimmed.is_empty() {
             return Ok(Self::root());
@@ -70,7 +87,14 @@ impl KeyPath {
                 });
             }
         }
-        Ok(KeyPath(format!("/{trimmed}")))
+        let path = KeyPath(format!("/{trimmed}"));
+        if len > MAX_USER_KEY_LEN && !path.is_reserved() {
+            return Err(KeyPathError::TooLong {
+                len,
+                limit: MAX_USER_KEY_LEN,
+            });
+        }
+        Ok(path)
     }
 
     /// The path as a string, always starting with `/`.
@@ -143,6 +167,26 @@ impl KeyPath {
     /// True when the path lies in Lathe's reserved `/lathe` subtree.
     pub fn is_reserved(&self) -> bool {
         self.is_under(&KeyPath(RESERVED_PREFIX.to_string()))
+    }
+}
+
+/// Why a node name is refused: it must be one registry segment of at most [`MAX_NODE_NAME_LEN`]
+/// bytes, so that every `/lathe` record naming the node stays under [`MAX_KEY_LEN`].
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_NODE_NAME_LEN {
+        return Err(format!(
+            "node name is {} bytes, longer than the limit of {MAX_NODE_NAME_LEN} bytes",
+            name.len()
+        ));
+    }
+    match KeyPath::parse(name) {
+        Ok(path) if path.depth() == 1 && !name.contains('/') => Ok(()),
+        Ok(_) => Err(format!(
+            "node name {name:?} must be one segment of A-Z a-z 0-9 . _ -"
+        )),
+        Err(e) => Err(format!(
+            "node name {name:?} is not one registry segment: {e}"
+        )),
     }
 }
 
@@ -240,8 +284,42 @@ mod tests {
         ));
         assert_eq!(
             KeyPath::parse(&"a".repeat(MAX_KEY_LEN)),
-            Err(KeyPathError::TooLong)
+            Err(KeyPathError::TooLong {
+                len: MAX_KEY_LEN + 1,
+                limit: MAX_KEY_LEN
+            })
         );
+    }
+
+    #[test]
+    fn user_keys_leave_room_for_the_records_derived_from_them() {
+        let longest = "a".repeat(MAX_USER_KEY_LEN - 1);
+        assert!(KeyPath::parse(&longest).is_ok());
+        let over = format!("{longest}b");
+        let error = KeyPath::parse(&over).unwrap_err();
+        assert_eq!(
+            error,
+            KeyPathError::TooLong {
+                len: MAX_USER_KEY_LEN + 1,
+                limit: MAX_USER_KEY_LEN
+            }
+        );
+        assert!(error.to_string().contains(&MAX_USER_KEY_LEN.to_string()));
+        // Lathe's own records may use the whole length.
+        let reserved = format!("/lathe/{}", "r".repeat(MAX_KEY_LEN - 7));
+        assert_eq!(reserved.len(), MAX_KEY_LEN);
+        assert!(KeyPath::parse(&reserved).is_ok());
+    }
+
+    #[test]
+    fn node_names_are_one_short_segment() {
+        assert!(check_node_name("n1").is_ok());
+        assert!(check_node_name(&"n".repeat(MAX_NODE_NAME_LEN)).is_ok());
+        for bad in ["", "a/b", "a b", "..", "/n1"] {
+            assert!(check_node_name(bad).is_err(), "{bad:?} passed");
+        }
+        let long = check_node_name(&"n".repeat(MAX_NODE_NAME_LEN + 1)).unwrap_err();
+        assert!(long.contains("limit of 128"), "{long}");
     }
 
     #[test]

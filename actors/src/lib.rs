@@ -9,6 +9,7 @@ pub mod flow;
 mod follow;
 pub mod http;
 pub mod membership;
+mod panics;
 pub mod registry;
 pub mod resources;
 pub mod scheduler;

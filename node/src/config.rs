@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -10,6 +11,8 @@ use clap::Parser;
 pub(crate) const DEFAULT_COOKIE: &str = "lathe-local-cookie";
 /// The most `--workers`: far more threads than any machine has cores only adds switching.
 pub(crate) const MAX_WORKERS: usize = 1024;
+/// The most any REST cap (connections, watchers, blocking queries) may be set to.
+const MAX_CAP: usize = 1_000_000;
 /// `--yarn-max-containers` when not given.
 pub(crate) const DEFAULT_YARN_MAX_CONTAINERS: usize = 8;
 /// `--yarn-container-max-instances` when neither it nor `--max-instances` is given.
@@ -63,6 +66,25 @@ pub(crate) struct Args {
     /// The largest registry value accepted, in bytes
     #[arg(long, env = "LATHE_MAX_VALUE_BYTES", default_value_t = lathe_store::DEFAULT_MAX_VALUE_BYTES)]
     max_value_bytes: usize,
+    /// The ZooKeeper ensemble's jute.maxbuffer, in bytes: writes whose request would be larger
+    /// are refused (413) before they are sent, as ZooKeeper drops the connection of a client
+    /// sending one
+    #[arg(long, env = "LATHE_ZOOKEEPER_MAX_REQUEST_BYTES", default_value_t = lathe_store::zk::ZK_DEFAULT_MAX_PACKET)]
+    zookeeper_max_request_bytes: usize,
+    /// Seconds a REST connection may take to send a complete request head, when new or idle
+    /// between requests, before it is closed
+    #[arg(long, env = "LATHE_HTTP_HEADER_TIMEOUT", default_value_t = lathe_actors::http::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    http_header_timeout: u64,
+    /// The most REST connections open at once; past it a connection gets 503 and Retry-After
+    #[arg(long, env = "LATHE_HTTP_MAX_CONNECTIONS", default_value_t = lathe_actors::http::DEFAULT_MAX_CONNECTIONS)]
+    http_max_connections: usize,
+    /// The most /v1/watch streams open at once on this node (503 and Retry-After past it)
+    #[arg(long, env = "LATHE_MAX_WATCHERS", default_value_t = lathe_actors::http::DEFAULT_MAX_WATCHERS)]
+    max_watchers: usize,
+    /// The most blocking queries (?index=) waiting at once on this node (503 and Retry-After
+    /// past it)
+    #[arg(long, env = "LATHE_MAX_BLOCKING_QUERIES", default_value_t = lathe_actors::http::DEFAULT_MAX_BLOCKING_QUERIES)]
+    max_blocking_queries: usize,
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
@@ -121,6 +143,11 @@ pub(crate) struct NodeConfig {
     pub(crate) cookie: String,
     pub(crate) registry_shards: usize,
     pub(crate) max_value_bytes: usize,
+    pub(crate) zookeeper_max_request_bytes: usize,
+    pub(crate) http_header_timeout: Duration,
+    pub(crate) http_max_connections: usize,
+    pub(crate) max_watchers: usize,
+    pub(crate) max_blocking_queries: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
     /// `--prometheus-url`, without a trailing `/`: where metric gates read counters.
@@ -196,7 +223,7 @@ fn bad(flag: &'static str, reason: impl Into<String>) -> FlagError {
 impl Args {
     pub(crate) fn validate(self) -> Result<NodeConfig, FlagError> {
         if let Some(name) = &self.name {
-            check_segment(name).map_err(|r| bad("--name", r))?;
+            lathe::registry::check_node_name(name).map_err(|r| bad("--name", r))?;
         }
         let bind = resolve(&self.bind).map_err(|r| bad("--bind", r))?;
         let http = resolve(&self.http).map_err(|r| bad("--http", r))?;
@@ -236,6 +263,27 @@ impl Args {
         if self.max_value_bytes == 0 {
             return Err(bad("--max-value-bytes", "must be positive"));
         }
+        if self.http_header_timeout == 0 || self.http_header_timeout > 3600 {
+            return Err(bad(
+                "--http-header-timeout",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        for (flag, value) in [
+            ("--http-max-connections", self.http_max_connections),
+            ("--max-watchers", self.max_watchers),
+            ("--max-blocking-queries", self.max_blocking_queries),
+        ] {
+            if value == 0 || value > MAX_CAP {
+                return Err(bad(flag, format!("must be between 1 and {MAX_CAP}")));
+            }
+        }
+        if self.zookeeper_max_request_bytes < 4096 {
+            return Err(bad(
+                "--zookeeper-max-request-bytes",
+                "must be at least 4096 (zookeeper's jute.maxbuffer, default 1048575)",
+            ));
+        }
         if let Some(workers) = self.workers {
             if workers == 0 || workers > MAX_WORKERS {
                 return Err(bad(
@@ -260,6 +308,11 @@ impl Args {
             cookie: self.cookie,
             registry_shards: self.registry_shards,
             max_value_bytes: self.max_value_bytes,
+            zookeeper_max_request_bytes: self.zookeeper_max_request_bytes,
+            http_header_timeout: Duration::from_secs(self.http_header_timeout),
+            http_max_connections: self.http_max_connections,
+            max_watchers: self.max_watchers,
+            max_blocking_queries: self.max_blocking_queries,
             enable_chaos: self.enable_chaos,
             prometheus_url,
             local_forward: !self.no_local_forward,
@@ -526,6 +579,24 @@ mod tests {
             (&["--yarn-queue", "q"][..], "--yarn-queue:"),
             (&["--yarn-rm", "https://rm:8090"][..], "--yarn-rm:"),
             (&["--yarn-rm", "http://rm"][..], "--yarn-rm:"),
+            (
+                &["--http-header-timeout", "0"][..],
+                "--http-header-timeout:",
+            ),
+            (&["--max-watchers", "0"][..], "--max-watchers:"),
+            (
+                &["--http-max-connections", "0"][..],
+                "--http-max-connections:",
+            ),
+            (
+                &["--max-blocking-queries", "99999999"][..],
+                "--max-blocking-queries:",
+            ),
+            (
+                &["--zookeeper-max-request-bytes", "100"][..],
+                "--zookeeper-max-request-bytes:",
+            ),
+            (&["--name", "n".repeat(129).as_str()][..], "--name:"),
             (
                 &["--yarn-rm", "http://rm:1", "--yarn-max-containers", "0"][..],
                 "--yarn-max-containers:",

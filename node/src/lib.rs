@@ -149,6 +149,12 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         membership,
         http_listener,
         max_value_bytes: config.max_value_bytes,
+        api_limits: lathe_actors::http::ApiLimits::new(
+            config.http_header_timeout,
+            config.http_max_connections,
+            config.max_watchers,
+            config.max_blocking_queries,
+        ),
         metrics,
         catalog,
         topology: config.topology.clone(),
@@ -196,7 +202,8 @@ async fn open_store(
         let store = Arc::new(
             ZkStore::connect(zk, ZK_SESSION_TIMEOUT)
                 .await
-                .with_context(|| format!("--zookeeper: cannot open the registry at {zk}"))?,
+                .with_context(|| format!("--zookeeper: cannot open the registry at {zk}"))?
+                .with_max_request_bytes(config.zookeeper_max_request_bytes),
         );
         metrics.register(Box::new(metrics::ZkRequests::new(store.clone())?))?;
         metrics.register(Box::new(metrics::ZkConnected::new(store.clone())?))?;

@@ -75,6 +75,8 @@ pub(crate) struct NodeSupervisorArgs {
     pub(crate) membership: MembershipConfig,
     pub(crate) http_listener: tokio::net::TcpListener,
     pub(crate) max_value_bytes: usize,
+    /// Timeouts and caps of the REST port.
+    pub(crate) api_limits: lathe_actors::http::ApiLimits,
     pub(crate) metrics: prometheus::Registry,
     /// The task types this node's binary can run.
     pub(crate) catalog: lathe::Catalog,
@@ -207,6 +209,7 @@ impl Actor for NodeSupervisor {
             max_value_bytes: args.max_value_bytes,
             tree,
             enable_chaos: args.enable_chaos,
+            limits: args.api_limits.clone(),
         };
         if args.enable_chaos {
             tracing::warn!(

@@ -14,7 +14,7 @@ use super::tags;
 use super::value::{described, integer, to_json, Value};
 use super::GroupSpec;
 use crate::catalog::TaskType;
-use crate::registry::KeyPath;
+use crate::registry::{KeyPath, KeyPathError};
 
 /// The most instances one group may ask for.
 pub const MAX_TASKS: u32 = 10_000;
@@ -194,6 +194,16 @@ fn read_metadata(
                 &span,
                 Some(group),
                 format!("table {nested} has a \"crate\" key, but a group cannot contain another group: move it out of [{group}], or remove its \"crate\" key to keep it as metadata"),
+            );
+            continue;
+        }
+        if let (true, Err(error @ KeyPathError::TooLong { .. })) =
+            (is_metadata_key(key_name), path.child(key_name))
+        {
+            d.report(
+                &key.span(),
+                Some(group),
+                format!("metadata key {key_name:?} is too long for this group: its registry path {error}"),
             );
             continue;
         }

@@ -407,3 +407,39 @@ fn every_error_of_a_file_is_reported_in_file_order() {
         (1, 1, Some("b"))
     );
 }
+
+/// A group name just under the old 1024-byte key limit used to pass and then panic the
+/// scheduler (`/lathe/rollouts/<group>` was longer than any key may be): the one length rule
+/// refuses it where the topology is read, naming the limit and the group.
+#[test]
+fn group_names_too_long_for_their_derived_paths_are_refused() {
+    use crate::registry::MAX_USER_KEY_LEN;
+    for len in [MAX_USER_KEY_LEN, 1009, 1015, 1023] {
+        let name = format!("task.{}", "g".repeat(len - 5));
+        let source = LB.replace("task.http.lb", &name);
+        let error = parse("long.toml", &source).expect_err(&format!("a {len}-byte group name"));
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("limit of {MAX_USER_KEY_LEN} bytes")),
+            "{message}"
+        );
+        assert!(message.contains("long.toml:1:"), "{message}");
+    }
+    // The longest name that fits is accepted.
+    let name = format!("task.{}", "g".repeat(MAX_USER_KEY_LEN - 6));
+    let topology = parse("long.toml", &LB.replace("task.http.lb", &name)).unwrap();
+    assert_eq!(topology.groups[0].path.as_str().len(), MAX_USER_KEY_LEN);
+    // A metadata key that would take the group's path over the limit is named.
+    let source = format!(
+        "{}long_key = 1\n",
+        LB.replace(
+            "task.http.lb",
+            &format!("task.{}", "g".repeat(MAX_USER_KEY_LEN - 10))
+        )
+    );
+    let message = parse("long.toml", &source).unwrap_err().to_string();
+    assert!(
+        message.contains("metadata key \"long_key\" is too long"),
+        "{message}"
+    );
+}

@@ -49,7 +49,10 @@ const MIN_CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 const MULTI_MAX_OPS: usize = 1000;
 const MULTI_MAX_BYTES: usize = 256 * 1024;
 /// ZooKeeper's default `jute.maxbuffer`: a bigger request makes the server drop the connection.
-const ZK_DEFAULT_MAX_PACKET: usize = 0xfffff;
+pub const ZK_DEFAULT_MAX_PACKET: usize = 0xfffff;
+/// What a write request carries besides its value and its path. The largest is a create:
+/// header 8, path and data lengths 8, the open ACL 27, flags 4, a TTL 8 (a set needs 20).
+const REQUEST_FRAMING: usize = 64;
 /// Room for the request's header and path within a packet.
 const PACKET_OVERHEAD: usize = 2048;
 
@@ -67,6 +70,8 @@ pub enum ZkConnection {
 /// The ZooKeeper-backed registry store. Dropping it stops its tasks and closes its session.
 pub struct ZkStore {
     shared: Arc<Shared>,
+    /// The ensemble's `jute.maxbuffer`: no request is sent whose encoding is larger.
+    max_request_bytes: usize,
     commands: mpsc::UnboundedSender<Command>,
     /// Dropped with the store: tells the garbage collector to stop.
     _stop: watch::Sender<()>,
@@ -107,9 +112,18 @@ impl ZkStore {
         tokio::spawn(collect_garbage_periodically(Arc::clone(&shared), stopped));
         Ok(ZkStore {
             shared,
+            max_request_bytes: ZK_DEFAULT_MAX_PACKET,
             commands,
             _stop: stop,
         })
+    }
+
+    /// Refuses writes whose request would be larger than `bytes`, the ensemble's
+    /// `jute.maxbuffer` (default [`ZK_DEFAULT_MAX_PACKET`]): ZooKeeper drops the connection of a
+    /// client sending a larger one, failing every call in flight on it.
+    pub fn with_max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
     }
 
     /// ZooKeeper requests sent so far, per operation (`get`, `set`, `create`, `delete`, `multi`,
@@ -442,8 +456,15 @@ impl Store for ZkStore {
         cas: Option<u64>,
     ) -> Result<u64, StoreError> {
         let data = encode_value(value)?;
-        let client = self.shared.client();
         let path = self.shared.layout.znode(key);
+        let limit = value_limit(self.max_request_bytes, &path);
+        if data.len() > limit {
+            return Err(StoreError::TooLarge {
+                size: data.len(),
+                limit,
+            });
+        }
+        let client = self.shared.client();
         match cas {
             None => self.put_any(&client, key, &path, &data).await,
             Some(0) => self.put_new(&client, key, &path, &data).await,
@@ -538,6 +559,11 @@ fn write_error(err: ZkError, value_len: usize) -> StoreError {
         };
     }
     store_error(err)
+}
+
+/// The largest value a write of `path` can carry within requests of `max_request` bytes.
+fn value_limit(max_request: usize, path: &str) -> usize {
+    max_request.saturating_sub(REQUEST_FRAMING + path.len())
 }
 
 fn check_cas(key: &KeyPath, expected: u64, live_version: Option<u64>) -> Result<(), StoreError> {

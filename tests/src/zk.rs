@@ -40,12 +40,23 @@ pub struct ZkServer {
     child: Option<Child>,
     /// Where the log of the current launch starts.
     log_offset: usize,
+    /// The server's `jute.maxbuffer`: it drops the connection of a client sending a larger request.
+    max_buffer: usize,
 }
+
+/// The `jute.maxbuffer` of [`ZkServer::start`]: room for any value the registry accepts.
+pub const TEST_MAX_BUFFER: usize = 4 * 1024 * 1024;
 
 impl ZkServer {
     /// Starts a server on a free loopback port and waits until it serves (`srvr` reports
     /// `Mode: standalone`).
     pub fn start() -> anyhow::Result<ZkServer> {
+        Self::start_with_max_buffer(TEST_MAX_BUFFER)
+    }
+
+    /// Like [`ZkServer::start`], with the server's `jute.maxbuffer` set to `bytes` (ZooKeeper's
+    /// own default is 1048575).
+    pub fn start_with_max_buffer(bytes: usize) -> anyhow::Result<ZkServer> {
         let dir = tempfile::Builder::new()
             .prefix("lathe-zk-")
             .tempdir()
@@ -55,6 +66,7 @@ impl ZkServer {
             dir,
             child: None,
             log_offset: 0,
+            max_buffer: bytes,
         };
         let mut attempts = 0;
         loop {
@@ -187,7 +199,7 @@ impl ZkServer {
             .context("failed to open the zookeeper log")?;
         let child = Command::new("java")
             .arg("-Xmx256m")
-            .arg("-Djute.maxbuffer=4194304")
+            .arg(format!("-Djute.maxbuffer={}", self.max_buffer))
             .arg("-cp")
             .arg(CLASSPATH)
             .arg(MAIN_CLASS)

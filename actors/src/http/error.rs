@@ -11,6 +11,8 @@ use lathe_store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (a 503 past a cap).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -18,7 +20,14 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, asking the client to retry after `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -31,7 +40,14 @@ impl ApiError {
 
     pub fn into_response(self) -> Response {
         let body = warp::reply::json(&serde_json::json!({ "error": self.message }));
-        warp::reply::with_status(body, self.status).into_response()
+        let mut response = warp::reply::with_status(body, self.status).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                warp::http::header::RETRY_AFTER,
+                warp::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 

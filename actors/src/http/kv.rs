@@ -70,6 +70,7 @@ async fn wait_for_change(
     index: u64,
     wait: std::time::Duration,
 ) -> Result<(), ApiError> {
+    let _permit = context.limits.blocking_query()?;
     let mut subscription = context.registry.subscribe(key, Some(index)).await?;
     let _ = tokio::time::timeout(wait, subscription.next()).await;
     Ok(())

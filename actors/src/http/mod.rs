@@ -5,7 +5,8 @@
 //! discovery) with `/v1/agents` (where agents register their status address), and `/ui`, the live dashboard over them
 //! (`ui.rs`, `ui.html`). Routes are matched by hand in `route` so that every unknown path, wrong
 //! method, bad path, bad body or oversized value gets one clear `{"error": "..."}` answer. Every
-//! answer is counted in `lathe_api_requests_total{route,code}` (`requests.rs`).
+//! answer is counted in `lathe_api_requests_total{route,code}` (`requests.rs`); a handler that
+//! panics answers 500 with a JSON error and is counted in `lathe_api_panics_total`.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
 
@@ -14,11 +15,15 @@ mod chaos;
 mod discovery;
 mod error;
 mod kv;
+mod limits;
 mod query;
 mod requests;
 mod rollout;
+mod server;
 mod shift;
 mod state_metrics;
+#[cfg(test)]
+mod tests;
 mod topology;
 mod tree;
 mod ui;
@@ -34,6 +39,10 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 pub use error::ApiError;
+pub use limits::{
+    ApiLimits, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BLOCKING_QUERIES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_WATCHERS,
+};
 
 use crate::registry::RegistryHandle;
 use crate::tree::ActorTree;
@@ -58,6 +67,8 @@ pub struct ApiContext {
     pub tree: ActorTree,
     /// Whether `POST /v1/actors/kill` is accepted (`--enable-chaos`).
     pub enable_chaos: bool,
+    /// Timeouts and caps of the port (`limits.rs`).
+    pub limits: ApiLimits,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
@@ -74,6 +85,8 @@ pub async fn serve(
     }
     let requests = requests::ApiRequests::register(&context.metrics);
     let state_metrics = state_metrics::StateMetrics::register(&context.metrics);
+    context.limits.register(&context.metrics);
+    let limits = context.limits.clone();
     let context = Arc::new(context);
     let api = warp::method()
         .and(warp::path::full())
@@ -93,16 +106,19 @@ pub async fn serve(
                 if path.as_str() == "/metrics" {
                     state_metrics.refresh(&context.registry).await;
                 }
-                let response = route(method.clone(), path.as_str(), &query, body, context).await;
+                let handled =
+                    crate::panics::caught(route(method.clone(), path.as_str(), &query, body, context))
+                        .await;
+                let response = handled.unwrap_or_else(|panic| {
+                    requests.panicked();
+                    tracing::error!(%method, path = path.as_str(), %panic, "REST handler panicked: answering 500");
+                    handler_panicked(&method, path.as_str())
+                });
                 requests.count(&method, path.as_str(), &query, response.status());
                 response
             },
         );
-    warp::serve(api)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    server::run(listener, warp::service(api), limits, shutdown).await;
 }
 
 /// A request body, read lazily so oversized values are refused without buffering them whole.
@@ -166,6 +182,20 @@ async fn route(
         }
         response
     })
+}
+
+/// The answer to a request whose handler panicked: a 500 that says so (the panic is logged and
+/// counted in `lathe_api_panics_total`), on a connection that then closes.
+fn handler_panicked(method: &Method, path: &str) -> Response {
+    let mut response = ApiError::internal(format!(
+        "internal error: the handler of {method} {path} failed (see the node's log)"
+    ))
+    .into_response();
+    response.headers_mut().insert(
+        warp::http::header::CONNECTION,
+        warp::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// `<target>/pause|resume|undo` of a roll-out or a shift: the target and the command, or a 400

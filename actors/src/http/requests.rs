@@ -3,7 +3,7 @@
 //! queries re-issued after every change against one long-lived watch stream). A stream or a
 //! blocking query counts once, when its answer starts.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use warp::http::{Method, StatusCode};
 
 use super::{kv, topology, watch};
@@ -14,8 +14,11 @@ const HELP: &str =
                     watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, prometheus, agents, \
                     ui, other)";
 
+const PANICS: &str = "lathe_api_panics_total";
+const PANICS_HELP: &str = "REST handlers that panicked (each answered 500)";
+
 #[derive(Clone)]
-pub(crate) struct ApiRequests(IntCounterVec);
+pub(crate) struct ApiRequests(IntCounterVec, IntCounter);
 
 impl ApiRequests {
     /// The counter, registered in `registry` (or left unregistered, with a warning, when the
@@ -26,7 +29,16 @@ impl ApiRequests {
         if let Err(error) = registry.register(Box::new(counter.clone())) {
             tracing::warn!(%error, "{NAME} not registered");
         }
-        ApiRequests(counter)
+        let panics = IntCounter::new(PANICS, PANICS_HELP).expect("a valid metric definition");
+        if let Err(error) = registry.register(Box::new(panics.clone())) {
+            tracing::warn!(%error, "{PANICS} not registered");
+        }
+        ApiRequests(counter, panics)
+    }
+
+    /// One more handler panicked.
+    pub(crate) fn panicked(&self) {
+        self.1.inc();
     }
 
     pub(crate) fn count(&self, method: &Method, path: &str, query: &str, status: StatusCode) {

@@ -15,6 +15,7 @@ use warp::sse::Event;
 use warp::Reply;
 
 use super::kv::{key_from, with_index};
+use super::limits::Permit;
 use super::query;
 use super::{ApiContext, ApiError};
 use crate::registry::{RegistryHandle, Subscription, SubscriptionEvent};
@@ -32,9 +33,16 @@ pub(crate) async fn handle(
 ) -> Result<Response, ApiError> {
     let prefix = key_from(path, PREFIX)?;
     let query = query::parse(query, &["index"])?;
+    let permit = context.limits.watcher()?;
     let subscription = context.registry.subscribe(&prefix, query.index).await?;
     let start = query.index.unwrap_or_else(|| context.registry.index());
-    let events = event_stream(context.registry.clone(), prefix, subscription, start);
+    let events = event_stream(
+        context.registry.clone(),
+        prefix,
+        subscription,
+        start,
+        permit,
+    );
     let reply = warp::sse::reply(events);
     Ok(with_index(reply.into_response(), start))
 }
@@ -53,6 +61,8 @@ struct WatchState {
     keep_alive: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// Whether an event went out since the keep-alive timer last fired.
     sent: bool,
+    /// Counts the stream against `--max-watchers` while it lives.
+    _permit: Permit,
 }
 
 fn event_stream(
@@ -60,6 +70,7 @@ fn event_stream(
     prefix: KeyPath,
     subscription: Subscription,
     last_index: u64,
+    permit: Permit,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let state = WatchState {
         registry,
@@ -68,6 +79,7 @@ fn event_stream(
         last_index,
         keep_alive: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
         sent: false,
+        _permit: permit,
     };
     futures::stream::unfold(state, |mut state| async move {
         loop {

@@ -66,10 +66,7 @@ impl MembershipConfig {
 
     /// Checks what cannot work, with a message naming the offending setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if self.name.is_empty() || !self.name.chars().all(allowed) {
-            anyhow::bail!("name {:?} must be non-empty [A-Za-z0-9._-]", self.name);
-        }
+        lathe::registry::check_node_name(&self.name).map_err(anyhow::Error::msg)?;
         if self.cluster_addr.port() == 0 {
             anyhow::bail!(
                 "cluster address {} needs a concrete port",

@@ -252,7 +252,16 @@ impl SchedulerState {
         let held: BTreeSet<(String, u32)> = self.held.keys().cloned().collect();
         let scheduler = myself.clone();
         tokio::spawn(async move {
-            let result = reconcile(&registry, &node, &members, &source, settling, &held).await;
+            // A panic must still report back: otherwise `running` stays set and the leader
+            // schedules nothing more (failover included) until the process restarts.
+            let result = crate::panics::caught(reconcile(
+                &registry, &node, &members, &source, settling, &held,
+            ))
+            .await
+            .unwrap_or_else(|panic| {
+                tracing::error!(%panic, "reconcile panicked: it will run again");
+                Err(format!("reconcile panicked: {panic}"))
+            });
             let _ = scheduler.cast(SchedulerMsg::Reconciled(result));
         });
     }
@@ -311,6 +320,10 @@ async fn reconcile(
             .await
             .map_err(|e| e.to_string())?;
     }
+    // A deploy that stopped after storing its record still owes its group metadata.
+    deploy::complete_pending(registry)
+        .await
+        .map_err(|e| format!("cannot complete the last deploy: {e}"))?;
     let topology = deploy::current(registry)
         .await
         .map_err(|e| e.to_string())?

@@ -18,6 +18,7 @@ pub mod changelog;
 mod endpoints;
 mod forward;
 mod http_server;
+pub(crate) use http_server::panic_message;
 mod instance;
 mod local;
 mod metadata;
@@ -43,7 +44,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lathe::layout::InstanceStatus;
-use lathe::{Catalog, KeyPath};
+use lathe::Catalog;
 use ractor::{Actor, ActorCell, ActorRef};
 
 pub use changelog::{RestoreProgress, StateChangelog};
@@ -145,14 +146,7 @@ pub async fn start_task_supervisor(
     metrics: &prometheus::Registry,
     parent: Option<ActorCell>,
 ) -> anyhow::Result<TaskSupervisorHandle> {
-    let valid_name = KeyPath::parse(&config.node)
-        .map(|path| path.depth() == 1)
-        .unwrap_or(false);
-    anyhow::ensure!(
-        valid_name,
-        "node name {:?} is not one registry segment",
-        config.node
-    );
+    lathe::registry::check_node_name(&config.node).map_err(anyhow::Error::msg)?;
     let cleared = status::clear_previous_run(&registry, &config.node);
     if tokio::time::timeout(CLEAR_PREVIOUS_RUN_DEADLINE, cleared)
         .await

@@ -1,0 +1,100 @@
+//! The REST port's connections: HTTP/1.1 only (no h2c, where one connection would carry
+//! hundreds of streams), with hyper's timer so that a connection that does not send a complete
+//! request head within the header timeout — a new one (slowloris) or one idle between requests —
+//! is closed, and at most `--http-max-connections` open at once: past it a connection is answered
+//! 503 with `Retry-After` and closed. Shutdown stops accepting and lets open requests finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use warp::reply::Response;
+
+use super::limits::{refusal, ApiLimits};
+
+/// How long to wait before accepting again after an accept error (out of file descriptors).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long a refused connection may take to receive its 503 and close.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
+/// Serves `service` on `listener` within `limits` until `shutdown` resolves, then drains.
+pub(super) async fn run<S>(
+    listener: TcpListener,
+    service: S,
+    limits: ApiLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "the REST port cannot accept: pausing");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let Some(permit) = limits.connection() else {
+            tokio::spawn(refuse(stream, limits.max_connections()));
+            continue;
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true);
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service.clone()),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "REST connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Answers a connection past the cap with a 503 and closes it, without reading its request.
+async fn refuse(mut stream: TcpStream, limit: usize) {
+    let error = refusal("connections", limit);
+    let body = serde_json::json!({ "error": error.message }).to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {}\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        error.retry_after.unwrap_or(1),
+        body.len()
+    );
+    // Write, then read what the client sent until it closes (a lingering close): closing a
+    // socket with unread data resets the connection, and the client would lose the answer.
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut discard = [0u8; 1024];
+        while stream.read(&mut discard).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
