@@ -54,7 +54,7 @@ run: build
 # loopback; prints a markdown table with the goals beside the numbers.
 # BENCH_ARGS="--json bench.json", "--quick" or "--only lb,placement" (phases: lathe-bench --help).
 bench: deps
-	$(CARGO) build --release --bins -p lathe-node -p lathe-agent -p lathe-bench
+	$(CARGO) build --release --bins -p lathe-node-examples -p lathe-agent -p lathe-bench
 	LATHE_NODE_BIN=$(CARGO_TARGET_DIR)/release/lathe-node \
 	LATHE_AGENT_BIN=$(CARGO_TARGET_DIR)/release/lathe-agent \
 	$(CARGO_TARGET_DIR)/release/lathe-bench $(BENCH_ARGS)

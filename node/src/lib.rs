@@ -1,6 +1,7 @@
 //! `lathe-node` as a library: one member of a Lathe cluster, running the task types of the
-//! [`Catalog`] its binary was built with. `src/main.rs` is the `lathe-node` binary (the seed's example
-//! crates); a user's own node binary is the same three lines with their crates:
+//! [`Catalog`] its binary was built with. The library depends on no task crate:
+//! `examples/lathe-node` is this repository's `lathe-node` binary (the seed's example crates), and
+//! a user's own node binary is the same three lines with their crates:
 //!
 //! ```no_run
 //! // src/main.rs of a node binary that runs your crates' tasks
