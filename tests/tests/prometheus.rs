@@ -543,3 +543,41 @@ fn lathe_up_starts_prometheus_scraping_its_nodes_and_stops_it() {
     let gone = std::net::TcpStream::connect(&addr).is_err();
     assert!(gone, "Prometheus still answers at {addr}");
 }
+
+#[test]
+fn lathe_up_refuses_a_missing_prometheus_before_starting_anything() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(cli_binary())
+            .args(["up", "--nodes", "1", "--http-base"])
+            .arg(free_port().to_string())
+            .arg("--cluster-base")
+            .arg(free_port().to_string())
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--prometheus")
+            .args(extra)
+            .output()
+            .expect("run lathe up")
+    };
+    let missing_bin = run(&["--prometheus-bin", "/nonexistent/prometheus"]);
+    assert_eq!(missing_bin.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&missing_bin.stderr);
+    assert_eq!(
+        error.trim(),
+        "lathe up: --prometheus-bin: /nonexistent/prometheus is not an executable file"
+    );
+    let missing_config = run(&["--prometheus-config", "/nonexistent/config"]);
+    assert_eq!(missing_config.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&missing_config.stderr);
+    assert!(
+        error
+            .trim()
+            .starts_with("lathe up: --prometheus: cannot open /nonexistent/config"),
+        "{error}"
+    );
+    assert!(
+        !data.path().join("local-0").exists(),
+        "a node was started before the refusal"
+    );
+}
