@@ -19,7 +19,8 @@ pub fn rule_count() -> usize {
 }
 
 /// Every PromQL expression of `consoles/lathe.html`: the string literals after `args`,
-/// `query` and `expr:`, and those after `printf` with each `'%s'` label value matched as any.
+/// `query` and `expr:`, and those after `printf` with each `'%s'` label value matched as any
+/// (and a `%s` inside a regular expression as `.+`).
 pub fn console_expressions() -> Vec<String> {
     let page = std::fs::read_to_string(config_dir().join("consoles/lathe.html")).unwrap();
     let mut found = Vec::new();
@@ -32,7 +33,7 @@ pub fn console_expressions() -> Vec<String> {
             rest = &after[end..];
             if marker == "printf \"" {
                 if expr.contains("%s") {
-                    found.push(expr.replace("='%s'", "=~'.+'"));
+                    found.push(expr.replace("='%s'", "=~'.+'").replace("%s", ".+"));
                 }
             } else {
                 found.push(expr.to_string());
