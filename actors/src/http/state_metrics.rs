@@ -1,5 +1,6 @@
-//! Cluster state that lives in the registry, read when `/metrics` is scraped, for dashboards and
-//! alerts (every node reports the same cluster-wide values; aggregate with `max by`):
+//! Cluster state that lives in the registry, read when `/metrics` is scraped (for half a second
+//! at most), for dashboards and alerts (every node reports the same cluster-wide values;
+//! aggregate with `max by`):
 //!
 //! - `lathe_rollouts{group,state}` = 1 for each group's roll-out, labelled with its state now
 //!   (`rolling`, `paused`, `done`, `rolling-back`, `rolled-back`);
@@ -32,6 +33,9 @@ pub(crate) struct StateMetrics {
     restart_limit: IntGaugeVec,
     restart_window: IntGaugeVec,
 }
+
+/// The longest a scrape waits for the registry's records.
+const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Every state an instance can be in, as `lathe_cluster_instances` labels it.
 const INSTANCE_STATES: [&str; 6] = [
@@ -89,8 +93,19 @@ impl StateMetrics {
         }
     }
 
-    /// Reads the roll-out and shift records; on a registry error the gauges keep their values.
+    /// Reads the records, for at most [`REFRESH_WAIT`]: `/metrics` never waits on a busy
+    /// registry shard (one held up by a write while ZooKeeper is away, say). On a registry error
+    /// or a timeout the gauges keep their last values.
     pub(crate) async fn refresh(&self, registry: &RegistryHandle) {
+        if tokio::time::timeout(REFRESH_WAIT, self.read_and_set(registry))
+            .await
+            .is_err()
+        {
+            tracing::debug!("registry state metrics not refreshed: the registry is slow");
+        }
+    }
+
+    async fn read_and_set(&self, registry: &RegistryHandle) {
         let (Ok(rollouts), Ok(shifts), Ok(instances)) = (
             records::<RolloutRecord>(registry, layout::ROLLOUTS).await,
             records::<ShiftRecord>(registry, layout::SHIFTS).await,
