@@ -10,6 +10,8 @@
 //! - [`kafka`]: a real Kafka-protocol broker process (`noida-db`) started for a test.
 //! - [`proxy`]: a TCP proxy a test can cut, to cut one node off from ZooKeeper.
 //! - [`yarn`]: a double of a YARN ResourceManager's REST API that runs the containers it grants.
+//! - [`prometheus`]: a real Prometheus over the shipped `config/prometheus/`, and `promtool`.
+//! - [`promql`]: the PromQL expressions of the shipped rules, console and Grafana dashboard.
 //! - [`scenario`]: shared steps: a ZooKeeper-backed cluster, writes that must succeed, entries under a prefix.
 pub mod browser;
 pub mod haproxy;
@@ -17,6 +19,7 @@ pub mod http;
 pub mod kafka;
 pub mod node;
 pub mod prometheus;
+pub mod promql;
 pub mod proxy;
 pub mod scenario;
 pub mod wait;

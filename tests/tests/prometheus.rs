@@ -18,7 +18,8 @@ use agent_support::{free_addr, registry_list, toml_str, AgentProcess};
 
 use lathe_tests::http;
 use lathe_tests::node::{cli_binary, free_port, Cluster, NodeBuilder, NodeProcess};
-use lathe_tests::prometheus::{config_dir, grafana_dashboard, promtool, PrometheusServer};
+use lathe_tests::prometheus::{config_dir, promtool, PrometheusServer};
+use lathe_tests::promql::{console_expressions, grafana_expressions, metric_names, rule_count};
 use lathe_tests::scenario::zk_cluster_with;
 use lathe_tests::wait::wait_until;
 use serde_json::{json, Value};
@@ -465,100 +466,6 @@ fn count(prometheus: &PrometheusServer, expr: &str) -> Option<usize> {
     prometheus.query(expr).ok().map(|r| r.len())
 }
 
-/// How many alerting rules `lathe.rules.yml` declares.
-fn rule_count() -> usize {
-    let rules = std::fs::read_to_string(config_dir().join("rules/lathe.rules.yml")).unwrap();
-    rules
-        .lines()
-        .filter(|l| l.trim_start().starts_with("- alert:"))
-        .count()
-}
-
-/// Every PromQL expression of `consoles/lathe.html`: the string literals after `args`,
-/// `query` and `expr:`, and those after `printf` with each `'%s'` label value matched as any.
-fn console_expressions() -> Vec<String> {
-    let page = std::fs::read_to_string(config_dir().join("consoles/lathe.html")).unwrap();
-    let mut found = Vec::new();
-    for marker in ["(args \"", "query \"", "expr: \"", "printf \""] {
-        let mut rest = page.as_str();
-        while let Some(at) = rest.find(marker) {
-            let after = &rest[at + marker.len()..];
-            let end = after.find('"').expect("a closed string");
-            let expr = &after[..end];
-            rest = &after[end..];
-            if marker == "printf \"" {
-                if expr.contains("%s") {
-                    found.push(expr.replace("='%s'", "=~'.+'"));
-                }
-            } else {
-                found.push(expr.to_string());
-            }
-        }
-    }
-    found
-}
-
-/// Every `expr` of the Grafana dashboard's panels.
-fn grafana_expressions() -> Vec<String> {
-    let text = std::fs::read_to_string(grafana_dashboard()).unwrap();
-    let dashboard: Value = serde_json::from_str(&text).expect("lathe.json is JSON");
-    fn walk(value: &Value, found: &mut Vec<String>) {
-        match value {
-            Value::Object(map) => {
-                if let Some(Value::String(expr)) = map.get("expr") {
-                    found.push(expr.clone());
-                }
-                map.values().for_each(|v| walk(v, found));
-            }
-            Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
-            _ => {}
-        }
-    }
-    let mut found = Vec::new();
-    walk(&dashboard, &mut found);
-    found
-}
-
-/// The metric names in a PromQL expression: identifiers starting `lathe_`, and `up`, outside
-/// label matchers (`{...}`) and strings.
-fn metric_names(expr: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut word = String::new();
-    let (mut braces, mut quote) = (0u32, None::<char>);
-    for c in expr.chars().chain(std::iter::once(' ')) {
-        if let Some(q) = quote {
-            if c == q {
-                quote = None;
-            }
-            continue;
-        }
-        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-            word.push(c);
-            continue;
-        }
-        if braces == 0 && (word.starts_with("lathe_") || word == "up") {
-            names.insert(word.clone());
-        }
-        word.clear();
-        match c {
-            '{' => braces += 1,
-            '}' => braces = braces.saturating_sub(1),
-            '"' | '\'' => quote = Some(c),
-            _ => {}
-        }
-    }
-    names
-}
-
-#[test]
-fn metric_names_skip_labels_and_strings() {
-    let names = metric_names(
-        "max by (group) (lathe_rollouts{lathe_role=\"lathe_x\",state='up'}) == 1 or up{job=\"lathe\"}",
-    );
-    let expected: BTreeSet<String> = ["lathe_rollouts", "up"].map(String::from).into();
-    assert_eq!(names, expected);
-}
-
 #[test]
 fn lathe_up_starts_prometheus_scraping_its_nodes_and_stops_it() {
     let data = tempfile::tempdir().unwrap();
@@ -635,4 +542,42 @@ fn lathe_up_starts_prometheus_scraping_its_nodes_and_stops_it() {
     );
     let gone = std::net::TcpStream::connect(&addr).is_err();
     assert!(gone, "Prometheus still answers at {addr}");
+}
+
+#[test]
+fn lathe_up_refuses_a_missing_prometheus_before_starting_anything() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(cli_binary())
+            .args(["up", "--nodes", "1", "--http-base"])
+            .arg(free_port().to_string())
+            .arg("--cluster-base")
+            .arg(free_port().to_string())
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--prometheus")
+            .args(extra)
+            .output()
+            .expect("run lathe up")
+    };
+    let missing_bin = run(&["--prometheus-bin", "/nonexistent/prometheus"]);
+    assert_eq!(missing_bin.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&missing_bin.stderr);
+    assert_eq!(
+        error.trim(),
+        "lathe up: --prometheus-bin: /nonexistent/prometheus is not an executable file"
+    );
+    let missing_config = run(&["--prometheus-config", "/nonexistent/config"]);
+    assert_eq!(missing_config.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&missing_config.stderr);
+    assert!(
+        error
+            .trim()
+            .starts_with("lathe up: --prometheus: cannot open /nonexistent/config"),
+        "{error}"
+    );
+    assert!(
+        !data.path().join("local-0").exists(),
+        "a node was started before the refusal"
+    );
 }

@@ -5,13 +5,12 @@
 //! - every member this node knows (alive, suspect or dead: a dead node stays listed so that its
 //!   `up` is 0 until it is back), at its HTTP address, `/metrics`; labels `lathe_role="node"`,
 //!   `node`, `version` (the Lathe version it runs).
+//! - every `lathe-agent` registered under `/v1/agents` and not expired, at its status address;
+//!   labels `lathe_role="agent"`, `agent` (its name).
 //! - the running instances of groups whose topology sets the metadata key
 //!   `metrics_path = "/some/path"` (HTTP tasks that serve their own metrics), at their endpoint;
 //!   labels `lathe_role="task"`, `node`, `group`, `version` (the crate version), `instance`
 //!   (`group/index`) and `__metrics_path__`.
-//!
-//! - every `lathe-agent` registered under `/v1/agents` and not expired, at its status address;
-//!   labels `lathe_role="agent"`, `agent` (its name).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,6 @@
-//! Cluster state that lives in the registry, read when `/metrics` is scraped, for dashboards and
-//! alerts (every node reports the same cluster-wide values; aggregate with `max by`):
+//! Cluster state that lives in the registry, read when `/metrics` is scraped (for half a second
+//! at most), for dashboards and alerts (every node reports the same cluster-wide values;
+//! aggregate with `max by`):
 //!
 //! - `lathe_rollouts{group,state}` = 1 for each group's roll-out, labelled with its state now
 //!   (`rolling`, `paused`, `done`, `rolling-back`, `rolled-back`);
@@ -8,15 +9,20 @@
 //! - `lathe_shift_percent{key,to}`: the share of the split a shift has moved to its target;
 //! - `lathe_cluster_instances{group,status}`: the task instances of the cluster by state, pending
 //!   ones included (which no node's `lathe_task_instances` counts); every state of every group is
-//!   present, 0 when no instance is in it.
+//!   present, 0 when no instance is in it;
+//! - `lathe_group_restart_limit{group}` and `lathe_group_restart_window_seconds{group}`: each
+//!   deployed group's restart intensity (`restart.max_restarts` within `restart.within_seconds`:
+//!   one crash more in the window and the instance is failed).
 
 use std::collections::BTreeMap;
 
 use lathe::layout::{self, InstanceStatus, RolloutRecord, ShiftRecord};
+use lathe::topology::GroupSpec;
 use lathe::KeyPath;
 use prometheus::{IntGaugeVec, Opts, Registry};
 
 use crate::registry::RegistryHandle;
+use crate::scheduler::deploy;
 
 #[derive(Clone)]
 pub(crate) struct StateMetrics {
@@ -24,7 +30,12 @@ pub(crate) struct StateMetrics {
     shifts: IntGaugeVec,
     shift_percent: IntGaugeVec,
     instances: IntGaugeVec,
+    restart_limit: IntGaugeVec,
+    restart_window: IntGaugeVec,
 }
+
+/// The longest a scrape waits for the registry's records.
+const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Every state an instance can be in, as `lathe_cluster_instances` labels it.
 const INSTANCE_STATES: [&str; 6] = [
@@ -69,11 +80,32 @@ impl StateMetrics {
                 "Task instances of the whole cluster, by group and state (pending included)",
                 &["group", "status"],
             ),
+            restart_limit: gauge(
+                "lathe_group_restart_limit",
+                "Restarts an instance of the group may have within its window before it is failed",
+                &["group"],
+            ),
+            restart_window: gauge(
+                "lathe_group_restart_window_seconds",
+                "The window of the group's restart intensity, in seconds",
+                &["group"],
+            ),
         }
     }
 
-    /// Reads the roll-out and shift records; on a registry error the gauges keep their values.
+    /// Reads the records, for at most [`REFRESH_WAIT`]: `/metrics` never waits on a busy
+    /// registry shard (one held up by a write while ZooKeeper is away, say). On a registry error
+    /// or a timeout the gauges keep their last values.
     pub(crate) async fn refresh(&self, registry: &RegistryHandle) {
+        if tokio::time::timeout(REFRESH_WAIT, self.read_and_set(registry))
+            .await
+            .is_err()
+        {
+            tracing::debug!("registry state metrics not refreshed: the registry is slow");
+        }
+    }
+
+    async fn read_and_set(&self, registry: &RegistryHandle) {
         let (Ok(rollouts), Ok(shifts), Ok(instances)) = (
             records::<RolloutRecord>(registry, layout::ROLLOUTS).await,
             records::<ShiftRecord>(registry, layout::SHIFTS).await,
@@ -83,6 +115,24 @@ impl StateMetrics {
         };
         self.set(&rollouts, &shifts);
         self.set_instances(&instances);
+        if let Ok(topology) = deploy::current(registry).await {
+            let groups = topology.map(|(record, _)| record.topology.groups);
+            self.set_intensities(&groups.unwrap_or_default());
+        }
+    }
+
+    fn set_intensities(&self, groups: &[GroupSpec]) {
+        self.restart_limit.reset();
+        self.restart_window.reset();
+        for group in groups {
+            let name = [group.name.as_str()];
+            self.restart_limit
+                .with_label_values(&name)
+                .set(i64::from(group.restart.max_restarts));
+            self.restart_window
+                .with_label_values(&name)
+                .set(i64::from(group.restart.within_seconds));
+        }
     }
 
     fn set_instances(&self, instances: &[InstanceStatus]) {
@@ -183,6 +233,25 @@ mod tests {
         assert!(text.contains(r#"lathe_cluster_instances{group="task.web",status="running"} 2"#));
         assert!(text.contains(r#"lathe_cluster_instances{group="task.web",status="pending"} 1"#));
         assert!(text.contains(r#"lathe_cluster_instances{group="task.web",status="failed"} 0"#));
+    }
+
+    #[test]
+    fn each_group_reports_its_restart_intensity() {
+        let registry = Registry::new();
+        let metrics = StateMetrics::register(&registry);
+        let topology = lathe::topology::parse(
+            "t.toml",
+            "[task.web]\ncrate = \"web\"\nversion = \"1.0.0\"\ntask = \"my::Web\"\ntasks = 2\n\
+             restart = { max_restarts = 3, within_seconds = 20 }\n",
+        )
+        .unwrap();
+        metrics.set_intensities(&topology.groups);
+        let text = text(&registry);
+        assert!(
+            text.contains(r#"lathe_group_restart_limit{group="task.web"} 3"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"lathe_group_restart_window_seconds{group="task.web"} 20"#));
     }
 
     fn text(registry: &Registry) -> String {

@@ -82,8 +82,16 @@ impl Prometheus {
         binary: Option<&Path>,
     ) -> Result<Prometheus, UpError> {
         let usage = |what: String| UpError::Usage(format!("--prometheus: {what}"));
-        let binary = find_binary(binary).ok_or_else(|| {
-            usage("cannot find the prometheus executable on PATH (apt-get install prometheus, or pass --prometheus-bin)".into())
+        let binary = find_binary(binary).ok_or_else(|| match binary {
+            Some(path) => UpError::Usage(format!(
+                "--prometheus-bin: {} is not an executable file",
+                path.display()
+            )),
+            None => usage(
+                "cannot find the prometheus executable on PATH (apt-get install prometheus, or \
+                 pass --prometheus-bin)"
+                    .into(),
+            ),
         })?;
         let config_dir = config_dir.canonicalize().map_err(|e| {
             usage(format!(
