@@ -43,7 +43,9 @@ pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "1");
+        .set("linger.ms", "1")
+        // Partitions added when a consuming group grows are used within seconds, not minutes.
+        .set("topic.metadata.refresh.interval.ms", "5000");
     // Consumer-only properties would be warned about: keep them off the producer.
     config.remove("session.timeout.ms");
     config.remove("auto.offset.reset");

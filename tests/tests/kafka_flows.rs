@@ -3,8 +3,9 @@
 //! `my::Tally` (2 instances, consumer group `lathe.task.tally`) counts per key in its state,
 //! idempotently by the offset it keeps per partition. Every acknowledged message is counted
 //! exactly once: also across a 10 s broker outage, and when a tally's node is SIGKILLed
-//! mid-stream (its state follows it through the changelog, `state = { changelog = true }`);
-//! bad input keeps its one-line errors.
+//! mid-stream (its state follows it through the changelog, `state = { changelog = true }`),
+//! and when the group grows (a new partition for its new instance); an emit Kafka cannot
+//! acknowledge fails with one line; bad input keeps its one-line errors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -408,5 +409,61 @@ fn emit_fails_clearly_when_kafka_stays_away_past_its_timeout_and_works_again_aft
         now.get("during"),
         None,
         "the refused message is not counted: {now:?}"
+    );
+}
+
+#[test]
+fn a_growing_group_gets_more_partitions_and_its_new_instance_takes_its_share() {
+    let broker = KafkaBroker::new().expect("start the kafka broker");
+    let (_zk, cluster) = zk_cluster_with(3, kafka_node("kgrow", &broker));
+    let addr = cluster.node(0).http_addr().to_string();
+    let emitter = deploy(&addr, TOPOLOGY);
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let emit_batch = |expected: &mut BTreeMap<String, u64>| {
+        for i in 0..30 {
+            let key = format!("user-{i}");
+            let reply = emit(&emitter, &key).expect("emit");
+            assert_eq!(reply.status, 200, "emit {key}: {}", reply.text);
+            *expected.entry(key).or_insert(0) += 1;
+        }
+    };
+    emit_batch(&mut expected);
+    wait_for_counts(&addr, &expected);
+
+    let grown = TOPOLOGY.replace("tasks = 2", "tasks = 3");
+    let reply = http::put_text(&addr, "/v1/topology", "application/toml", &grown);
+    assert_eq!(reply.status, 200, "deploy: {}", reply.text);
+    let third = wait_until("the third tally running", CONVERGE, || {
+        running(&addr, "task.tally")?
+            .get(&2)
+            .cloned()
+            .ok_or("not yet".to_string())
+    });
+    // Emit until a message lands in the new partition (its owner counts it).
+    wait_until("the third tally takes its share", CONVERGE, || {
+        emit_batch(&mut expected);
+        let reply = http::try_get_json(&third, "/tally")?;
+        let counted = reply.body["counts"].as_object().map_or(0, |c| c.len());
+        (counted > 0).then_some(()).ok_or(reply.text)
+    });
+    let total = || -> Result<BTreeMap<String, u64>, String> {
+        let mut sum = BTreeMap::new();
+        for endpoint in running(&addr, "task.tally")?.values() {
+            let reply = http::try_get_json(endpoint, "/tally")?;
+            for (key, n) in reply.body["counts"].as_object().ok_or(reply.text.clone())? {
+                *sum.entry(key.clone()).or_insert(0) += n.as_u64().unwrap_or(0);
+            }
+        }
+        Ok(sum)
+    };
+    wait_until(
+        "every acknowledged message counted once by 3 tallies",
+        CONVERGE,
+        || {
+            let now = total()?;
+            (now == expected)
+                .then_some(())
+                .ok_or(format!("{now:?} vs {expected:?}"))
+        },
     );
 }
