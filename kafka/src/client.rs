@@ -174,6 +174,13 @@ impl Topics {
         Ok(())
     }
 
+    /// Whether `topic` is known to have at least `partitions` partitions (no request).
+    pub fn has(&self, topic: &str, partitions: usize) -> bool {
+        self.lock()
+            .get(topic)
+            .is_some_and(|known| *known >= partitions.max(1))
+    }
+
     /// How many partitions `topic` has; an error when it does not exist.
     pub async fn partitions(&self, topic: &str) -> anyhow::Result<usize> {
         match self.partitions_of(topic).await? {

@@ -99,11 +99,13 @@ impl FlowTransport for KafkaFlows {
             reason,
         };
         let timeout = self.settings.message_timeout();
-        let ensured = tokio::time::timeout(
-            timeout,
-            self.topics.ensure(&topic, partitions as usize, &[]),
-        )
-        .await;
+        let ensured = match self.topics.has(&topic, partitions as usize) {
+            true => Ok(Ok(())),
+            false => {
+                let ensure = self.topics.ensure(&topic, partitions as usize, &[]);
+                tokio::time::timeout(timeout, ensure).await
+            }
+        };
         match ensured {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(not_acknowledged(format!("{error:#}"))),
@@ -186,6 +188,10 @@ impl ConsumerTask {
         };
         tracing::info!(%instance, partitions = owned.len(), "consuming from kafka");
         let mut checked = std::time::Instant::now();
+        // Wakes the loop to look at the stop flag while no message comes (one timer for the
+        // whole loop, not one per message).
+        let mut tick = tokio::time::interval(STOP_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let lag = tokio::spawn(measure_lag(
             self.consumer.clone(),
             self.group.clone(),
@@ -197,14 +203,17 @@ impl ConsumerTask {
                 checked = std::time::Instant::now();
                 owned = self.reassign(&inputs, owned).await;
             }
-            let message = match tokio::time::timeout(STOP_CHECK, self.consumer.recv()).await {
-                Err(_) => continue,
-                Ok(Err(error)) => {
+            let received = tokio::select! {
+                received = self.consumer.recv() => received,
+                _ = tick.tick() => continue,
+            };
+            let message = match received {
+                Err(error) => {
                     tracing::warn!(%instance, %error, "kafka consumer error");
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
-                Ok(Ok(message)) => message.detach(),
+                Ok(message) => message.detach(),
             };
             let topic = message.topic().to_string();
             let (partition, offset) = (message.partition(), message.offset());
