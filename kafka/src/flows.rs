@@ -191,6 +191,7 @@ impl ConsumerTask {
         // Wakes the loop to look at the stop flag while no message comes (one timer for the
         // whole loop, not one per message).
         let mut tick = tokio::time::interval(STOP_CHECK);
+        let mut consumed = std::collections::HashMap::new();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let lag = tokio::spawn(measure_lag(
             self.consumer.clone(),
@@ -213,9 +214,9 @@ impl ConsumerTask {
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
-                Ok(message) => message.detach(),
+                Ok(message) => message,
             };
-            let topic = message.topic().to_string();
+            let topic = message.topic();
             let (partition, offset) = (message.partition(), message.offset());
             let from = message
                 .headers()
@@ -226,7 +227,7 @@ impl ConsumerTask {
             let flow = FlowMessage {
                 stream: topic
                     .strip_prefix("lathe.flow.")
-                    .unwrap_or(&topic)
+                    .unwrap_or(topic)
                     .to_string(),
                 key: String::from_utf8_lossy(message.key().unwrap_or_default()).to_string(),
                 payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
@@ -249,8 +250,11 @@ impl ConsumerTask {
             if self.stopping() {
                 break;
             }
-            self.metrics.consumed(&self.group, &stream);
-            if let Err(error) = self.consumer.store_offset(&topic, partition, offset) {
+            consumed
+                .entry(stream)
+                .or_insert_with_key(|stream| self.metrics.consumed_counter(&self.group, stream))
+                .inc();
+            if let Err(error) = self.consumer.store_offset_from_message(&message) {
                 tracing::warn!(%instance, %topic, partition, %error, "offset not stored");
             }
         }
