@@ -43,7 +43,9 @@ pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "1");
+        .set("linger.ms", "1")
+        // Partitions added when a consuming group grows are used within seconds, not minutes.
+        .set("topic.metadata.refresh.interval.ms", "5000");
     // Consumer-only properties would be warned about: keep them off the producer.
     config.remove("session.timeout.ms");
     config.remove("auto.offset.reset");
@@ -72,7 +74,10 @@ pub fn reader(settings: &KafkaSettings) -> anyhow::Result<BaseConsumer> {
         .set("group.id", "lathe.restore")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // A restore reads whole logs: bigger fetches, fewer round trips.
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864");
     config.remove("message.timeout.ms");
     config.create().context("cannot create a kafka reader")
 }
@@ -170,6 +175,13 @@ impl Topics {
         }
         self.lock().insert(topic.to_string(), partitions);
         Ok(())
+    }
+
+    /// Whether `topic` is known to have at least `partitions` partitions (no request).
+    pub fn has(&self, topic: &str, partitions: usize) -> bool {
+        self.lock()
+            .get(topic)
+            .is_some_and(|known| *known >= partitions.max(1))
     }
 
     /// How many partitions `topic` has; an error when it does not exist.

@@ -7,7 +7,8 @@
 //!
 //! instance i of n of a consuming group (consumer group lathe.<group>):
 //!     takes the partitions p with p % n == i of each input topic (they follow the instance
-//!     wherever it runs) from the group's committed offsets
+//!     wherever it runs, re-divided when the group's size changes) from the group's committed
+//!     offsets
 //!     └─ per message: handler, retried until Ok ─▶ offset stored ─▶ committed (background)
 //! ```
 //!
@@ -40,6 +41,9 @@ const STOP_CHECK: Duration = Duration::from_millis(250);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How often consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// How often a consuming instance checks whether its partitions changed (its group grew or
+/// shrank, its inputs changed, partitions were added).
+const REASSIGN_EVERY: Duration = Duration::from_secs(5);
 
 /// The partitions instance `index` of `instances` takes out of `partitions`.
 pub fn owned_partitions(index: u32, instances: u32, partitions: usize) -> Vec<i32> {
@@ -95,11 +99,13 @@ impl FlowTransport for KafkaFlows {
             reason,
         };
         let timeout = self.settings.message_timeout();
-        let ensured = tokio::time::timeout(
-            timeout,
-            self.topics.ensure(&topic, partitions as usize, &[]),
-        )
-        .await;
+        let ensured = match self.topics.has(&topic, partitions as usize) {
+            true => Ok(Ok(())),
+            false => {
+                let ensure = self.topics.ensure(&topic, partitions as usize, &[]);
+                tokio::time::timeout(timeout, ensure).await
+            }
+        };
         match ensured {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(not_acknowledged(format!("{error:#}"))),
@@ -177,10 +183,16 @@ impl ConsumerTask {
 
     async fn run(self, inputs: Arc<dyn Fn() -> GroupInputs + Send + Sync>) {
         let instance = format!("{}/{}", self.group, self.index);
-        let Some(assignment) = self.assign(inputs).await else {
+        let Some(mut owned) = self.assign(&inputs).await else {
             return;
         };
-        tracing::info!(%instance, partitions = assignment.count(), "consuming from kafka");
+        tracing::info!(%instance, partitions = owned.len(), "consuming from kafka");
+        let mut checked = std::time::Instant::now();
+        // Wakes the loop to look at the stop flag while no message comes (one timer for the
+        // whole loop, not one per message).
+        let mut tick = tokio::time::interval(STOP_CHECK);
+        let mut consumed = std::collections::HashMap::new();
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let lag = tokio::spawn(measure_lag(
             self.consumer.clone(),
             self.group.clone(),
@@ -188,16 +200,23 @@ impl ConsumerTask {
             self.stopping.clone(),
         ));
         while !self.stopping() {
-            let message = match tokio::time::timeout(STOP_CHECK, self.consumer.recv()).await {
-                Err(_) => continue,
-                Ok(Err(error)) => {
+            if checked.elapsed() >= REASSIGN_EVERY {
+                checked = std::time::Instant::now();
+                owned = self.reassign(&inputs, owned).await;
+            }
+            let received = tokio::select! {
+                received = self.consumer.recv() => received,
+                _ = tick.tick() => continue,
+            };
+            let message = match received {
+                Err(error) => {
                     tracing::warn!(%instance, %error, "kafka consumer error");
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
-                Ok(Ok(message)) => message.detach(),
+                Ok(message) => message,
             };
-            let topic = message.topic().to_string();
+            let topic = message.topic();
             let (partition, offset) = (message.partition(), message.offset());
             let from = message
                 .headers()
@@ -208,7 +227,7 @@ impl ConsumerTask {
             let flow = FlowMessage {
                 stream: topic
                     .strip_prefix("lathe.flow.")
-                    .unwrap_or(&topic)
+                    .unwrap_or(topic)
                     .to_string(),
                 key: String::from_utf8_lossy(message.key().unwrap_or_default()).to_string(),
                 payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
@@ -231,8 +250,11 @@ impl ConsumerTask {
             if self.stopping() {
                 break;
             }
-            self.metrics.consumed(&self.group, &stream);
-            if let Err(error) = self.consumer.store_offset(&topic, partition, offset) {
+            consumed
+                .entry(stream)
+                .or_insert_with_key(|stream| self.metrics.consumed_counter(&self.group, stream))
+                .inc();
+            if let Err(error) = self.consumer.store_offset_from_message(&message) {
                 tracing::warn!(%instance, %topic, partition, %error, "offset not stored");
             }
         }
@@ -252,8 +274,8 @@ impl ConsumerTask {
     /// its partitions (from the group's committed offsets); `None` when stopped first.
     async fn assign(
         &self,
-        inputs: Arc<dyn Fn() -> GroupInputs + Send + Sync>,
-    ) -> Option<TopicPartitionList> {
+        inputs: &Arc<dyn Fn() -> GroupInputs + Send + Sync>,
+    ) -> Option<Vec<(String, i32)>> {
         let instance = format!("{}/{}", self.group, self.index);
         loop {
             if self.stopping() {
@@ -264,8 +286,12 @@ impl ConsumerTask {
                 tokio::time::sleep(STOP_CHECK).await;
                 continue;
             }
-            match self.try_assign(&streams, instances).await {
-                Ok(assignment) => return Some(assignment),
+            let assigned = match self.desired(&streams, instances).await {
+                Ok(owned) => self.assign_exactly(&owned).map(|()| owned),
+                Err(error) => Err(error),
+            };
+            match assigned {
+                Ok(owned) => return Some(owned),
                 Err(error) => {
                     tracing::warn!(%instance, error = %format!("{error:#}"),
                         "cannot start consuming from kafka yet");
@@ -275,22 +301,66 @@ impl ConsumerTask {
         }
     }
 
-    async fn try_assign(
+    /// The (topic, partition)s this instance owns now; its input topics are created if absent.
+    async fn desired(
         &self,
         streams: &[String],
         instances: u32,
-    ) -> anyhow::Result<TopicPartitionList> {
-        let mut assignment = TopicPartitionList::new();
+    ) -> anyhow::Result<Vec<(String, i32)>> {
+        let mut owned = Vec::new();
         for stream in streams {
             let topic = flow_topic(stream);
             self.topics.ensure(&topic, instances as usize, &[]).await?;
             let partitions = self.topics.partitions(&topic).await?;
             for partition in owned_partitions(self.index, instances, partitions) {
-                assignment.add_partition_offset(&topic, partition, Offset::Stored)?;
+                owned.push((topic.clone(), partition));
             }
         }
+        Ok(owned)
+    }
+
+    /// Takes exactly `owned`, each from the group's committed offset.
+    fn assign_exactly(&self, owned: &[(String, i32)]) -> anyhow::Result<()> {
+        let mut assignment = TopicPartitionList::new();
+        for (topic, partition) in owned {
+            assignment.add_partition_offset(topic, *partition, Offset::Stored)?;
+        }
         self.consumer.assign(&assignment)?;
-        Ok(assignment)
+        Ok(())
+    }
+
+    /// When the partitions this instance owns changed: commits what it took so far (so the
+    /// next owner of a partition it gives up starts there) and takes the new set.
+    async fn reassign(
+        &self,
+        inputs: &Arc<dyn Fn() -> GroupInputs + Send + Sync>,
+        owned: Vec<(String, i32)>,
+    ) -> Vec<(String, i32)> {
+        let GroupInputs { streams, instances } = inputs();
+        if streams.is_empty() || instances == 0 {
+            return owned;
+        }
+        let desired = match self.desired(&streams, instances).await {
+            Ok(desired) if desired != owned => desired,
+            _ => return owned,
+        };
+        let consumer = self.consumer.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        })
+        .await;
+        match self.assign_exactly(&desired) {
+            Ok(()) => {
+                tracing::info!(group = %self.group, index = self.index,
+                    partitions = desired.len(), "kafka partitions of this instance changed");
+                desired
+            }
+            Err(error) => {
+                tracing::warn!(group = %self.group, index = self.index, %error,
+                    "cannot take the new partitions");
+                owned
+            }
+        }
     }
 }
 

@@ -63,8 +63,9 @@ impl KafkaMetrics {
         self.produce_errors.with_label_values(&[stream]).inc();
     }
 
-    pub(crate) fn consumed(&self, group: &str, stream: &str) {
-        self.consumed.with_label_values(&[group, stream]).inc();
+    /// The counter of messages of `stream` taken by `group` (kept by the consumer loop).
+    pub(crate) fn consumed_counter(&self, group: &str, stream: &str) -> prometheus::IntCounter {
+        self.consumed.with_label_values(&[group, stream])
     }
 
     pub(crate) fn set_lag(&self, group: &str, topic: &str, partition: i32, lag: i64) {

@@ -2,110 +2,20 @@
 //! `my::Emitter` emits keyed messages to stream `clicks` (topic `lathe.flow.clicks`), which
 //! `my::Tally` (2 instances, consumer group `lathe.task.tally`) counts per key in its state,
 //! idempotently by the offset it keeps per partition. Every acknowledged message is counted
-//! exactly once: also across a 10 s broker outage, and when a tally's node is SIGKILLed
-//! mid-stream (its state follows it through the changelog, `state = { changelog = true }`);
-//! bad input keeps its one-line errors.
+//! exactly once: also across a 10 s broker outage, and when the group grows (a new partition
+//! for its new instance); an emit Kafka cannot acknowledge fails with one line; bad input keeps
+//! its one-line errors. (A tally whose node is SIGKILLed: `kafka_state.rs`.)
+
+mod kafka_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kafka_support::*;
 use lathe_tests::http;
 use lathe_tests::kafka::KafkaBroker;
-use lathe_tests::node::NodeBuilder;
 use lathe_tests::scenario::{assert_error, zk_cluster_with};
 use lathe_tests::wait::wait_until;
-
-const CONVERGE: Duration = Duration::from_secs(90);
-const TOPOLOGY: &str = "[task.emitter]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\n\
-     task = \"my::Emitter\"\ntasks = 1\n\n\
-     [task.tally]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::Tally\"\n\
-     tasks = 2\nflows = { inputs = [\"clicks\"] }\n";
-/// The tallies' state follows them through the changelog.
-const CHANGELOG: &str = "state = { changelog = true }\n";
-
-/// A node template that sends flows through `broker`; emit waits up to 20 s for Kafka.
-fn kafka_node(name: &str, broker: &KafkaBroker) -> NodeBuilder {
-    NodeBuilder::new()
-        .name(name)
-        .arg("--kafka")
-        .arg(broker.bootstrap())
-        .arg("--kafka-option")
-        .arg("message.timeout.ms=20000")
-}
-
-/// Running instances of `group`: index → endpoint.
-fn running(addr: &str, group: &str) -> Result<BTreeMap<u64, String>, String> {
-    let reply = http::try_get_json(addr, "/v1/tasks")?;
-    Ok(reply
-        .body
-        .as_array()
-        .ok_or(reply.text.clone())?
-        .iter()
-        .filter(|t| t["group"] == group && t["status"] == "running")
-        .filter_map(|t| Some((t["index"].as_u64()?, t["endpoint"].as_str()?.to_string())))
-        .collect())
-}
-
-/// Deploys `topology` and waits for the emitter and both tallies; the emitter's endpoint.
-fn deploy(addr: &str, topology: &str) -> String {
-    let reply = http::put_text(addr, "/v1/topology", "application/toml", topology);
-    assert_eq!(reply.status, 200, "deploy: {}", reply.text);
-    wait_until("2 tallies running", CONVERGE, || {
-        let now = running(addr, "task.tally")?;
-        (now.len() == 2).then_some(()).ok_or(format!("{now:?}"))
-    });
-    wait_until("the emitter running", CONVERGE, || {
-        running(addr, "task.emitter")?
-            .into_values()
-            .next()
-            .ok_or("not yet".to_string())
-    })
-}
-
-fn emit(emitter: &str, key: &str) -> Result<http::Reply, String> {
-    http::try_request("POST", emitter, &format!("/emit/clicks/{key}"), Some("{}"))
-}
-
-/// The counts of every tally instance, summed per key (tallies that do not answer: `Err`).
-fn counts(addr: &str) -> Result<BTreeMap<String, u64>, String> {
-    let mut total = BTreeMap::new();
-    let tallies = running(addr, "task.tally")?;
-    if tallies.len() != 2 {
-        return Err(format!("tallies: {tallies:?}"));
-    }
-    for endpoint in tallies.values() {
-        let reply = http::try_get_json(endpoint, "/tally")?;
-        for (key, n) in reply.body["counts"].as_object().ok_or(reply.text.clone())? {
-            *total.entry(key.clone()).or_insert(0) += n.as_u64().unwrap_or(0);
-        }
-    }
-    Ok(total)
-}
-
-/// Waits until the tallies' counts are exactly `expected`.
-fn wait_for_counts(addr: &str, expected: &BTreeMap<String, u64>) {
-    wait_until(
-        "the tallies counted every acknowledged message once",
-        CONVERGE,
-        || {
-            let now = counts(addr)?;
-            (&now == expected)
-                .then_some(())
-                .ok_or(format!("counted {now:?}, acknowledged {expected:?}"))
-        },
-    );
-}
-
-/// A metric's value summed over the series whose labels contain `labels`, on `addr`.
-fn metric(addr: &str, name: &str, labels: &str) -> f64 {
-    let text = http::request("GET", addr, "/metrics", None).text;
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[test]
 fn every_acknowledged_message_is_counted_once_and_bad_input_is_refused() {
@@ -222,150 +132,6 @@ fn a_broker_outage_of_10_s_loses_nothing_acknowledged_and_flows_resume() {
     });
 }
 
-/// Keeps emitting keyed messages to `emitter` until finished; what was acknowledged per key.
-struct Producer {
-    acknowledged: Arc<Mutex<BTreeMap<String, u64>>>,
-    refusals: Arc<Mutex<Vec<String>>>,
-    done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Producer {
-    fn start(emitter: &str) -> Producer {
-        let acknowledged: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let refusals: Arc<Mutex<Vec<String>>> = Arc::default();
-        let done = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (acknowledged, refusals, done) =
-                (acknowledged.clone(), refusals.clone(), done.clone());
-            let emitter = emitter.to_string();
-            std::thread::spawn(move || {
-                let mut i = 0u64;
-                while !done.load(Ordering::Acquire) {
-                    let key = format!("user-{}", i % 5);
-                    i += 1;
-                    match emit(&emitter, &key) {
-                        Ok(reply) if reply.status == 200 => {
-                            *acknowledged.lock().unwrap().entry(key).or_insert(0) += 1;
-                        }
-                        Ok(reply) => refusals
-                            .lock()
-                            .unwrap()
-                            .push(format!("{}: {}", reply.status, reply.text)),
-                        Err(error) => refusals.lock().unwrap().push(error),
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        };
-        Producer {
-            acknowledged,
-            refusals,
-            done,
-            thread: Some(thread),
-        }
-    }
-
-    fn total(&self) -> u64 {
-        self.acknowledged.lock().unwrap().values().sum()
-    }
-
-    /// Stops emitting; what was acknowledged, and the refusals.
-    fn finish(mut self) -> (BTreeMap<String, u64>, Vec<String>) {
-        self.done.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("the producer thread");
-        }
-        let acknowledged = self.acknowledged.lock().unwrap().clone();
-        let refusals = self.refusals.lock().unwrap().clone();
-        (acknowledged, refusals)
-    }
-}
-
-/// Running instances of `group` with their node: index → (node, endpoint).
-fn placed(addr: &str, group: &str) -> Result<BTreeMap<u64, (String, String)>, String> {
-    let reply = http::try_get_json(addr, "/v1/tasks")?;
-    Ok(reply
-        .body
-        .as_array()
-        .ok_or(reply.text.clone())?
-        .iter()
-        .filter(|t| t["group"] == group && t["status"] == "running")
-        .filter_map(|t| {
-            Some((
-                t["index"].as_u64()?,
-                (
-                    t["node"].as_str()?.to_string(),
-                    t["endpoint"].as_str()?.to_string(),
-                ),
-            ))
-        })
-        .collect())
-}
-
-#[test]
-fn a_tally_whose_node_is_killed_mid_stream_moves_with_its_state_and_counts_stay_exact() {
-    let broker = KafkaBroker::new().expect("start the kafka broker");
-    let (_zk, mut cluster) = zk_cluster_with(3, kafka_node("kmove", &broker));
-    let addr = cluster.node(0).http_addr().to_string();
-    let topology = format!("{TOPOLOGY}{CHANGELOG}");
-    let emitter = deploy(&addr, &topology);
-
-    let producer = Producer::start(&emitter);
-    wait_until("messages flowing", CONVERGE, || producer.total() >= 30);
-    // A node that runs a tally but neither the emitter nor our REST address.
-    let emitter_node = placed(&addr, "task.emitter").unwrap()[&0].0.clone();
-    let tallies = placed(&addr, "task.tally").unwrap();
-    let names: Vec<String> = cluster
-        .nodes()
-        .iter()
-        .map(|n| n.name().to_string())
-        .collect();
-    let (index, (victim, _)) = tallies
-        .iter()
-        .find(|(_, (node, _))| *node != emitter_node && *node != names[0])
-        .map(|(i, p)| (*i, p.clone()))
-        .unwrap_or_else(|| panic!("no tally alone on a node: {tallies:?}, emitter {emitter_node}"));
-    let before = counts(&addr).expect("counts before the kill");
-    assert!(
-        before.values().sum::<u64>() > 0,
-        "the tallies counted: {before:?}"
-    );
-
-    let position = names.iter().position(|n| *n == victim).expect("the victim");
-    cluster.node_mut(position).kill();
-    let moved = wait_until("the tally runs on another node", CONVERGE, || {
-        let now = placed(&addr, "task.tally")?;
-        match now.get(&index) {
-            Some((node, _)) if *node != victim => Ok(node.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    });
-    let at_kill = producer.total();
-    wait_until("more messages after the move", CONVERGE, || {
-        producer.total() >= at_kill + 30
-    });
-    let (acknowledged, refusals) = producer.finish();
-    assert!(refusals.is_empty(), "emits refused: {refusals:?}");
-    wait_for_counts(&addr, &acknowledged);
-
-    let mover = cluster
-        .nodes()
-        .iter()
-        .find(|n| n.name() == moved)
-        .expect("the node the tally moved to");
-    let restores = metric(
-        mover.http_addr(),
-        "lathe_state_restore_seconds_count",
-        "group=\"task.tally\"",
-    );
-    assert!(restores >= 1.0, "the moved tally restored its state first");
-    eprintln!(
-        "moved task.tally/{index} from {victim} to {moved}; {} acknowledged, counted exactly",
-        acknowledged.values().sum::<u64>()
-    );
-}
-
 #[test]
 fn emit_fails_clearly_when_kafka_stays_away_past_its_timeout_and_works_again_after() {
     let mut broker = KafkaBroker::new().expect("start the kafka broker");
@@ -408,5 +174,61 @@ fn emit_fails_clearly_when_kafka_stays_away_past_its_timeout_and_works_again_aft
         now.get("during"),
         None,
         "the refused message is not counted: {now:?}"
+    );
+}
+
+#[test]
+fn a_growing_group_gets_more_partitions_and_its_new_instance_takes_its_share() {
+    let broker = KafkaBroker::new().expect("start the kafka broker");
+    let (_zk, cluster) = zk_cluster_with(3, kafka_node("kgrow", &broker));
+    let addr = cluster.node(0).http_addr().to_string();
+    let emitter = deploy(&addr, TOPOLOGY);
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let emit_batch = |expected: &mut BTreeMap<String, u64>| {
+        for i in 0..30 {
+            let key = format!("user-{i}");
+            let reply = emit(&emitter, &key).expect("emit");
+            assert_eq!(reply.status, 200, "emit {key}: {}", reply.text);
+            *expected.entry(key).or_insert(0) += 1;
+        }
+    };
+    emit_batch(&mut expected);
+    wait_for_counts(&addr, &expected);
+
+    let grown = TOPOLOGY.replace("tasks = 2", "tasks = 3");
+    let reply = http::put_text(&addr, "/v1/topology", "application/toml", &grown);
+    assert_eq!(reply.status, 200, "deploy: {}", reply.text);
+    let third = wait_until("the third tally running", CONVERGE, || {
+        running(&addr, "task.tally")?
+            .get(&2)
+            .cloned()
+            .ok_or("not yet".to_string())
+    });
+    // Emit until a message lands in the new partition (its owner counts it).
+    wait_until("the third tally takes its share", CONVERGE, || {
+        emit_batch(&mut expected);
+        let reply = http::try_get_json(&third, "/tally")?;
+        let counted = reply.body["counts"].as_object().map_or(0, |c| c.len());
+        (counted > 0).then_some(()).ok_or(reply.text)
+    });
+    let total = || -> Result<BTreeMap<String, u64>, String> {
+        let mut sum = BTreeMap::new();
+        for endpoint in running(&addr, "task.tally")?.values() {
+            let reply = http::try_get_json(endpoint, "/tally")?;
+            for (key, n) in reply.body["counts"].as_object().ok_or(reply.text.clone())? {
+                *sum.entry(key.clone()).or_insert(0) += n.as_u64().unwrap_or(0);
+            }
+        }
+        Ok(sum)
+    };
+    wait_until(
+        "every acknowledged message counted once by 3 tallies",
+        CONVERGE,
+        || {
+            let now = total()?;
+            (now == expected)
+                .then_some(())
+                .ok_or(format!("{now:?} vs {expected:?}"))
+        },
     );
 }
