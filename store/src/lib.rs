@@ -38,6 +38,9 @@ use lathe::KeyPath;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+/// The Store contract as checks every backend's tests run (feature `contract`).
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 pub mod embedded;
 mod hub;
 pub mod state;

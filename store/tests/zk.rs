@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use lathe::KeyPath;
+use lathe_store::contract;
 use lathe_store::zk::{ZkConnection, ZkStore};
 use lathe_store::{Snapshot, Store, StoreError, StoreEvent, StoredEntry, DEFAULT_MAX_VALUE_BYTES};
 use lathe_tests::wait::eventually;
@@ -68,186 +69,31 @@ fn watch_count(zk: &ZkServer) -> usize {
     zk.watch_count().expect("wchs answers")
 }
 
+/// The checks every backend runs (`lathe_store::contract`), each on a fresh ZooKeeper.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn values_tombstones_and_cas_follow_the_contract() {
+async fn the_store_contract_holds_on_zookeeper() {
     let zk = start_zk().await;
     let store = connect(&zk).await;
     assert_eq!(store.kind(), "zookeeper");
-
-    let v1 = store
-        .put(&key("/a/b/c"), &json!({"n": 1}), None)
-        .await
-        .unwrap();
-    let v2 = store
-        .put(&key("/a/b/c"), &json!({"n": 2}), None)
-        .await
-        .unwrap();
-    let v3 = store.put(&key("/a/x"), &json!("x"), None).await.unwrap();
-    assert!(v1 < v2 && v2 < v3);
-    let snapshot = store.snapshot().await.unwrap();
-    assert_eq!(
-        find(&snapshot, "/a/b/c").unwrap().value,
-        Some(json!({"n": 2}))
-    );
-    assert_eq!(find(&snapshot, "/a/b/c").unwrap().version, v2);
-    assert!(
-        find(&snapshot, "/a").is_none(),
-        "placeholders are not entries"
-    );
-    assert!(
-        find(&snapshot, "/a/b").is_none(),
-        "placeholders are not entries"
-    );
-    assert!(snapshot.index >= v3);
-
-    // Deletes leave tombstones.
-    let deleted = store
-        .delete(&key("/a/x"), None, false)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(deleted > v3);
-    assert_eq!(store.delete(&key("/a/x"), None, false).await.unwrap(), None);
-    assert_eq!(
-        store.delete(&key("/nothing"), None, false).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        store.delete(&key("/a"), None, false).await.unwrap(),
-        None,
-        "placeholder"
-    );
-    let snapshot = store.snapshot().await.unwrap();
-    let tombstone = find(&snapshot, "/a/x").unwrap();
-    assert_eq!(
-        (tombstone.value.clone(), tombstone.version),
-        (None, deleted)
-    );
-
-    // CAS: create-only, match, mismatch.
-    let c1 = store.put(&key("/cas"), &json!(1), Some(0)).await.unwrap();
-    let err = store
-        .put(&key("/cas"), &json!(2), Some(0))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::CasMismatch {
-            key: "/cas".into(),
-            expected: 0,
-            found: c1
-        }
-    );
-    let c2 = store.put(&key("/cas"), &json!(2), Some(c1)).await.unwrap();
-    let err = store
-        .put(&key("/cas"), &json!(3), Some(c1))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::CasMismatch { found, .. } if found == c2),
-        "{err}"
-    );
-    let err = store
-        .put(&key("/nope"), &json!(3), Some(c1))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::CasMismatch { found: 0, .. }),
-        "{err}"
-    );
-    let err = store
-        .delete(&key("/cas"), Some(c1), false)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::CasMismatch { .. }), "{err}");
-    let gone = store
-        .delete(&key("/cas"), Some(c2), false)
-        .await
-        .unwrap()
-        .unwrap();
-    // A tombstone holds no value: create-only works on it, a version match does not.
-    let err = store
-        .put(&key("/cas"), &json!(4), Some(gone))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::CasMismatch { found: 0, .. }),
-        "{err}"
-    );
-    store.put(&key("/cas"), &json!(5), Some(0)).await.unwrap();
-    // A placeholder holds no value either.
-    store
-        .put(&key("/a/b"), &json!("now a value"), Some(0))
-        .await
-        .unwrap();
-
-    // The root key is the base znode.
-    let root = store
-        .put(&KeyPath::root(), &json!("root"), None)
-        .await
-        .unwrap();
-    let snapshot = store.snapshot().await.unwrap();
-    assert_eq!(find(&snapshot, "/").unwrap().version, root);
-
-    // Size limit.
-    let big = json!("x".repeat(DEFAULT_MAX_VALUE_BYTES));
-    let err = store.put(&key("/big"), &big, None).await.unwrap_err();
-    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
-    let almost = json!("y".repeat(DEFAULT_MAX_VALUE_BYTES - 100));
-    store.put(&key("/big"), &almost, None).await.unwrap();
+    contract::values_and_tombstones(&store).await;
+    // Each check starts from an empty registry.
+    store.delete(&KeyPath::root(), None, true).await.unwrap();
+    contract::compare_and_set(&store).await;
+    store.delete(&KeyPath::root(), None, true).await.unwrap();
+    contract::recursive_delete(&store).await;
+    store.delete(&KeyPath::root(), None, true).await.unwrap();
+    contract::oversized_values(&store, DEFAULT_MAX_VALUE_BYTES).await;
+    store.delete(&KeyPath::root(), None, true).await.unwrap();
+    contract::events_open_with_a_snapshot_then_every_change(
+        &store,
+        contract::Delivery::NewestPerKey,
+    )
+    .await;
 
     let counts: BTreeMap<_, _> = store.request_counts().into_iter().collect();
     for op in ["get", "set", "create", "list", "watch"] {
         assert!(counts[op] > 0, "no {op} requests counted: {counts:?}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recursive_delete_is_one_transaction_with_one_version() {
-    let zk = start_zk().await;
-    let store = connect(&zk).await;
-    for path in ["/t", "/t/a", "/t/a/b", "/t/c", "/t-x", "/tt/y"] {
-        store.put(&key(path), &json!(path), None).await.unwrap();
-    }
-    let old = store
-        .delete(&key("/t/c"), None, false)
-        .await
-        .unwrap()
-        .unwrap();
-    store.put(&key("/t/p/q"), &json!(1), None).await.unwrap();
-    store.delete(&key("/t/p/q"), None, false).await.unwrap();
-
-    let err = store.delete(&key("/t"), Some(1), true).await.unwrap_err();
-    assert!(matches!(err, StoreError::CasMismatch { .. }), "{err}");
-    let version = store.delete(&key("/t"), None, true).await.unwrap().unwrap();
-    let snapshot = store.snapshot().await.unwrap();
-    for path in ["/t", "/t/a", "/t/a/b"] {
-        let entry = find(&snapshot, path).unwrap();
-        assert_eq!(
-            (entry.value.clone(), entry.version),
-            (None, version),
-            "{path}"
-        );
-    }
-    assert_eq!(
-        find(&snapshot, "/t/c").unwrap().version,
-        old,
-        "old tombstones keep theirs"
-    );
-    assert!(find(&snapshot, "/t-x").unwrap().value.is_some());
-    assert!(find(&snapshot, "/tt/y").unwrap().value.is_some());
-    assert_eq!(store.delete(&key("/t"), None, true).await.unwrap(), None);
-
-    // Everything, with CAS on the top key.
-    let root = store.put(&KeyPath::root(), &json!(0), None).await.unwrap();
-    let all = store
-        .delete(&KeyPath::root(), Some(root), true)
-        .await
-        .unwrap()
-        .unwrap();
-    let snapshot = store.snapshot().await.unwrap();
-    assert!(snapshot.entries.iter().all(|entry| entry.value.is_none()));
-    assert_eq!(find(&snapshot, "/tt/y").unwrap().version, all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

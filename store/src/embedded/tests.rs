@@ -23,162 +23,64 @@ async fn next_event(events: &mut mpsc::Receiver<StoreEvent>) -> StoreEvent {
         .expect("event stream ended")
 }
 
-#[tokio::test]
-async fn puts_and_deletes_leave_values_and_tombstones() {
+/// A fresh store in a temporary directory (kept as long as the store).
+fn fresh() -> (tempfile::TempDir, EmbeddedStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn the_store_contract_values_and_tombstones() {
+    let (_dir, store) = fresh();
     assert_eq!(store.snapshot().await.unwrap(), Snapshot::default());
-
-    let v1 = store.put(&key("/a"), &json!({"x": 1}), None).await.unwrap();
-    let v2 = store.put(&key("/a/b"), &json!("b"), None).await.unwrap();
-    let v3 = store.put(&key("/a"), &json!({"x": 2}), None).await.unwrap();
-    assert!(v1 < v2 && v2 < v3, "{v1} {v2} {v3}");
-    let deleted = store.delete(&key("/a/b"), None, false).await.unwrap();
-    let v4 = deleted.expect("a live key was deleted");
-    assert!(v4 > v3);
-    assert_eq!(store.delete(&key("/a/b"), None, false).await.unwrap(), None);
-    assert_eq!(
-        store.delete(&key("/never"), None, false).await.unwrap(),
-        None
-    );
-
-    let snapshot = store.snapshot().await.unwrap();
-    assert_eq!(snapshot.index, v4);
-    assert_eq!(find(&snapshot, "/a").unwrap().value, Some(json!({"x": 2})));
-    assert_eq!(find(&snapshot, "/a").unwrap().version, v3);
-    let tombstone = find(&snapshot, "/a/b").unwrap();
-    assert_eq!((tombstone.value.clone(), tombstone.version), (None, v4));
-    assert_eq!(
-        snapshot.entries.len(),
-        2,
-        "parents are not entries: {snapshot:?}"
-    );
-
-    // The root is a key like any other.
-    let root = store.put(&KeyPath::root(), &json!(0), None).await.unwrap();
-    assert_eq!(
-        find(&store.snapshot().await.unwrap(), "/").unwrap().version,
-        root
-    );
+    crate::contract::values_and_tombstones(&store).await;
 }
 
 #[tokio::test]
-async fn cas_creates_only_matches_and_rejects() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
+async fn the_store_contract_compare_and_set() {
+    let (_dir, store) = fresh();
+    crate::contract::compare_and_set(&store).await;
+}
+
+#[tokio::test]
+async fn the_store_contract_recursive_delete() {
+    let (_dir, store) = fresh();
+    crate::contract::recursive_delete(&store).await;
+}
+
+#[tokio::test]
+async fn the_store_contract_oversized_values() {
+    let (_dir, store) = fresh();
+    crate::contract::oversized_values(&store, crate::DEFAULT_MAX_VALUE_BYTES).await;
+}
+
+#[tokio::test]
+async fn the_store_contract_event_streams() {
+    let (_dir, store) = fresh();
+    crate::contract::events_open_with_a_snapshot_then_every_change(
+        &store,
+        crate::contract::Delivery::EveryChange,
+    )
+    .await;
+}
+
+/// The embedded store's versions are consecutive: a failed CAS takes none, a recursive delete
+/// exactly one.
+#[tokio::test]
+async fn versions_are_consecutive_and_failed_writes_take_none() {
+    let (_dir, store) = fresh();
     let k = key("/cas/k");
-
     let v1 = store.put(&k, &json!(1), Some(0)).await.unwrap();
-    let err = store.put(&k, &json!(2), Some(0)).await.unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::CasMismatch {
-            key: "/cas/k".into(),
-            expected: 0,
-            found: v1
-        }
-    );
-    let v2 = store.put(&k, &json!(2), Some(v1)).await.unwrap();
-    let err = store.put(&k, &json!(3), Some(v1)).await.unwrap_err();
-    assert!(matches!(err, StoreError::CasMismatch { found, .. } if found == v2));
-    let err = store.delete(&k, Some(v1), false).await.unwrap_err();
-    assert!(matches!(err, StoreError::CasMismatch { .. }));
-    let deleted = store.delete(&k, Some(v2), false).await.unwrap().unwrap();
-
-    // A tombstone holds no value: create-only succeeds again, a version match does not.
-    let err = store.put(&k, &json!(4), Some(deleted)).await.unwrap_err();
-    assert!(matches!(err, StoreError::CasMismatch { found: 0, .. }));
-    let v5 = store.put(&k, &json!(5), Some(0)).await.unwrap();
-    assert!(v5 > deleted);
-    assert_eq!(
-        store.index().await.unwrap(),
-        v5,
-        "failed CAS writes take no version"
-    );
-}
-
-#[tokio::test]
-async fn recursive_delete_is_one_write_with_one_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    for path in ["/t", "/t/a", "/t/a/b", "/t/c", "/t-sibling", "/tt"] {
+    store.put(&k, &json!(2), Some(0)).await.unwrap_err();
+    store.delete(&k, Some(v1 + 5), false).await.unwrap_err();
+    assert_eq!(store.index().await.unwrap(), v1);
+    for path in ["/t", "/t/a", "/t/a/b"] {
         store.put(&key(path), &json!(path), None).await.unwrap();
     }
-    store.delete(&key("/t/c"), None, false).await.unwrap();
     let before = store.index().await.unwrap();
     let version = store.delete(&key("/t"), None, true).await.unwrap().unwrap();
     assert_eq!(version, before + 1);
-
-    let snapshot = store.snapshot().await.unwrap();
-    for path in ["/t", "/t/a", "/t/a/b"] {
-        let entry = find(&snapshot, path).unwrap();
-        assert_eq!(
-            (entry.value.clone(), entry.version),
-            (None, version),
-            "{path}"
-        );
-    }
-    assert!(
-        find(&snapshot, "/t/c").unwrap().version < version,
-        "old tombstone kept"
-    );
-    assert!(find(&snapshot, "/t-sibling").unwrap().value.is_some());
-    assert!(find(&snapshot, "/tt").unwrap().value.is_some());
-    assert_eq!(store.delete(&key("/t"), None, true).await.unwrap(), None);
-
-    // Recursive delete of the root takes everything.
-    let all = store
-        .delete(&KeyPath::root(), None, true)
-        .await
-        .unwrap()
-        .unwrap();
-    let snapshot = store.snapshot().await.unwrap();
-    assert!(snapshot.entries.iter().all(|e| e.value.is_none()));
-    assert_eq!(find(&snapshot, "/tt").unwrap().version, all);
-}
-
-#[tokio::test]
-async fn event_streams_open_with_a_snapshot_then_carry_every_change_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    let first = store.put(&key("/e/0"), &json!(0), None).await.unwrap();
-    let mut events = store.events();
-    let StoreEvent::Resync(snapshot) = next_event(&mut events).await else {
-        panic!("the stream must open with a resync");
-    };
-    assert_eq!(snapshot.index, first);
-    assert_eq!(snapshot.entries.len(), 1);
-
-    let mut written = Vec::new();
-    for i in 1..=50 {
-        let path = format!("/e/{}", i % 7);
-        let version = store.put(&key(&path), &json!(i), None).await.unwrap();
-        written.push((path, Some(json!(i)), version));
-    }
-    let deleted = store.delete(&key("/e"), None, true).await.unwrap().unwrap();
-    let mut late = store.events();
-
-    let mut seen = Vec::new();
-    let mut last = snapshot.index;
-    while seen.len() < written.len() + 7 {
-        let StoreEvent::Changes(entries) = next_event(&mut events).await else {
-            panic!("no resync expected");
-        };
-        for entry in entries {
-            assert!(entry.version >= last, "versions never go down");
-            last = entry.version;
-            seen.push((entry.key.to_string(), entry.value, entry.version));
-        }
-    }
-    assert_eq!(&seen[..written.len()], &written[..]);
-    assert!(seen[written.len()..]
-        .iter()
-        .all(|(_, value, version)| value.is_none() && *version == deleted));
-
-    let StoreEvent::Resync(late_snapshot) = next_event(&mut late).await else {
-        panic!("a late stream opens with a resync too");
-    };
-    assert_eq!(late_snapshot.index, deleted);
 }
 
 #[tokio::test]
@@ -205,17 +107,6 @@ async fn reopening_keeps_data_and_index() {
     assert_eq!(store.index().await.unwrap(), index);
     let next = store.put(&key("/keep/c"), &json!(1), None).await.unwrap();
     assert_eq!(next, index + 1);
-}
-
-#[tokio::test]
-async fn oversized_values_are_refused_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    let big = json!("x".repeat(crate::DEFAULT_MAX_VALUE_BYTES));
-    let err = store.put(&key("/big"), &big, None).await.unwrap_err();
-    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
-    assert_eq!(store.index().await.unwrap(), 0);
-    assert!(store.snapshot().await.unwrap().entries.is_empty());
 }
 
 #[tokio::test]
