@@ -13,6 +13,8 @@ pub(crate) const DEFAULT_COOKIE: &str = "lathe-local-cookie";
 pub(crate) const MAX_WORKERS: usize = 1024;
 /// The most any REST cap (connections, watchers, blocking queries) may be set to.
 const MAX_CAP: usize = 1_000_000;
+/// The most `--task-max-body-bytes` may be (1 GiB): each request is buffered whole.
+const MAX_TASK_BODY_BYTES: usize = 1024 * 1024 * 1024;
 /// `--yarn-max-containers` when not given.
 pub(crate) const DEFAULT_YARN_MAX_CONTAINERS: usize = 8;
 /// `--yarn-container-max-instances` when neither it nor `--max-instances` is given.
@@ -76,6 +78,13 @@ pub(crate) struct Args {
     /// past it)
     #[arg(long, env = "LATHE_MAX_BLOCKING_QUERIES", default_value_t = lathe_actors::http::DEFAULT_MAX_BLOCKING_QUERIES)]
     max_blocking_queries: usize,
+    /// Seconds a connection to a task instance may take to send a complete request head, when
+    /// new or idle between requests, before it is closed
+    #[arg(long, env = "LATHE_TASK_HTTP_HEADER_TIMEOUT", default_value_t = lathe_actors::tasks::DEFAULT_TASK_HEADER_TIMEOUT.as_secs())]
+    task_http_header_timeout: u64,
+    /// The largest request body a task instance's HTTP server reads, in bytes (413 above)
+    #[arg(long, env = "LATHE_TASK_MAX_BODY_BYTES", default_value_t = lathe_actors::tasks::DEFAULT_TASK_MAX_BODY_BYTES)]
+    task_max_body_bytes: usize,
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
@@ -135,6 +144,8 @@ pub(crate) struct NodeConfig {
     pub(crate) http_max_connections: usize,
     pub(crate) max_watchers: usize,
     pub(crate) max_blocking_queries: usize,
+    pub(crate) task_http_header_timeout: Duration,
+    pub(crate) task_max_body_bytes: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
     /// Whether `forward` calls instances of this node in-process (not `--no-local-forward`).
@@ -244,6 +255,18 @@ impl Args {
                 "must be between 1 and 3600 seconds",
             ));
         }
+        if self.task_http_header_timeout == 0 || self.task_http_header_timeout > 3600 {
+            return Err(bad(
+                "--task-http-header-timeout",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        if self.task_max_body_bytes == 0 || self.task_max_body_bytes > MAX_TASK_BODY_BYTES {
+            return Err(bad(
+                "--task-max-body-bytes",
+                format!("must be between 1 and {MAX_TASK_BODY_BYTES}"),
+            ));
+        }
         for (flag, value) in [
             ("--http-max-connections", self.http_max_connections),
             ("--max-watchers", self.max_watchers),
@@ -284,6 +307,8 @@ impl Args {
             http_max_connections: self.http_max_connections,
             max_watchers: self.max_watchers,
             max_blocking_queries: self.max_blocking_queries,
+            task_http_header_timeout: Duration::from_secs(self.task_http_header_timeout),
+            task_max_body_bytes: self.task_max_body_bytes,
             enable_chaos: self.enable_chaos,
             local_forward: !self.no_local_forward,
             topology,
@@ -535,6 +560,14 @@ mod tests {
                 "--http-header-timeout:",
             ),
             (&["--max-watchers", "0"][..], "--max-watchers:"),
+            (
+                &["--task-max-body-bytes", "0"][..],
+                "--task-max-body-bytes:",
+            ),
+            (
+                &["--task-http-header-timeout", "0"][..],
+                "--task-http-header-timeout:",
+            ),
             (
                 &["--http-max-connections", "0"][..],
                 "--http-max-connections:",

@@ -132,6 +132,10 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
             config.max_watchers,
             config.max_blocking_queries,
         ),
+        task_http_limits: lathe_actors::tasks::TaskHttpLimits {
+            header_timeout: config.task_http_header_timeout,
+            max_body_bytes: config.task_max_body_bytes,
+        },
         metrics,
         catalog,
         topology: config.topology.clone(),

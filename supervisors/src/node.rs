@@ -55,6 +55,8 @@ pub struct NodeSupervisorArgs {
     pub max_value_bytes: usize,
     /// Timeouts and caps of the REST port.
     pub api_limits: lathe_actors::http::ApiLimits,
+    /// Header timeout and body limit of task instances' HTTP servers.
+    pub task_http_limits: lathe_actors::tasks::TaskHttpLimits,
     pub metrics: prometheus::Registry,
     /// The task types this node's binary can run.
     pub catalog: lathe::Catalog,
@@ -154,6 +156,7 @@ impl Actor for NodeSupervisor {
             .with_fence(membership.fence());
         task_config.local_forward = args.local_forward;
         task_config.states = args.states.clone();
+        task_config.http_limits = args.task_http_limits;
         let tasks = start_task_supervisor(
             task_config,
             args.catalog,

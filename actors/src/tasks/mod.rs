@@ -18,6 +18,7 @@ mod endpoints;
 mod forward;
 mod http_server;
 pub(crate) use http_server::panic_message;
+pub use http_server::{TaskHttpLimits, DEFAULT_TASK_HEADER_TIMEOUT, DEFAULT_TASK_MAX_BODY_BYTES};
 mod instance;
 mod local;
 mod metadata;
@@ -84,6 +85,8 @@ pub struct TaskSupervisorConfig {
     pub local_forward: bool,
     /// Where instances keep their persistent state (`ctx.state()`); none when not given.
     pub states: Option<Arc<lathe_store::state::LazyNodeStates>>,
+    /// Header timeout and body limit of HTTP instances' servers.
+    pub http_limits: TaskHttpLimits,
 }
 
 impl TaskSupervisorConfig {
@@ -97,6 +100,7 @@ impl TaskSupervisorConfig {
             fence: None,
             local_forward: true,
             states: None,
+            http_limits: TaskHttpLimits::default(),
         }
     }
 
@@ -153,6 +157,7 @@ pub async fn start_task_supervisor(
         TaskMetrics::register(metrics)?,
         config.local_forward,
         config.states,
+        config.http_limits,
     ));
     let endpoints = services.endpoints.clone();
     services.caches.serve().await?;

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::endpoints::EndpointCache;
 use super::forward::Forwarder;
+use super::http_server::TaskHttpLimits;
 use super::local::LocalInstances;
 use super::metadata::{GroupMetadata, MetadataCache};
 use super::metrics::TaskMetrics;
@@ -42,6 +43,8 @@ pub(crate) struct NodeServices {
     pub(crate) caches: Arc<CacheHost>,
     /// Flows between groups (`ctx.emit`, `ctx.consume`).
     pub(crate) flows: Arc<FlowHost>,
+    /// What HTTP instances' servers let clients do.
+    pub(crate) http_limits: TaskHttpLimits,
 }
 
 impl NodeServices {
@@ -52,6 +55,7 @@ impl NodeServices {
         metrics: TaskMetrics,
         local_forward: bool,
         states: Option<Arc<LazyNodeStates>>,
+        http_limits: TaskHttpLimits,
     ) -> Self {
         let local = Arc::new(LocalInstances::default());
         let endpoints = Arc::new(EndpointCache::new(registry.clone()));
@@ -76,6 +80,7 @@ impl NodeServices {
             registry,
             metrics,
             states,
+            http_limits,
         }
     }
 }
