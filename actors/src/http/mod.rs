@@ -11,6 +11,8 @@
 
 mod chaos;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod kv;
 mod limits;
 mod query;
