@@ -78,6 +78,13 @@ pub(crate) struct Args {
     /// past it)
     #[arg(long, env = "LATHE_MAX_BLOCKING_QUERIES", default_value_t = lathe_actors::http::DEFAULT_MAX_BLOCKING_QUERIES)]
     max_blocking_queries: usize,
+    /// Registry quota: the most keys a REST write may bring the registry to (507 past it)
+    #[arg(long, env = "LATHE_MAX_KEYS", default_value_t = lathe_actors::http::DEFAULT_MAX_KEYS)]
+    max_keys: usize,
+    /// Registry quota: the most bytes of values a REST write may bring the registry to (507
+    /// past it, 413 for a value larger than the whole quota)
+    #[arg(long, env = "LATHE_MAX_REGISTRY_BYTES", default_value_t = lathe_actors::http::DEFAULT_MAX_REGISTRY_BYTES)]
+    max_registry_bytes: usize,
     /// Seconds a connection to a task instance may take to send a complete request head, when
     /// new or idle between requests, before it is closed
     #[arg(long, env = "LATHE_TASK_HTTP_HEADER_TIMEOUT", default_value_t = lathe_actors::tasks::DEFAULT_TASK_HEADER_TIMEOUT.as_secs())]
@@ -145,6 +152,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_watchers: usize,
     pub(crate) max_blocking_queries: usize,
     pub(crate) task_http_header_timeout: Duration,
+    pub(crate) max_keys: usize,
+    pub(crate) max_registry_bytes: usize,
     pub(crate) task_max_body_bytes: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
@@ -267,6 +276,18 @@ impl Args {
                 format!("must be between 1 and {MAX_TASK_BODY_BYTES}"),
             ));
         }
+        if self.max_keys == 0 {
+            return Err(bad("--max-keys", "must be positive"));
+        }
+        if self.max_registry_bytes < self.max_value_bytes {
+            return Err(bad(
+                "--max-registry-bytes",
+                format!(
+                    "must be at least --max-value-bytes ({})",
+                    self.max_value_bytes
+                ),
+            ));
+        }
         for (flag, value) in [
             ("--http-max-connections", self.http_max_connections),
             ("--max-watchers", self.max_watchers),
@@ -309,6 +330,8 @@ impl Args {
             max_blocking_queries: self.max_blocking_queries,
             task_http_header_timeout: Duration::from_secs(self.task_http_header_timeout),
             task_max_body_bytes: self.task_max_body_bytes,
+            max_keys: self.max_keys,
+            max_registry_bytes: self.max_registry_bytes,
             enable_chaos: self.enable_chaos,
             local_forward: !self.no_local_forward,
             topology,
@@ -560,6 +583,8 @@ mod tests {
                 "--http-header-timeout:",
             ),
             (&["--max-watchers", "0"][..], "--max-watchers:"),
+            (&["--max-keys", "0"][..], "--max-keys:"),
+            (&["--max-registry-bytes", "10"][..], "--max-registry-bytes:"),
             (
                 &["--task-max-body-bytes", "0"][..],
                 "--task-max-body-bytes:",

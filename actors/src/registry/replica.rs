@@ -44,6 +44,9 @@ pub(crate) struct Replica {
     /// The approximate size of the values in the ring, and its cap.
     ring_bytes: usize,
     ring_max_bytes: usize,
+    /// Live keys and the approximate size of their values (for the registry quota).
+    live: usize,
+    live_bytes: usize,
     /// Every change with a version above `floor` is in the ring.
     floor: u64,
     index: u64,
@@ -57,6 +60,8 @@ impl Replica {
             ring_capacity: ring_capacity.max(1),
             ring_bytes: 0,
             ring_max_bytes: DEFAULT_RING_MAX_BYTES,
+            live: 0,
+            live_bytes: 0,
             floor: 0,
             index: 0,
         }
@@ -91,6 +96,14 @@ impl Replica {
         }
         self.index = max;
         self.floor = max;
+        self.live = 0;
+        self.live_bytes = 0;
+        for slot in self.slots.values() {
+            if let Some(value) = &slot.value {
+                self.live += 1;
+                self.live_bytes += value_bytes(value);
+            }
+        }
     }
 
     /// Like [`load`](Self::load), then keeps `history` (the feed's recent changes of the loaded
@@ -147,6 +160,14 @@ impl Replica {
             None => false,
         };
         self.index = self.index.max(entry.version);
+        if let Some(old) = self.slots.get(key).and_then(|slot| slot.value.as_ref()) {
+            self.live -= 1;
+            self.live_bytes = self.live_bytes.saturating_sub(value_bytes(old));
+        }
+        if let Some(new) = &entry.value {
+            self.live += 1;
+            self.live_bytes += value_bytes(new);
+        }
         let is_delete = entry.value.is_none();
         self.slots.insert(
             key.to_string(),
@@ -277,26 +298,33 @@ impl Replica {
         });
     }
 
+    /// Live keys and the approximate bytes of their values.
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        (self.live, self.live_bytes)
+    }
+
     pub(crate) fn live_keys(&self) -> usize {
         self.slots.values().filter(|s| s.value.is_some()).count()
     }
 }
 
-/// Roughly the memory a change's value holds: its strings and numbers, plus a little per node.
+/// Roughly the memory a change holds: its key and value.
 fn change_bytes(change: &Change) -> usize {
-    fn value_bytes(value: &serde_json::Value) -> usize {
-        use serde_json::Value;
-        16 + match value {
-            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-            Value::String(text) => text.len(),
-            Value::Array(items) => items.iter().map(value_bytes).sum(),
-            Value::Object(fields) => fields
-                .iter()
-                .map(|(name, value)| name.len() + value_bytes(value))
-                .sum(),
-        }
-    }
     change.key.as_str().len() + change.value.as_ref().map_or(0, value_bytes)
+}
+
+/// Roughly the memory a value holds: its strings and numbers, plus a little per node.
+pub(crate) fn value_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    16 + match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(value_bytes).sum(),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(name, value)| name.len() + value_bytes(value))
+            .sum(),
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +334,19 @@ mod tests {
 
     /// A burst of large values keeps only the newest within the byte cap; resuming from before
     /// them is "too old" (a snapshot), from within them gives exactly the rest.
+    #[test]
+    fn usage_counts_live_keys_and_their_bytes() {
+        let mut replica = Replica::new(16);
+        replica.load(vec![put("/a", json!("x".repeat(100)), 1), tomb("/t", 2)], 2);
+        assert_eq!(replica.usage(), (1, 116));
+        replica.apply(put("/b", json!("y".repeat(50)), 3));
+        replica.apply(put("/a", json!(1), 4));
+        assert_eq!(replica.usage(), (2, 66 + 16));
+        replica.apply(tomb("/b", 5));
+        replica.apply(tomb("/never", 6));
+        assert_eq!(replica.usage(), (1, 16));
+    }
+
     #[test]
     fn the_ring_is_capped_by_bytes() {
         let mut replica = Replica::new(1000).with_ring_max_bytes(4 * 1024);
