@@ -169,7 +169,10 @@ fn rest_requests_are_answered_or_refused_with_a_4xx_naming_the_problem() {
                 }
                 let query = parts.join("&");
                 let url = format!("{route}/{path}?{query}");
-                let reply = http::try_request(method, &addr, &url, Some(&body))
+                // A body only where the route reads one: after an unread body hyper closes the
+                // keep-alive connection, and the test client's pool would then hit its EOF.
+                let body = matches!(method, "PUT" | "POST").then_some(body.as_str());
+                let reply = http::try_request(method, &addr, &url, body)
                     .map_err(|e| TestCaseError::fail(format!("{method} {url}: {e}")))?;
                 prop_assert!(
                     reply.status < 500,
