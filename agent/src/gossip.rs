@@ -3,6 +3,12 @@
 //! by `POST /v1/gossip`. A watch whose prefix a peer has seen newer than this agent's state for
 //! longer than `grace` is `behind`: shown in `/status` and `lathe_agent_behind`, and the
 //! supervisor has the watcher re-sync from another registry node (repeatedly, until it catches up).
+//!
+//! Gossip is bounded by the registry: before a re-sync, the agent asks its registry nodes for
+//! their index (`GET /v1/health`). When one that answers has reached the version heard, or none
+//! answers (this agent is cut off), it re-syncs; when nodes answer and none has reached it, the
+//! claim is false (any `POST /v1/gossip` could make it): it is forgotten, counted as
+//! `unconfirmed`, and nothing re-syncs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -39,6 +45,15 @@ impl Heard {
         }
     }
 
+    /// Forgets what was heard about `prefix` if it is still `version` (a claim the registry
+    /// contradicted); a newer claim heard meanwhile stays, to be checked in turn.
+    pub fn discard(&self, prefix: &str, version: u64) {
+        let mut heard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if heard.get(prefix).is_some_and(|(v, _)| *v == version) {
+            heard.remove(prefix);
+        }
+    }
+
     pub fn get(&self, prefix: &str) -> Option<(u64, String)> {
         let heard = self.0.lock().unwrap_or_else(|p| p.into_inner());
         heard.get(prefix).cloned()
@@ -48,7 +63,32 @@ impl Heard {
 #[derive(RactorMessage)]
 pub enum GossipMsg {
     Tick,
+    /// What the registry nodes said about a version heard from a peer.
+    Checked(Claim, Verdict),
 }
+
+/// A peer's claim that a watch's prefix has changed up to `version`.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub watch: String,
+    pub prefix: String,
+    pub version: u64,
+    pub from: String,
+}
+
+/// The registry's answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A registry node has reached the version.
+    Confirmed,
+    /// Nodes answered, the highest with this index, below the version.
+    Contradicted(u64),
+    /// No registry node answered.
+    Unreachable,
+}
+
+/// How long a registry node may take to tell its index.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Gossip;
 
@@ -62,6 +102,8 @@ pub struct GossipArgs {
     pub metrics: Metrics,
     pub heard: Heard,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// The registry nodes that confirm what peers claim.
+    pub registry: Vec<Addr>,
 }
 
 pub struct GossipState {
@@ -96,12 +138,17 @@ impl Actor for Gossip {
 
     async fn handle(
         &self,
-        _myself: ActorRef<GossipMsg>,
-        GossipMsg::Tick: GossipMsg,
+        myself: ActorRef<GossipMsg>,
+        message: GossipMsg,
         state: &mut GossipState,
     ) -> Result<(), ActorProcessingErr> {
-        state.send();
-        state.evaluate();
+        match message {
+            GossipMsg::Tick => {
+                state.send();
+                state.evaluate(&myself);
+            }
+            GossipMsg::Checked(claim, verdict) => state.checked(claim, verdict),
+        }
         Ok(())
     }
 }
@@ -135,7 +182,7 @@ impl GossipState {
     }
 
     /// Marks watches behind (or caught up) and asks for a re-sync while any is behind.
-    fn evaluate(&mut self) {
+    fn evaluate(&mut self, myself: &ActorRef<GossipMsg>) {
         let now = Instant::now();
         let mut behind_any = None;
         for (name, prefix, _, known) in self.args.board.progress() {
@@ -159,10 +206,10 @@ impl GossipState {
                 };
             });
             if behind {
-                behind_any = Some((name, peer));
+                behind_any = Some((name, prefix, peer));
             }
         }
-        let Some((name, Some((version, from)))) = behind_any else {
+        let Some((name, prefix, Some((version, from)))) = behind_any else {
             return;
         };
         let pause = self.args.grace.max(Duration::from_secs(1));
@@ -173,10 +220,63 @@ impl GossipState {
             return;
         }
         self.last_resync = Some(now);
-        tracing::warn!(watch = %name, peer = %from, peer_version = version, "behind a peer agent");
-        let reason = format!("watch {name}: peer {from} has seen version {version}");
+        let claim = Claim {
+            watch: name,
+            prefix,
+            version,
+            from,
+        };
+        let (http, registry, myself) = (
+            self.http.clone(),
+            self.args.registry.clone(),
+            myself.clone(),
+        );
+        tokio::spawn(async move {
+            let verdict = check(&http, &registry, claim.version).await;
+            let _ = myself.cast(GossipMsg::Checked(claim, verdict));
+        });
+    }
+
+    /// Re-syncs on a confirmed claim (or when no registry node answers: this agent may be the
+    /// one cut off); forgets a contradicted one.
+    fn checked(&mut self, claim: Claim, verdict: Verdict) {
+        let Claim {
+            watch,
+            prefix,
+            version,
+            from,
+        } = claim;
+        if let Verdict::Contradicted(index) = verdict {
+            tracing::warn!(%watch, peer = %from, peer_version = version, registry_index = index, "a peer claims a version no registry node has reached: ignored");
+            self.args.metrics.gossip("unconfirmed");
+            self.args.heard.discard(&prefix, version);
+            self.behind_since.remove(&watch);
+            return;
+        }
+        tracing::warn!(%watch, peer = %from, peer_version = version, ?verdict, "behind a peer agent");
+        let reason = format!("watch {watch}: peer {from} has seen version {version}");
         let _ = self.args.supervisor.cast(SupervisorMsg::Resync { reason });
     }
+}
+
+/// What the registry nodes say about `version`: the first node whose index reached it confirms.
+async fn check(http: &reqwest::Client, registry: &[Addr], version: u64) -> Verdict {
+    let mut highest = None;
+    for node in registry {
+        let url = format!("http://{node}/v1/health");
+        let answer = async {
+            let response = http.get(&url).timeout(CHECK_TIMEOUT).send().await.ok()?;
+            let health: serde_json::Value = response.json().await.ok()?;
+            health["index"].as_u64()
+        };
+        if let Some(index) = answer.await {
+            if index >= version {
+                return Verdict::Confirmed;
+            }
+            highest = highest.max(Some(index));
+        }
+    }
+    highest.map_or(Verdict::Unreachable, Verdict::Contradicted)
 }
 
 #[cfg(test)]
@@ -196,5 +296,22 @@ mod tests {
         heard.record(&digest("y", 9));
         assert_eq!(heard.get("/a"), Some((9, "y".to_string())));
         assert_eq!(heard.get("/b"), None);
+    }
+
+    #[test]
+    fn a_contradicted_claim_is_forgotten_unless_a_newer_one_came() {
+        let heard = Heard::default();
+        let digest = |version: u64| Digest {
+            from: "evil".to_string(),
+            prefixes: BTreeMap::from([("/a".to_string(), version)]),
+        };
+        heard.record(&digest(u64::MAX - 1));
+        heard.discard("/a", 5);
+        assert!(
+            heard.get("/a").is_some(),
+            "another version is not discarded"
+        );
+        heard.discard("/a", u64::MAX - 1);
+        assert_eq!(heard.get("/a"), None);
     }
 }

@@ -205,6 +205,7 @@ async fn spawn_gossip(
         metrics: args.metrics.clone(),
         heard: args.heard.clone(),
         supervisor: myself.clone(),
+        registry: config.registry.clone(),
     };
     let (gossip, _) = Actor::spawn_linked(None, Gossip, gossip_args, myself.get_cell()).await?;
     Ok(Some(gossip.get_cell()))

@@ -13,6 +13,8 @@ pub(crate) const DEFAULT_COOKIE: &str = "lathe-local-cookie";
 pub(crate) const MAX_WORKERS: usize = 1024;
 /// The most any REST cap (connections, watchers, blocking queries) may be set to.
 const MAX_CAP: usize = 1_000_000;
+/// The most `--task-max-body-bytes` may be (1 GiB): each request is buffered whole.
+const MAX_TASK_BODY_BYTES: usize = 1024 * 1024 * 1024;
 /// `--yarn-max-containers` when not given.
 pub(crate) const DEFAULT_YARN_MAX_CONTAINERS: usize = 8;
 /// `--yarn-container-max-instances` when neither it nor `--max-instances` is given.
@@ -85,6 +87,20 @@ pub(crate) struct Args {
     /// past it)
     #[arg(long, env = "LATHE_MAX_BLOCKING_QUERIES", default_value_t = lathe_actors::http::DEFAULT_MAX_BLOCKING_QUERIES)]
     max_blocking_queries: usize,
+    /// Registry quota: the most keys a REST write may bring the registry to (507 past it)
+    #[arg(long, env = "LATHE_MAX_KEYS", default_value_t = lathe_actors::http::DEFAULT_MAX_KEYS)]
+    max_keys: usize,
+    /// Registry quota: the most bytes of values a REST write may bring the registry to (507
+    /// past it, 413 for a value larger than the whole quota)
+    #[arg(long, env = "LATHE_MAX_REGISTRY_BYTES", default_value_t = lathe_actors::http::DEFAULT_MAX_REGISTRY_BYTES)]
+    max_registry_bytes: usize,
+    /// Seconds a connection to a task instance may take to send a complete request head, when
+    /// new or idle between requests, before it is closed
+    #[arg(long, env = "LATHE_TASK_HTTP_HEADER_TIMEOUT", default_value_t = lathe_actors::tasks::DEFAULT_TASK_HEADER_TIMEOUT.as_secs())]
+    task_http_header_timeout: u64,
+    /// The largest request body a task instance's HTTP server reads, in bytes (413 above)
+    #[arg(long, env = "LATHE_TASK_MAX_BODY_BYTES", default_value_t = lathe_actors::tasks::DEFAULT_TASK_MAX_BODY_BYTES)]
+    task_max_body_bytes: usize,
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
@@ -148,6 +164,10 @@ pub(crate) struct NodeConfig {
     pub(crate) http_max_connections: usize,
     pub(crate) max_watchers: usize,
     pub(crate) max_blocking_queries: usize,
+    pub(crate) task_http_header_timeout: Duration,
+    pub(crate) max_keys: usize,
+    pub(crate) max_registry_bytes: usize,
+    pub(crate) task_max_body_bytes: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
     /// `--prometheus-url`, without a trailing `/`: where metric gates read counters.
@@ -269,6 +289,30 @@ impl Args {
                 "must be between 1 and 3600 seconds",
             ));
         }
+        if self.task_http_header_timeout == 0 || self.task_http_header_timeout > 3600 {
+            return Err(bad(
+                "--task-http-header-timeout",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        if self.task_max_body_bytes == 0 || self.task_max_body_bytes > MAX_TASK_BODY_BYTES {
+            return Err(bad(
+                "--task-max-body-bytes",
+                format!("must be between 1 and {MAX_TASK_BODY_BYTES}"),
+            ));
+        }
+        if self.max_keys == 0 {
+            return Err(bad("--max-keys", "must be positive"));
+        }
+        if self.max_registry_bytes < self.max_value_bytes {
+            return Err(bad(
+                "--max-registry-bytes",
+                format!(
+                    "must be at least --max-value-bytes ({})",
+                    self.max_value_bytes
+                ),
+            ));
+        }
         for (flag, value) in [
             ("--http-max-connections", self.http_max_connections),
             ("--max-watchers", self.max_watchers),
@@ -313,6 +357,10 @@ impl Args {
             http_max_connections: self.http_max_connections,
             max_watchers: self.max_watchers,
             max_blocking_queries: self.max_blocking_queries,
+            task_http_header_timeout: Duration::from_secs(self.task_http_header_timeout),
+            task_max_body_bytes: self.task_max_body_bytes,
+            max_keys: self.max_keys,
+            max_registry_bytes: self.max_registry_bytes,
             enable_chaos: self.enable_chaos,
             prometheus_url,
             local_forward: !self.no_local_forward,
@@ -584,6 +632,16 @@ mod tests {
                 "--http-header-timeout:",
             ),
             (&["--max-watchers", "0"][..], "--max-watchers:"),
+            (&["--max-keys", "0"][..], "--max-keys:"),
+            (&["--max-registry-bytes", "10"][..], "--max-registry-bytes:"),
+            (
+                &["--task-max-body-bytes", "0"][..],
+                "--task-max-body-bytes:",
+            ),
+            (
+                &["--task-http-header-timeout", "0"][..],
+                "--task-http-header-timeout:",
+            ),
             (
                 &["--http-max-connections", "0"][..],
                 "--http-max-connections:",

@@ -155,7 +155,12 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
             config.http_max_connections,
             config.max_watchers,
             config.max_blocking_queries,
-        ),
+        )
+        .with_quota(config.max_keys, config.max_registry_bytes),
+        task_http_limits: lathe_actors::tasks::TaskHttpLimits {
+            header_timeout: config.task_http_header_timeout,
+            max_body_bytes: config.task_max_body_bytes,
+        },
         metrics,
         catalog,
         topology: config.topology.clone(),

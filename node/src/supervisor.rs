@@ -77,6 +77,8 @@ pub(crate) struct NodeSupervisorArgs {
     pub(crate) max_value_bytes: usize,
     /// Timeouts and caps of the REST port.
     pub(crate) api_limits: lathe_actors::http::ApiLimits,
+    /// Header timeout and body limit of task instances' HTTP servers.
+    pub(crate) task_http_limits: lathe_actors::tasks::TaskHttpLimits,
     pub(crate) metrics: prometheus::Registry,
     /// The task types this node's binary can run.
     pub(crate) catalog: lathe::Catalog,
@@ -192,6 +194,7 @@ impl Actor for NodeSupervisor {
         task_config.states = args.states.clone();
         task_config.flow_transport = args.flow_transport.clone();
         task_config.changelog = args.changelog.clone();
+        task_config.http_limits = args.task_http_limits;
         let tasks = start_task_supervisor(
             task_config,
             args.catalog,

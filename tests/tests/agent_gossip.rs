@@ -1,13 +1,14 @@
 //! Two agents gossip. One is cut off from the registry (a proxy in front of its only node is
 //! blocked): it learns from its peer that it is behind, says so in `/status`, and catches up once
-//! access returns.
+//! access returns. A claim no registry node confirms (anyone can `POST /v1/gossip`) is ignored.
 
 mod agent_support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use agent_support::{free_addr, registry_list, toml_str, AgentProcess};
+use agent_support::{free_addr, metric_with, registry_list, toml_str, AgentProcess};
+use lathe_tests::http;
 use lathe_tests::node::NodeBuilder;
 use lathe_tests::proxy::TcpProxy;
 use lathe_tests::scenario::put_ok;
@@ -110,4 +111,49 @@ fn a_cut_off_agent_learns_it_is_behind_and_catches_up() {
         b.watch("g")["behind"] == false
     });
     assert_eq!(a.watch("g")["behind"], false, "a was never behind");
+}
+
+/// One `POST /v1/gossip` claiming a version far beyond the registry used to mark the agent
+/// behind and make it re-sync every second, for good. The registry node contradicts it: the
+/// claim is forgotten, nothing re-syncs.
+#[test]
+fn a_claim_no_registry_node_confirms_is_ignored() {
+    let node = NodeBuilder::new().name("agent-gossip-false").start();
+    let addr = node.http_addr().to_string();
+    let dir = tempfile::tempdir().expect("a scratch dir");
+    let (status_a, nobody) = (free_addr(), free_addr());
+    put_ok(&addr, "/app/g/v", &json!(1));
+    let a = AgentProcess::start(
+        dir.path(),
+        "a",
+        &status_a,
+        &config("a", &addr, &status_a, &nobody, dir.path()),
+    );
+    wait_until("agent a to render v = 1", DEADLINE, || {
+        output(dir.path(), "a") == "v = 1\n"
+    });
+    let claim = json!({"from": "evil", "prefixes": {"/app/g": u64::MAX / 2}});
+    wait_until("the false claim to be found out", DEADLINE, || {
+        let reply = http::post_json(&status_a, "/v1/gossip", &claim);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        metric_with(
+            &status_a,
+            "lathe_agent_gossip_messages_total",
+            "unconfirmed",
+        ) >= 1.0
+    });
+    assert_eq!(
+        metric_with(&status_a, "lathe_agent_reconnects_total", "resync"),
+        0.0,
+        "a false claim made the agent re-sync: {}",
+        a.log_tail(20)
+    );
+    wait_until("agent a not to be behind", DEADLINE, || {
+        a.watch("g")["behind"] == false
+    });
+    // The agent still follows the registry.
+    put_ok(&addr, "/app/g/v", &json!(2));
+    wait_until("agent a to render v = 2", DEADLINE, || {
+        output(dir.path(), "a") == "v = 2\n"
+    });
 }

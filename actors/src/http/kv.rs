@@ -8,6 +8,7 @@ use warp::Reply;
 
 use super::query::{self, DEFAULT_WAIT};
 use super::{ApiContext, ApiError, BodyStream};
+use crate::registry::value_bytes;
 
 const PREFIX: &str = "/v1/kv";
 pub(crate) const INDEX_HEADER: &str = "x-lathe-index";
@@ -87,6 +88,7 @@ async fn put(
     let body = body.read_limited(context.max_value_bytes).await?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+    check_quota(context, key, &value).await?;
     let version = context.registry.put(key, value, query.cas).await?;
     let reply = warp::reply::json(&serde_json::json!({ "version": version }));
     let index = context.registry.index().max(version);
@@ -102,6 +104,43 @@ async fn delete(context: &ApiContext, key: &KeyPath, query: &str) -> Result<Resp
         .await?;
     let reply = warp::reply::json(&serde_json::json!({ "version": version }));
     Ok(with_index(reply.into_response(), context.registry.index()))
+}
+
+/// Refuses a write that would take the registry past its quota: 413 for a value larger than the
+/// whole quota, 507 when the registry is full (`--max-keys`, `--max-registry-bytes`).
+async fn check_quota(
+    context: &ApiContext,
+    key: &KeyPath,
+    value: &serde_json::Value,
+) -> Result<(), ApiError> {
+    let (max_keys, max_bytes) = (context.limits.max_keys, context.limits.max_registry_bytes);
+    let size = value_bytes(value);
+    if size > max_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("value of about {size} bytes is over the registry quota of {max_bytes} bytes"),
+        ));
+    }
+    let (keys, bytes) = context.registry.usage().await?;
+    let existing = context.registry.get(key).await?.0;
+    let freed = existing
+        .as_ref()
+        .map_or(0, |entry| value_bytes(&entry.value));
+    if existing.is_none() && keys >= max_keys {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("the registry is full: {keys} keys, the quota is {max_keys} (--max-keys)"),
+        ));
+    }
+    if bytes.saturating_sub(freed) + size > max_bytes {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "the registry is full: about {bytes} bytes of values, this one would pass the quota of {max_bytes} bytes (--max-registry-bytes)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_writable(key: &KeyPath) -> Result<(), ApiError> {

@@ -21,6 +21,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_MAX_WATCHERS: usize = 2048;
 /// Default of `--max-blocking-queries`.
 pub const DEFAULT_MAX_BLOCKING_QUERIES: usize = 2048;
+/// Default of `--max-keys`: keys outside `/lathe` a PUT may bring the registry to.
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+/// Default of `--max-registry-bytes`: the values' total a PUT may bring the registry to.
+pub const DEFAULT_MAX_REGISTRY_BYTES: usize = 1024 * 1024 * 1024;
 /// What a 503 past a cap asks the client to wait, in seconds.
 pub(crate) const RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -33,6 +37,9 @@ pub struct ApiLimits {
     connections: Cap,
     watchers: Cap,
     blocking: Cap,
+    /// The registry quota REST writes are held to (Lathe's own records are not).
+    pub max_keys: usize,
+    pub max_registry_bytes: usize,
 }
 
 impl ApiLimits {
@@ -47,7 +54,16 @@ impl ApiLimits {
             connections: Cap::new("connections", max_connections),
             watchers: Cap::new("watchers", max_watchers),
             blocking: Cap::new("blocking queries", max_blocking_queries),
+            max_keys: DEFAULT_MAX_KEYS,
+            max_registry_bytes: DEFAULT_MAX_REGISTRY_BYTES,
         }
+    }
+
+    /// The same limits with a registry quota of `keys` keys and `bytes` of values.
+    pub fn with_quota(mut self, keys: usize, bytes: usize) -> Self {
+        self.max_keys = keys;
+        self.max_registry_bytes = bytes;
+        self
     }
 
     /// Registers the gauges and the refusal counter in `registry` (a warning if it has them).

@@ -14,6 +14,8 @@ mod agents;
 mod chaos;
 mod discovery;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod kv;
 mod limits;
 mod query;
@@ -41,7 +43,7 @@ use warp::{Filter, Reply};
 pub use error::ApiError;
 pub use limits::{
     ApiLimits, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BLOCKING_QUERIES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_WATCHERS,
+    DEFAULT_MAX_KEYS, DEFAULT_MAX_REGISTRY_BYTES, DEFAULT_MAX_WATCHERS,
 };
 
 use crate::registry::RegistryHandle;

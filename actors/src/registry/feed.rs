@@ -51,6 +51,10 @@ pub(crate) enum FeedMsg {
         prefix: KeyPath,
         reply: RpcReplyPort<(Vec<Entry>, u64)>,
     },
+    /// Live keys and the approximate bytes of their values.
+    Usage {
+        reply: RpcReplyPort<(usize, usize)>,
+    },
     Subscribe {
         id: u64,
         prefix: KeyPath,
@@ -169,6 +173,9 @@ impl Actor for RegistryFeed {
             }
             FeedMsg::Get { key, reply } => {
                 let _ = reply.send((state.replica.get(&key), state.replica.index()));
+            }
+            FeedMsg::Usage { reply } => {
+                let _ = reply.send(state.replica.usage());
             }
             FeedMsg::List { prefix, reply } => {
                 let _ = reply.send((state.replica.list(&prefix), state.replica.index()));

@@ -12,6 +12,7 @@ mod feed;
 mod metrics;
 pub mod remote;
 mod replica;
+pub(crate) use replica::value_bytes;
 mod shard;
 mod slice;
 mod subscription;
@@ -113,6 +114,16 @@ impl RegistryHandle {
                     reply,
                 })
                 .is_ok(),
+        })
+        .await
+    }
+
+    /// How many keys hold a value, and roughly how many bytes their values take, as this node
+    /// sees the registry (for the registry quota).
+    pub async fn usage(&self) -> Result<(usize, usize), RegistryError> {
+        self.ask(None, |target, reply: RpcReplyPort<_>| match target {
+            Target::Feed(f) => f.cast(FeedMsg::Usage { reply }).is_ok(),
+            Target::Shard(_) => false,
         })
         .await
     }

@@ -14,6 +14,9 @@ use lathe_store::{Snapshot, StoredEntry};
 
 /// How many recent changes a replica keeps for subscribers resuming from an index.
 pub(crate) const DEFAULT_RING_CAPACITY: usize = 8192;
+/// How many bytes of values (as JSON, roughly) that ring holds at most: a burst of large values
+/// must not keep thousands of copies alive. Subscribers resuming from before it get a snapshot.
+pub(crate) const DEFAULT_RING_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 struct Slot {
@@ -38,6 +41,12 @@ pub(crate) struct Replica {
     slots: BTreeMap<String, Slot>,
     ring: VecDeque<Change>,
     ring_capacity: usize,
+    /// The approximate size of the values in the ring, and its cap.
+    ring_bytes: usize,
+    ring_max_bytes: usize,
+    /// Live keys and the approximate size of their values (for the registry quota).
+    live: usize,
+    live_bytes: usize,
     /// Every change with a version above `floor` is in the ring.
     floor: u64,
     index: u64,
@@ -49,9 +58,20 @@ impl Replica {
             slots: BTreeMap::new(),
             ring: VecDeque::new(),
             ring_capacity: ring_capacity.max(1),
+            ring_bytes: 0,
+            ring_max_bytes: DEFAULT_RING_MAX_BYTES,
+            live: 0,
+            live_bytes: 0,
             floor: 0,
             index: 0,
         }
+    }
+
+    /// The same replica with its ring capped at `bytes` of values instead of the default.
+    #[cfg(test)]
+    pub(crate) fn with_ring_max_bytes(mut self, bytes: usize) -> Self {
+        self.ring_max_bytes = bytes;
+        self
     }
 
     /// Replaces the contents with `entries` (a listing consistent with `index`). The ring starts
@@ -59,6 +79,7 @@ impl Replica {
     pub(crate) fn load(&mut self, entries: impl IntoIterator<Item = StoredEntry>, index: u64) {
         self.slots.clear();
         self.ring.clear();
+        self.ring_bytes = 0;
         let now = Instant::now();
         let mut max = index;
         for entry in entries {
@@ -75,6 +96,14 @@ impl Replica {
         }
         self.index = max;
         self.floor = max;
+        self.live = 0;
+        self.live_bytes = 0;
+        for slot in self.slots.values() {
+            if let Some(value) = &slot.value {
+                self.live += 1;
+                self.live_bytes += value_bytes(value);
+            }
+        }
     }
 
     /// Like [`load`](Self::load), then keeps `history` (the feed's recent changes of the loaded
@@ -98,7 +127,9 @@ impl Replica {
             n => changes[n - 1].version.max(history.floor),
         };
         self.ring = changes.into_iter().skip(skip).collect();
+        self.ring_bytes = self.ring.iter().map(change_bytes).sum();
         self.floor = floor.min(self.floor);
+        self.trim_ring();
     }
 
     /// The recent changes whose key `keep` accepts, for a shard taking over that part.
@@ -129,6 +160,14 @@ impl Replica {
             None => false,
         };
         self.index = self.index.max(entry.version);
+        if let Some(old) = self.slots.get(key).and_then(|slot| slot.value.as_ref()) {
+            self.live -= 1;
+            self.live_bytes = self.live_bytes.saturating_sub(value_bytes(old));
+        }
+        if let Some(new) = &entry.value {
+            self.live += 1;
+            self.live_bytes += value_bytes(new);
+        }
         let is_delete = entry.value.is_none();
         self.slots.insert(
             key.to_string(),
@@ -151,12 +190,23 @@ impl Replica {
     }
 
     fn remember(&mut self, change: Change) {
-        if self.ring.len() == self.ring_capacity {
-            if let Some(oldest) = self.ring.pop_front() {
-                self.floor = self.floor.max(oldest.version);
-            }
-        }
+        self.ring_bytes += change_bytes(&change);
         self.ring.push_back(change);
+        self.trim_ring();
+    }
+
+    /// Forgets the oldest changes while the ring is over its length or byte cap (keeping the
+    /// newest change whatever its size), raising the floor past them.
+    fn trim_ring(&mut self) {
+        while self.ring.len() > self.ring_capacity
+            || (self.ring_bytes > self.ring_max_bytes && self.ring.len() > 1)
+        {
+            let Some(oldest) = self.ring.pop_front() else {
+                break;
+            };
+            self.ring_bytes = self.ring_bytes.saturating_sub(change_bytes(&oldest));
+            self.floor = self.floor.max(oldest.version);
+        }
     }
 
     /// Brings the replica to `snapshot` and returns the changes that took, in version order:
@@ -248,8 +298,32 @@ impl Replica {
         });
     }
 
+    /// Live keys and the approximate bytes of their values.
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        (self.live, self.live_bytes)
+    }
+
     pub(crate) fn live_keys(&self) -> usize {
         self.slots.values().filter(|s| s.value.is_some()).count()
+    }
+}
+
+/// Roughly the memory a change holds: its key and value.
+fn change_bytes(change: &Change) -> usize {
+    change.key.as_str().len() + change.value.as_ref().map_or(0, value_bytes)
+}
+
+/// Roughly the memory a value holds: its strings and numbers, plus a little per node.
+pub(crate) fn value_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    16 + match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(value_bytes).sum(),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(name, value)| name.len() + value_bytes(value))
+            .sum(),
     }
 }
 
@@ -257,6 +331,54 @@ impl Replica {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A burst of large values keeps only the newest within the byte cap; resuming from before
+    /// them is "too old" (a snapshot), from within them gives exactly the rest.
+    #[test]
+    fn usage_counts_live_keys_and_their_bytes() {
+        let mut replica = Replica::new(16);
+        replica.load(vec![put("/a", json!("x".repeat(100)), 1), tomb("/t", 2)], 2);
+        assert_eq!(replica.usage(), (1, 116));
+        replica.apply(put("/b", json!("y".repeat(50)), 3));
+        replica.apply(put("/a", json!(1), 4));
+        assert_eq!(replica.usage(), (2, 66 + 16));
+        replica.apply(tomb("/b", 5));
+        replica.apply(tomb("/never", 6));
+        assert_eq!(replica.usage(), (1, 16));
+    }
+
+    #[test]
+    fn the_ring_is_capped_by_bytes() {
+        let mut replica = Replica::new(1000).with_ring_max_bytes(4 * 1024);
+        let big = json!("v".repeat(1024));
+        for version in 1..=10 {
+            replica.apply(put(&format!("/big/{version}"), big.clone(), version));
+        }
+        assert!(
+            replica.ring.len() <= 4,
+            "{} changes kept",
+            replica.ring.len()
+        );
+        assert!(replica.ring_bytes <= 4 * 1024, "{}", replica.ring_bytes);
+        let root = KeyPath::root();
+        assert_eq!(replica.changes_since(&root, 0), None);
+        let kept = replica.changes_since(&root, 7).expect("within the ring");
+        assert_eq!(
+            kept.iter().map(|c| c.version).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
+        // One value bigger than the whole cap is still kept, alone.
+        replica.apply(put("/huge", json!("h".repeat(10 * 1024)), 11));
+        assert_eq!(replica.ring.len(), 1);
+        assert_eq!(replica.changes_since(&root, 10).unwrap().len(), 1);
+        // Small changes are bounded by count as before.
+        let mut small = Replica::new(3);
+        for version in 1..=5 {
+            small.apply(put("/s", json!(version), version));
+        }
+        assert_eq!(small.ring.len(), 3);
+        assert_eq!(small.changes_since(&root, 1), None);
+    }
 
     fn put(key: &str, value: serde_json::Value, version: u64) -> StoredEntry {
         StoredEntry {

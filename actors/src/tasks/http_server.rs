@@ -15,7 +15,7 @@ use http::HeaderValue;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use lathe::http::{json, text, HttpTask, Response, TASK_HEADER, VERSION_HEADER};
 use lathe::TaskContext;
@@ -27,8 +27,29 @@ use tokio::task::JoinHandle;
 use super::local::LocalRegistration;
 use super::metrics::TaskMetrics;
 
-/// The largest request body an instance reads.
-const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Default of the largest request body an instance reads (`--task-max-body-bytes`).
+pub const DEFAULT_TASK_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Default of `--task-http-header-timeout`.
+pub const DEFAULT_TASK_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every HTTP instance's server lets a client do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskHttpLimits {
+    /// A connection that has not sent a complete request head this long after it opened or
+    /// after its last answer is closed (slowloris, idle keep-alive).
+    pub header_timeout: Duration,
+    /// The largest request body read (413 above).
+    pub max_body_bytes: usize,
+}
+
+impl Default for TaskHttpLimits {
+    fn default() -> Self {
+        TaskHttpLimits {
+            header_timeout: DEFAULT_TASK_HEADER_TIMEOUT,
+            max_body_bytes: DEFAULT_TASK_MAX_BODY_BYTES,
+        }
+    }
+}
 /// How long to wait before accepting again after an accept error (out of file descriptors).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
@@ -43,10 +64,16 @@ pub(crate) struct HttpInstance {
     panics: IntCounter,
     /// `lathe_http_requests_total{group, code="200"}`, the common case, looked up once.
     answered_ok: IntCounter,
+    max_body_bytes: usize,
 }
 
 impl HttpInstance {
-    pub(crate) fn new(task: Arc<dyn HttpTask>, ctx: TaskContext, metrics: TaskMetrics) -> Self {
+    pub(crate) fn new(
+        task: Arc<dyn HttpTask>,
+        ctx: TaskContext,
+        metrics: TaskMetrics,
+        max_body_bytes: usize,
+    ) -> Self {
         let identity = ctx.identity();
         let group = identity.group.as_str();
         HttpInstance {
@@ -55,6 +82,7 @@ impl HttpInstance {
             duration: metrics.http_duration.with_label_values(&[group]),
             panics: metrics.handler_panics.with_label_values(&[group]),
             answered_ok: metrics.http_requests.with_label_values(&[group, "200"]),
+            max_body_bytes,
             metrics,
             task,
             ctx,
@@ -63,7 +91,7 @@ impl HttpInstance {
 
     async fn answer(&self, request: hyper::Request<Incoming>) -> Response {
         let started = Instant::now();
-        let response = match read_in_full(request).await {
+        let response = match read_in_full(request, self.max_body_bytes).await {
             Ok(request) => self.call(request).await,
             Err(response) => response,
         };
@@ -121,13 +149,16 @@ impl HttpInstance {
     }
 }
 
-async fn read_in_full(request: hyper::Request<Incoming>) -> Result<lathe::Request, Response> {
+async fn read_in_full(
+    request: hyper::Request<Incoming>,
+    max_body_bytes: usize,
+) -> Result<lathe::Request, Response> {
     let (head, body) = request.into_parts();
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    match Limited::new(body, max_body_bytes).collect().await {
         Ok(body) => Ok(http::Request::from_parts(head, body.to_bytes())),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(json(
             413,
-            &serde_json::json!({"error": format!("request body over {MAX_BODY_BYTES} bytes")}),
+            &serde_json::json!({"error": format!("request body over {max_body_bytes} bytes")}),
         )),
         Err(error) => Err(json(
             400,
@@ -158,17 +189,17 @@ pub(crate) struct HttpServer {
 }
 
 impl HttpServer {
-    /// Serves `instance` on `listener` until stopped.
     /// Serves `instance` on `listener` until stopped; `local` keeps it listed for in-process
     /// forwarding meanwhile.
     pub(crate) fn start(
         listener: TcpListener,
         instance: Arc<HttpInstance>,
         local: Option<LocalRegistration>,
+        header_timeout: Duration,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
-        let serving = tokio::spawn(accept_loop(listener, instance, stopped));
+        let serving = tokio::spawn(accept_loop(listener, instance, header_timeout, stopped));
         Ok(HttpServer {
             addr,
             stop: Some(stop),
@@ -200,6 +231,7 @@ impl Drop for HttpServer {
 async fn accept_loop(
     listener: TcpListener,
     instance: Arc<HttpInstance>,
+    header_timeout: Duration,
     mut stopped: oneshot::Receiver<Duration>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -225,6 +257,8 @@ async fn accept_loop(
             }
         });
         let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);

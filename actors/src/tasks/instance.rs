@@ -315,11 +315,17 @@ async fn start_http(
         task.clone(),
         ctx,
         services.metrics.clone(),
+        services.http_limits.max_body_bytes,
     ));
     let local = services
         .local
         .register(&identity.group, identity.index, instance.clone());
-    let server = HttpServer::start(listener, instance, Some(local))
-        .map_err(|e| format!("cannot serve the task: {e}"))?;
+    let server = HttpServer::start(
+        listener,
+        instance,
+        Some(local),
+        services.http_limits.header_timeout,
+    )
+    .map_err(|e| format!("cannot serve the task: {e}"))?;
     Ok(Serving::Http { server, task })
 }

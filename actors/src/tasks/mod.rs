@@ -19,6 +19,7 @@ mod endpoints;
 mod forward;
 mod http_server;
 pub(crate) use http_server::panic_message;
+pub use http_server::{TaskHttpLimits, DEFAULT_TASK_HEADER_TIMEOUT, DEFAULT_TASK_MAX_BODY_BYTES};
 mod instance;
 mod local;
 mod metadata;
@@ -90,6 +91,8 @@ pub struct TaskSupervisorConfig {
     pub flow_transport: Option<Arc<dyn crate::flow::FlowTransport>>,
     /// Where state of groups with `state = { changelog = true }` is logged (Kafka).
     pub changelog: Option<Arc<dyn changelog::StateChangelog>>,
+    /// Header timeout and body limit of HTTP instances' servers.
+    pub http_limits: TaskHttpLimits,
 }
 
 impl TaskSupervisorConfig {
@@ -105,6 +108,7 @@ impl TaskSupervisorConfig {
             states: None,
             flow_transport: None,
             changelog: None,
+            http_limits: TaskHttpLimits::default(),
         }
     }
 

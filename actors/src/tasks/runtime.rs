@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::endpoints::EndpointCache;
 use super::forward::Forwarder;
+use super::http_server::TaskHttpLimits;
 use super::local::LocalInstances;
 use super::metadata::{GroupMetadata, MetadataCache};
 use super::metrics::TaskMetrics;
@@ -44,6 +45,8 @@ pub(crate) struct NodeServices {
     pub(crate) flows: Arc<FlowHost>,
     /// Where the state of groups with `state = { changelog = true }` is logged (Kafka).
     pub(crate) changelog: Option<Arc<dyn super::changelog::StateChangelog>>,
+    /// What HTTP instances' servers let clients do.
+    pub(crate) http_limits: TaskHttpLimits,
 }
 
 impl NodeServices {
@@ -58,6 +61,7 @@ impl NodeServices {
         let states = config.states.clone();
         let flow_transport = config.flow_transport.clone();
         let changelog = config.changelog.clone();
+        let http_limits = config.http_limits;
         let local = Arc::new(LocalInstances::default());
         let endpoints = Arc::new(EndpointCache::new(registry.clone()));
         let local_node = local_forward.then(|| (node.clone(), local.clone()));
@@ -82,6 +86,7 @@ impl NodeServices {
             metrics,
             states,
             changelog,
+            http_limits,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`haproxy`]: backends follow groups through the runtime API; reload only when slots run out.
 //! - [`varnish`]: render VCL → `varnishd -C` → `vcl.load` + `vcl.use` → discard old VCLs.
 
+pub mod address;
 pub mod command;
 pub mod files;
 pub mod haproxy;

@@ -13,6 +13,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::address;
 use crate::watch::View;
 
 /// The name the single template of an environment is stored under.
@@ -88,8 +89,16 @@ impl View {
             .iter()
             .filter_map(|(key, (value, _))| {
                 let endpoint: lathe::Endpoint = serde_json::from_value(value.clone()).ok()?;
-                let (host, port) = match endpoint.http.as_deref().and_then(|h| h.rsplit_once(':')) {
-                    Some((host, port)) => (Some(host.to_string()), port.parse().ok()),
+                let address = endpoint.http.as_deref().map(address::host_port);
+                let plain = [&endpoint.group, &endpoint.node, &endpoint.version]
+                    .iter()
+                    .all(|name| address::is_plain_name(name));
+                if matches!(address, Some(None)) || !plain {
+                    tracing::warn!(%key, http = ?endpoint.http, group = %endpoint.group, "an endpoint with a malformed address or name is left out");
+                    return None;
+                }
+                let (host, port) = match address.flatten() {
+                    Some((host, port)) => (Some(host), Some(port)),
                     None => (None, None),
                 };
                 Some(EndpointView {
@@ -155,6 +164,53 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An endpoint written to the registry with a command chained to its address, or a name
+    /// that could steer a template, never reaches templates or HAProxy (seen failing before: its
+    /// host went through as everything before the last ':', command included).
+    #[test]
+    fn endpoints_with_malformed_addresses_or_names_are_left_out() {
+        let endpoint = |index: u32, http: &str, node: &str| {
+            serde_json::json!({
+                "group": "task.http.lb", "index": index, "node": node,
+                "http": http, "version": "0.8.2",
+            })
+        };
+        let mut entries = BTreeMap::new();
+        for (i, (http, node)) in [
+            ("127.0.0.1:8080", "n1"),
+            ("127.0.0.1:80; shutdown sessions server be/s1:8081", "n1"),
+            ("127.0.0.1:8082", "n1\n{{ evil }}"),
+            ("10.0.0.2:8083", "n2"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            entries.insert(
+                format!("/lathe/endpoints/task/http/lb/{i}"),
+                (endpoint(i as u32, http, node), 1),
+            );
+        }
+        let view = View {
+            watch: "w".into(),
+            prefix: "/lathe/endpoints".into(),
+            index: 1,
+            version: 1,
+            entries,
+        };
+        let kept: Vec<(Option<String>, Option<u16>)> = view
+            .endpoints()
+            .into_iter()
+            .map(|e| (e.host, e.port))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                (Some("127.0.0.1".into()), Some(8080)),
+                (Some("10.0.0.2".into()), Some(8083))
+            ]
+        );
+    }
 
     #[test]
     fn identifiers_start_with_a_letter() {

@@ -189,3 +189,48 @@ fn environment_overrides_the_main_keys() {
         "{unknown}"
     );
 }
+
+mod properties {
+    //! Random edits of a valid file: parsed, or refused with `FILE:LINE:COL` and a message —
+    //! never a panic.
+
+    use proptest::prelude::*;
+
+    use super::{parse, MINIMAL};
+
+    fn odd_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\"[ -~]{0,16}\"",
+            "-?[0-9]{1,20}",
+            "\\[\"[ -~&&[^\"\\\\]]{0,12}\"\\]",
+            Just("{ min = \"1ms\", max = \"0s\" }".to_string()),
+            Just("true".to_string()),
+            "[ -~]{0,10}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn edited_configs_parse_or_name_the_problem(
+            line in 0usize..12,
+            key in "(registry|prefix|type|template|destination|mode|name|peers|retry|wait|[a-z]{1,6})",
+            value in odd_value(),
+        ) {
+            let mut lines: Vec<String> = MINIMAL.lines().map(str::to_string).collect();
+            let edit = format!("{key} = {value}");
+            let at = line.min(lines.len());
+            if at < lines.len() && lines[at].contains('=') {
+                lines[at] = edit;
+            } else {
+                lines.insert(at, edit);
+            }
+            if let Err(error) = parse(&lines.join("\n")) {
+                let message = error.to_string();
+                prop_assert!(message.starts_with("agent.toml"), "{}", message);
+                prop_assert!(message.len() > "agent.toml".len() + 10, "{}", message);
+            }
+        }
+    }
+}

@@ -110,7 +110,11 @@ async fn run_sse(
             Ok(Some(Err(e))) => return SessionEnd::Closed(error_chain(&e)),
             Ok(Some(Ok(chunk))) => chunk,
         };
-        for data in parser.feed(&chunk) {
+        let events = match parser.feed(&chunk) {
+            Ok(events) => events,
+            Err(e) => return SessionEnd::BadStream(e),
+        };
+        for data in events {
             match parse_event(&data) {
                 Ok(event) => {
                     if !emit(event) {

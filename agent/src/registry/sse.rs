@@ -54,20 +54,48 @@ pub fn parse_event(data: &str) -> Result<StreamEvent, String> {
     }
 }
 
+/// The largest event (all its lines) a stream may send: a snapshot of a whole subtree is one
+/// event, so this is generous; past it the stream is dropped rather than buffered without end.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024 * 1024;
+
 /// Splits a byte stream into SSE event payloads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseParser {
     line: Vec<u8>,
     data: Option<String>,
+    max_event_bytes: usize,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        SseParser::with_max_event_bytes(MAX_EVENT_BYTES)
+    }
 }
 
 impl SseParser {
-    /// Feeds bytes; returns the payloads of the events they complete.
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<String> {
+    /// A parser refusing events over `bytes`.
+    pub fn with_max_event_bytes(bytes: usize) -> Self {
+        SseParser {
+            line: Vec::new(),
+            data: None,
+            max_event_bytes: bytes,
+        }
+    }
+
+    /// Feeds bytes; returns the payloads of the events they complete, or an error once the event
+    /// being read is over the limit (the stream is then to be dropped).
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, String> {
         let mut events = Vec::new();
         for &byte in chunk {
             if byte != b'\n' {
                 self.line.push(byte);
+                let pending = self.line.len() + self.data.as_ref().map_or(0, String::len);
+                if pending > self.max_event_bytes {
+                    return Err(format!(
+                        "an event of the stream is over {} bytes: dropping the stream",
+                        self.max_event_bytes
+                    ));
+                }
                 continue;
             }
             let mut line = std::mem::take(&mut self.line);
@@ -78,7 +106,7 @@ impl SseParser {
                 events.push(event);
             }
         }
-        events
+        Ok(events)
     }
 
     fn line_done(&mut self, line: &str) -> Option<String> {
@@ -110,9 +138,35 @@ mod tests {
     #[test]
     fn events_split_across_chunks_and_keepalives_are_skipped() {
         let mut parser = SseParser::default();
-        assert!(parser.feed(b":\n\nid: 3\ndata: {\"a\"").is_empty());
-        let events = parser.feed(b":1}\r\n\r\ndata: x\ndata: y\n\n");
+        assert!(parser.feed(b":\n\nid: 3\ndata: {\"a\"").unwrap().is_empty());
+        let events = parser.feed(b":1}\r\n\r\ndata: x\ndata: y\n\n").unwrap();
         assert_eq!(events, vec!["{\"a\":1}".to_string(), "x\ny".to_string()]);
+    }
+
+    /// A node (or anything posing as one) sending an endless line, or endless `data:` lines
+    /// without the blank line that ends an event, is cut off at the limit (seen failing before:
+    /// the parser buffered all of it).
+    #[test]
+    fn an_event_over_the_limit_drops_the_stream() {
+        let mut parser = SseParser::with_max_event_bytes(1024);
+        assert!(parser.feed(&[b'x'; 1000]).unwrap().is_empty());
+        let error = parser.feed(&[b'x'; 100]).unwrap_err();
+        assert!(error.contains("over 1024 bytes"), "{error}");
+        let mut parser = SseParser::with_max_event_bytes(1024);
+        let line = format!("data: {}\n", "y".repeat(100));
+        let mut result = Ok(Vec::new());
+        for _ in 0..20 {
+            result = parser.feed(line.as_bytes());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(result.is_err(), "data lines without an end were buffered");
+        // Events under the limit pass as before.
+        let mut parser = SseParser::with_max_event_bytes(1024);
+        let events = parser.feed(line.repeat(3).as_bytes()).unwrap();
+        assert!(events.is_empty());
+        assert_eq!(parser.feed(b"\n").unwrap().len(), 1);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod discovery;
 mod lifecycle;
+mod limits;
 mod strategies;
 mod tasks;
 

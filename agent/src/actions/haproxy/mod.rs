@@ -19,7 +19,7 @@ use minijinja::Environment;
 
 use self::slots::{plan, Plan, Slot, SlotChange, Target, SLOT_PREFIX};
 use self::socket::LiveServer;
-use super::{command, files, render, Outcome};
+use super::{address, command, files, render, Outcome};
 use crate::config::ActionConfig;
 use crate::status::Metrics;
 use crate::watch::View;
@@ -219,6 +219,12 @@ impl HaproxyAction {
         let mut ordered: Vec<&(String, SlotChange)> = changes.iter().collect();
         ordered.sort_by_key(|(_, c)| matches!(c, SlotChange::Free { .. }));
         for (backend, change) in ordered {
+            if let SlotChange::Fill { target, .. } = change {
+                // Endpoints are checked when read; a runtime line must never chain a command.
+                if address::host_port(&format!("{}:{}", target.0, target.1)).is_none() {
+                    return Err(format!("refusing the malformed address {target:?}"));
+                }
+            }
             let line = match change {
                 SlotChange::Fill { name, target } => format!(
                     "set server {backend}/{name} addr {} port {}; set server {backend}/{name} state ready",

@@ -1,0 +1,69 @@
+//! An HTTP instance's server within its limits: a connection that never finishes its request
+//! head, or sends nothing, is closed after the header timeout; a body over the limit is a 413.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::tasks::{catalog, echo_type, Probes};
+use super::{http_get, start_node_with};
+use crate::tasks::TaskHttpLimits;
+
+const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Generous: the machine may be busy.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Reads until the server closes the connection; the time that took, and what was read.
+async fn until_closed(socket: &mut TcpStream) -> (Duration, Vec<u8>) {
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(CLOSE_DEADLINE, socket.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the connection is still open after {CLOSE_DEADLINE:?}"
+    );
+    (started.elapsed(), answer)
+}
+
+#[tokio::test]
+async fn half_open_connections_are_closed_and_big_bodies_refused() {
+    let node = start_node_with("limits-n1", catalog(&Probes::default()), vec![], |config| {
+        config.http_limits = TaskHttpLimits {
+            header_timeout: HEADER_TIMEOUT,
+            max_body_bytes: 64,
+        };
+    })
+    .await;
+    node.assign("t.echo", 0, &echo_type()).await;
+    let addr = node.serving("t.echo", 0).await;
+
+    // Seen failing before the fix: with no timer, both stayed open for good.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let (slow_took, _) = until_closed(&mut slow).await;
+    let (silent_took, _) = until_closed(&mut silent).await;
+    assert!(
+        slow_took >= HEADER_TIMEOUT / 2,
+        "closed after {slow_took:?}"
+    );
+    assert!(silent_took <= CLOSE_DEADLINE, "{silent_took:?}");
+    // The instance still serves.
+    let answer = http_get(addr, "/anything").await.expect("an answer");
+    assert_eq!(answer.status, 200);
+
+    let mut big = TcpStream::connect(addr).await.unwrap();
+    let body = "b".repeat(100);
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    big.write_all(request.as_bytes()).await.unwrap();
+    let (_, answer) = until_closed(&mut big).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("over 64 bytes"), "{answer}");
+}
