@@ -247,13 +247,15 @@ impl GossipState {
             from,
         } = claim;
         if let Verdict::Contradicted(index) = verdict {
-            tracing::warn!(%watch, peer = %from, peer_version = version, registry_index = index, "a peer claims a version no registry node has reached: ignored");
+            tracing::warn!(%watch, peer = %from, peer_version = version, registry_index = index,
+                "a peer claims a version no registry node has reached: ignored");
             self.args.metrics.gossip("unconfirmed");
             self.args.heard.discard(&prefix, version);
             self.behind_since.remove(&watch);
             return;
         }
-        tracing::warn!(%watch, peer = %from, peer_version = version, ?verdict, "behind a peer agent");
+        tracing::warn!(%watch, peer = %from, peer_version = version, ?verdict,
+            "behind a peer agent");
         let reason = format!("watch {watch}: peer {from} has seen version {version}");
         let _ = self.args.supervisor.cast(SupervisorMsg::Resync { reason });
     }

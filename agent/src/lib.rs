@@ -63,7 +63,8 @@ pub async fn run(
             let _ = server_stopped.await;
         },
     ));
-    tracing::info!(agent = %name, status = %listen, registry = ?config.registry, watches = config.watches.len(), "lathe-agent starting");
+    tracing::info!(agent = %name, status = %listen, registry = ?config.registry,
+        watches = config.watches.len(), "lathe-agent starting");
     let (stop_register, register_stopped) = tokio::sync::oneshot::channel::<()>();
     let registration = match bound.and_then(register::advertised) {
         Some(addr) => Some(tokio::spawn(register::run(
@@ -75,7 +76,8 @@ pub async fn run(
             },
         ))),
         None => {
-            tracing::info!(status = %listen, "not registering with the cluster: the status endpoint has no address others can reach (Prometheus will not find this agent)");
+            tracing::info!(status = %listen, "not registering with the cluster: the status \
+                endpoint has no address others can reach (Prometheus will not find this agent)");
             None
         }
     };

@@ -26,9 +26,9 @@
 //!   registry requests per change with 100 agents against one blocking query per dependency.
 //!
 //! The node binary is `$LATHE_NODE_BIN`, the agent's `$LATHE_AGENT_BIN` (the Makefile points them
-//! at the release builds); `wrk` and `haproxy` come from Debian. A measurement that cannot be made is a row saying why. `--quick` is
-//! a smaller run, for trying the bench out; `--json FILE` also writes the report as JSON;
-//! `--only lb` runs one phase.
+//! at the release builds); `wrk` and `haproxy` come from Debian. A measurement that cannot be made
+//! is a row saying why. `--quick` is a smaller run, for trying the bench out; `--json FILE` also
+//! writes the report as JSON; `--only lb` runs one phase.
 
 mod agent;
 mod agent_follow;

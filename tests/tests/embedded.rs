@@ -1,5 +1,6 @@
-//! The embedded registry (no ZooKeeper): an acknowledged write survives SIGKILL and restart of the founding node,
-//! and nodes that `--join` the founder read, write and watch its registry over the cluster.
+//! The embedded registry (no ZooKeeper): an acknowledged write survives SIGKILL and restart of the
+//! founding node, and nodes that `--join` the founder read, write and watch its registry over the
+//! cluster.
 
 use std::time::Duration;
 
@@ -137,9 +138,9 @@ fn joined_nodes_read_write_and_watch_the_founders_embedded_registry() {
     assert_eq!(founder_reply.status, 404, "{}", founder_reply.text);
 }
 
-/// README: while the founding node is down, joined nodes serve reads and watches from their replicas and answer
-/// writes with 503; when it comes back (same `--bind` and `--data-dir`) they re-sync and their watchers get what
-/// changed.
+/// README: while the founding node is down, joined nodes serve reads and watches from their
+/// replicas and answer writes with 503; when it comes back (same `--bind` and `--data-dir`) they
+/// re-sync and their watchers get what changed.
 #[test]
 fn joined_nodes_ride_out_a_restart_of_the_founder() {
     let mut cluster = Cluster::start(3, NodeBuilder::new().name("ride").cookie(TEST_COOKIE));

@@ -33,7 +33,8 @@ const FLAKY: &str = "crate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = 
 fn topology(task_type: &str) -> String {
     format!(
         "[task.web]\n{task_type}\ntasks = 1\nfail_percent = 20\n\
-         rollout = {{ batch = 1, healthy_seconds = 2, timeout_seconds = 90, max_error_ratio = 0.05, \
+         rollout = {{ batch = 1, healthy_seconds = 2, timeout_seconds = 90, max_error_ratio = \
+             0.05, \
          max_p99_ms = 1000, min_requests = 40 }}\n"
     )
 }
@@ -221,8 +222,10 @@ const NEXT: &str = "task.front.next";
 fn shift_topology() -> String {
     let gate = "rollout = { max_error_ratio = 0.05, max_p99_ms = 1000, min_requests = 20 }";
     format!(
-        "[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::LoadBalancer\"\n\
-         tasks = 1\nbackend_distribution = [[\"{GOOD}\", \"{FLAKY_GROUP}\", \"{NEXT}\"], [80, 10, 10]]\n\n\
+        "[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\n\
+            task = \"my::LoadBalancer\"\n\
+         tasks = 1\n\
+             backend_distribution = [[\"{GOOD}\", \"{FLAKY_GROUP}\", \"{NEXT}\"], [80, 10, 10]]\n\n\
          [task.front.good]\n{FRONTPAGE_421}\ntasks = 1\n\n\
          [task.front.flaky]\n{FLAKY}\ntasks = 1\nfail_percent = 20\n{gate}\n\n\
          [task.front.next]\n{FRONTPAGE_422}\ntasks = 1\n{gate}\n"
@@ -323,7 +326,8 @@ impl Prometheus {
         let dir = tempfile::tempdir().expect("a folder for Prometheus");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: lathe\n    \
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                scrape_configs:\n  - job_name: lathe\n    \
              static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );

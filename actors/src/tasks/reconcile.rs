@@ -62,7 +62,8 @@ pub(crate) fn desired_assignments(node: &str, entries: &Entries) -> BTreeMap<Ins
     for (key, entry) in entries {
         match serde_json::from_value::<Assignment>(entry.value.clone()) {
             Ok(assignment) if !is_group_name(&assignment.group) => {
-                tracing::warn!(%key, group = %assignment.group, "assignment with an invalid group name: skipped")
+                tracing::warn!(%key, group = %assignment.group,
+                    "assignment with an invalid group name: skipped")
             }
             Ok(assignment) if assignment.node == node => {
                 let version = entry.version;
@@ -75,7 +76,8 @@ pub(crate) fn desired_assignments(node: &str, entries: &Entries) -> BTreeMap<Ins
                 );
             }
             Ok(assignment) => {
-                tracing::warn!(%key, node = %assignment.node, "assignment for another node: skipped")
+                tracing::warn!(%key, node = %assignment.node,
+                    "assignment for another node: skipped")
             }
             Err(error) => tracing::warn!(%key, %error, "malformed assignment: skipped"),
         }

@@ -171,7 +171,8 @@ mod tests {
         .render();
         assert_eq!(
             rendered,
-            "node     node-0 at 127.0.0.1:7500 (healthy)\nmembers  2: 1 alive, 1 suspect, 0 dead\nleader   node-0\n"
+            "node     node-0 at 127.0.0.1:7500 (healthy)\nmembers  2: 1 alive, 1 suspect, 0 dead\n\
+                leader   node-0\n"
         );
         let rendered = status_table("h:1", &Value::Null, &[]).render();
         assert!(
