@@ -36,7 +36,13 @@ const AFTER_HELP: &str =
 #[command(name = "lathe", version, about, propagate_version = true, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
     /// REST address (HOST:PORT) of any lathe-node of the cluster
-    #[arg(long, global = true, env = "LATHE_ADDR", default_value = DEFAULT_ADDR, value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        env = "LATHE_ADDR",
+        default_value = DEFAULT_ADDR,
+        value_name = "HOST:PORT"
+    )]
     pub(crate) addr: String,
 
     /// Print the server's JSON instead of human tables (for scripts)

@@ -96,8 +96,10 @@ fn joined_nodes_read_write_and_watch_the_founders_embedded_registry() {
     assert!(v1 < v2 && v2 < v3, "versions {v1}, {v2}, {v3}");
 
     let expected: Vec<Value> = vec![
-        json!({"key": "/shared/from-joined", "value": {"by": "joined"}, "version": v1, "op": "put"}),
-        json!({"key": "/shared/from-founder", "value": {"by": "founder"}, "version": v2, "op": "put"}),
+        json!({"key": "/shared/from-joined", "value": {"by": "joined"}, "version": v1,
+               "op": "put"}),
+        json!({"key": "/shared/from-founder", "value": {"by": "founder"}, "version": v2,
+               "op": "put"}),
         json!({"key": "/shared/from-joined-b", "value": [1, 2, 3], "version": v3, "op": "put"}),
     ];
     for addr in &addrs {

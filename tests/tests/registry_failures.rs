@@ -184,7 +184,9 @@ fn check_acks_kept(state: &State, acks: &[Ack], where_: &str) {
 fn changes_of(state: &State) -> Vec<Value> {
     let mut changes: Vec<Value> = state
         .iter()
-        .map(|(key, (value, version))| json!({"key": key, "value": value, "version": version, "op": "put"}))
+        .map(|(key, (value, version))| {
+            json!({"key": key, "value": value, "version": version, "op": "put"})
+        })
         .collect();
     changes.sort_by_key(|c| c["version"].as_u64());
     changes

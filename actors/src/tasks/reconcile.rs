@@ -221,7 +221,10 @@ mod tests {
         use super::super::mirror::Mirrored;
         let entry = |value: serde_json::Value| Mirrored { value, version: 7 };
         let task_type = TaskType::new("c", "1", "my::T");
-        let assignment = |group: &str, node: &str| serde_json::json!({"group": group, "index": 0, "node": node, "task_type": task_type});
+        let assignment = |group: &str, node: &str| {
+            serde_json::json!({"group": group, "index": 0, "node": node,
+                               "task_type": task_type})
+        };
         let key = |s: &str| KeyPath::parse(s).unwrap();
         let entries: Entries = [
             (

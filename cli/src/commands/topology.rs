@@ -120,12 +120,17 @@ mod tests {
     #[test]
     fn tasks_render_one_row_per_instance() {
         let instances = [
-            json!({"group": "task.http.lb", "index": 0, "node": "node-0", "crate": "http_loadbalancer",
-            "version": "0.8.2", "status": "running", "endpoint": "127.0.0.1:8000", "restarts": 0}),
+            json!({"group": "task.http.lb", "index": 0, "node": "node-0",
+            "crate": "http_loadbalancer", "version": "0.8.2", "status": "running",
+            "endpoint": "127.0.0.1:8000", "restarts": 0}),
         ];
         let rendered = tasks_table(&instances).render();
         let lines: Vec<&str> = rendered.lines().collect();
-        assert_eq!(lines[0], "GROUP         INDEX  NODE    CRATE              VERSION  STATUS   ENDPOINT        RESTARTS");
+        assert_eq!(
+            lines[0],
+            "GROUP         INDEX  NODE    CRATE              VERSION  STATUS   ENDPOINT        \
+             RESTARTS"
+        );
         assert_eq!(
             lines[1],
             "task.http.lb  0      node-0  http_loadbalancer  0.8.2    running  127.0.0.1:8000  0"

@@ -193,11 +193,13 @@ mod tests {
 
     #[test]
     fn nested_actors_grouped_by_node_are_drawn() {
-        let answer = json!({"nodes": [{"name": "node-0", "tree": {"name": "NodeSupervisor", "status": "running",
-            "restarts": 0, "children": [
-                {"name": "Membership", "status": "running", "restarts": 1, "children": []},
-                {"name": "TaskSupervisor", "status": "running", "children": [
-                    {"name": "task.http.lb/0", "kind": "task", "status": "failed", "restarts": 3}]}]}}]});
+        let answer = json!({"nodes": [{"name": "node-0", "tree": {
+        "name": "NodeSupervisor", "status": "running", "restarts": 0, "children": [
+            {"name": "Membership", "status": "running", "restarts": 1, "children": []},
+            {"name": "TaskSupervisor", "status": "running", "children": [
+                {"name": "task.http.lb/0", "kind": "task", "status": "failed", "restarts": 3}
+            ]}
+        ]}}]});
         assert_eq!(
             render_tree(&answer).unwrap(),
             "node-0\n└─ NodeSupervisor  running  restarts=0\n   ├─ \
