@@ -17,6 +17,7 @@ mod discovery;
 mod error;
 #[cfg(test)]
 mod fuzz;
+mod idle;
 mod kv;
 mod limits;
 mod query;
