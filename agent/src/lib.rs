@@ -47,7 +47,12 @@ pub async fn run(
     let name = config.agent_name();
     let board = Board::new(&name);
     let metrics = Metrics::new();
-    let heard = Heard::default();
+    let heard = Heard::watching(
+        config
+            .watches
+            .iter()
+            .map(|watch| watch.prefix.0.as_str().to_string()),
+    );
     let listen = config.status.listen.0.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
