@@ -40,6 +40,7 @@ use lathe_actors::resources::{
 use lathe_actors::scheduler::actor::{Scheduler, SchedulerArgs, SchedulerMsg};
 use lathe_actors::scheduler::demand::{demand_channel, DemandSender};
 use lathe_actors::scheduler::traffic::TrafficSource;
+use lathe_actors::scheduler::SchedulerSettings;
 use lathe_actors::tasks::{start_task_supervisor, TaskSupervisorConfig, TaskSupervisorHandle};
 use lathe_actors::tree::{ActorKind, ActorTree, TreeMetrics, TreeScope};
 use lathe_store::Store;
@@ -386,6 +387,7 @@ async fn spawn_scheduler(
         membership: membership.clone(),
         demand,
         traffic_source,
+        settings: SchedulerSettings::default(),
     };
     let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor.get_cell()).await?;
     tree.started("scheduler", ActorKind::Scheduler, &scheduler.get_cell());

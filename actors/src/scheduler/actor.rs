@@ -9,7 +9,7 @@
 //! Reconciles run off the handler, one at a time; triggers that arrive meanwhile coalesce into one
 //! more run. Triggers: the topology changed, a roll-out or traffic-shift record changed (a
 //! `lathe rollout` command), membership changed, and a periodic safety net; while a roll-out
-//! moves, every [`ROLLOUT_TICK`]; while a shift moves, when its next step is due.
+//! moves, every `rollout_tick` ([`SchedulerSettings`]); while a shift moves, when its next step is due.
 //!
 //! After each reconcile the leader publishes its [`CapacityDemand`] — how many instances are
 //! pending because every node that can run them is full — for the node's resource manager, which
@@ -25,39 +25,22 @@ use ractor_cluster::RactorMessage;
 
 use super::demand::{CapacityDemand, DemandSender};
 use super::deploy;
+use super::error::SchedulerError;
 use super::placement::{place, rebalance, NodeCandidate, PendingCause};
 use super::rollout::{self, Governed, Placed};
+use super::settings::SchedulerSettings;
 use super::shift;
 use super::traffic::{self, TrafficSource};
 use crate::follow::follow;
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
 use crate::registry::RegistryHandle;
 
-/// A reconcile also runs this often without a trigger, to repair failed writes.
-const SAFETY_NET: Duration = Duration::from_secs(5);
-/// For this long after gaining leadership, a node that holds assignments but has not shown up in
-/// membership yet keeps them: a restarted leader hears from its peers only after they reconnect,
-/// and moving everything onto the first node up would put every instance on it. (Longer than
-/// membership's default dead_after, so a really dead node is known dead by then.)
-const SETTLE: Duration = Duration::from_secs(5);
-/// At most this many running instances move per reconcile when rebalancing.
-const MAX_MOVES: usize = 2;
-/// An instance that moved stays put this long, so rebalancing settles instead of chasing.
-const HOLD_AFTER_MOVE: Duration = Duration::from_secs(60);
-/// After a reconcile that moved instances, the next one comes this soon.
-const NEXT_STEP: Duration = Duration::from_secs(1);
-const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
-/// While a roll-out moves, the next reconcile comes this soon (it judges the batch's health).
-const ROLLOUT_TICK: Duration = Duration::from_millis(500);
-/// How often a traffic shift under a metric gate is judged between its steps.
-const GATE_WATCH: Duration = Duration::from_secs(1);
-
 #[derive(RactorMessage)]
 pub enum SchedulerMsg {
     MembersChanged(Vec<MemberView>),
     TopologyChanged,
     Reconcile,
-    Reconciled(Result<ReconcileReport, String>),
+    Reconciled(Result<ReconcileReport, SchedulerError>),
 }
 
 /// What one reconcile did.
@@ -88,6 +71,8 @@ pub struct SchedulerArgs {
     pub demand: Option<DemandSender>,
     /// Where metric gates read response counters: the nodes, or Prometheus.
     pub traffic_source: TrafficSource,
+    /// Timings and limits ([`SchedulerSettings::default`] in production).
+    pub settings: SchedulerSettings,
 }
 
 pub struct SchedulerState {
@@ -105,6 +90,7 @@ pub struct SchedulerState {
     watchers: Vec<tokio::task::JoinHandle<()>>,
     demand: Option<DemandSender>,
     traffic_source: TrafficSource,
+    settings: SchedulerSettings,
 }
 
 impl Actor for Scheduler {
@@ -129,7 +115,7 @@ impl Actor for Scheduler {
             watch(myself.clone(), args.registry.clone(), layout::ROLLOUTS),
             watch(myself.clone(), args.registry.clone(), layout::SHIFTS),
         ];
-        myself.send_interval(SAFETY_NET, || SchedulerMsg::Reconcile);
+        myself.send_interval(args.settings.safety_net, || SchedulerMsg::Reconcile);
         Ok(SchedulerState {
             node: args.node,
             registry: args.registry,
@@ -143,6 +129,7 @@ impl Actor for Scheduler {
             watchers,
             demand: args.demand,
             traffic_source: args.traffic_source,
+            settings: args.settings,
         })
     }
 
@@ -165,7 +152,7 @@ impl Actor for Scheduler {
                     }
                     if leading {
                         // Once the settle window ends, unheard-of nodes lose their instances.
-                        myself.send_after(SETTLE, || SchedulerMsg::Reconcile);
+                        myself.send_after(state.settings.settle, || SchedulerMsg::Reconcile);
                     }
                 }
                 state.leading = leading;
@@ -192,22 +179,26 @@ impl Actor for Scheduler {
                                 "assignments reconciled"
                             );
                         }
+                        let settings = &state.settings;
                         if report.rolling {
-                            myself.send_after(ROLLOUT_TICK, || SchedulerMsg::Reconcile);
+                            myself.send_after(settings.rollout_tick, || SchedulerMsg::Reconcile);
                         } else if let Some(due) = report.next_shift_step {
-                            myself.send_after(due.max(ROLLOUT_TICK), || SchedulerMsg::Reconcile);
+                            let due = due.max(settings.rollout_tick);
+                            myself.send_after(due, || SchedulerMsg::Reconcile);
                         }
                         if !report.moved.is_empty() {
-                            let until = tokio::time::Instant::now() + HOLD_AFTER_MOVE;
+                            let until = tokio::time::Instant::now() + settings.hold_after_move;
                             state
                                 .held
                                 .extend(report.moved.into_iter().map(|m| (m, until)));
-                            myself.send_after(NEXT_STEP, || SchedulerMsg::Reconcile);
+                            myself.send_after(settings.next_step, || SchedulerMsg::Reconcile);
                         }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "reconcile failed: retrying");
-                        myself.send_after(RETRY_AFTER_ERROR, || SchedulerMsg::Reconcile);
+                        myself.send_after(state.settings.retry_after_error, || {
+                            SchedulerMsg::Reconcile
+                        });
                     }
                 }
                 if std::mem::take(&mut state.again) {
@@ -246,21 +237,22 @@ impl SchedulerState {
         let source = self.traffic_source.clone();
         let settling = self
             .leading_since
-            .is_some_and(|since| since.elapsed() < SETTLE);
+            .is_some_and(|since| since.elapsed() < self.settings.settle);
         let now = tokio::time::Instant::now();
         self.held.retain(|_, until| *until > now);
         let held: BTreeSet<(String, u32)> = self.held.keys().cloned().collect();
         let scheduler = myself.clone();
+        let settings = self.settings.clone();
         tokio::spawn(async move {
             // A panic must still report back: otherwise `running` stays set and the leader
             // schedules nothing more (failover included) until the process restarts.
             let result = crate::panics::caught(reconcile(
-                &registry, &node, &members, &source, settling, &held,
+                &registry, &node, &members, &source, settling, &held, &settings,
             ))
             .await
             .unwrap_or_else(|panic| {
                 tracing::error!(%panic, "reconcile panicked: it will run again");
-                Err(format!("reconcile panicked: {panic}"))
+                Err(SchedulerError::Panicked(panic))
             });
             let _ = scheduler.cast(SchedulerMsg::Reconciled(result));
         });
@@ -280,7 +272,7 @@ fn watch(
         let mut from = None;
         loop {
             let Ok(mut subscription) = registry.subscribe(&key, from).await else {
-                tokio::time::sleep(RETRY_AFTER_ERROR).await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             };
             while let Some(event) = subscription.next().await {
@@ -295,7 +287,7 @@ fn watch(
 
 /// One pass: place what the topology asks for on the live nodes and write the difference.
 /// While `settling`, nodes with assignments that membership has not listed yet count as live and
-/// nothing is rebalanced; otherwise up to [`MAX_MOVES`] instances not `held` may move between
+/// nothing is rebalanced; otherwise up to `max_moves` instances not `held` may move between
 /// alive nodes.
 async fn reconcile(
     registry: &RegistryHandle,
@@ -304,29 +296,20 @@ async fn reconcile(
     source: &TrafficSource,
     settling: bool,
     held: &BTreeSet<(String, u32)>,
-) -> Result<ReconcileReport, String> {
+    settings: &SchedulerSettings,
+) -> Result<ReconcileReport, SchedulerError> {
     let leader_key = key(layout::SCHEDULER_LEADER)?;
     let leader_value = serde_json::json!({ "node": node });
-    if registry
-        .get(&leader_key)
-        .await
-        .map_err(|e| e.to_string())?
-        .0
-        .map(|e| e.value)
-        != Some(leader_value.clone())
-    {
-        registry
-            .put(&leader_key, leader_value, None)
-            .await
-            .map_err(|e| e.to_string())?;
+    if registry.get(&leader_key).await?.0.map(|e| e.value) != Some(leader_value.clone()) {
+        registry.put(&leader_key, leader_value, None).await?;
     }
     // A deploy that stopped after storing its record still owes its group metadata.
     deploy::complete_pending(registry)
         .await
-        .map_err(|e| format!("cannot complete the last deploy: {e}"))?;
+        .map_err(SchedulerError::CompleteDeploy)?;
     let topology = deploy::current(registry)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(SchedulerError::Topology)?
         .map(|(record, _)| record.topology)
         .unwrap_or_default();
     let current = read_records::<Assignment>(registry, layout::ASSIGNMENTS).await?;
@@ -340,7 +323,15 @@ async fn reconcile(
         &mut report,
     )
     .await?;
-    shifts(registry, &topology.groups, members, source, &mut report).await?;
+    shifts(
+        registry,
+        &topology.groups,
+        members,
+        source,
+        settings,
+        &mut report,
+    )
+    .await?;
     // Placement sees a group under roll-out with the type it rolls from, so that instances
     // already replaced stay valid and in place; `governed` then gives each index its type.
     let current_assignments: Vec<Assignment> = current
@@ -377,7 +368,13 @@ async fn reconcile(
             })
             .cloned()
             .collect();
-        let (rebalanced, _) = rebalance(&groups, &alive, &placement.assignments, held, MAX_MOVES);
+        let (rebalanced, _) = rebalance(
+            &groups,
+            &alive,
+            &placement.assignments,
+            held,
+            settings.max_moves,
+        );
         report.moved = placement
             .assignments
             .iter()
@@ -401,19 +398,13 @@ async fn reconcile(
         .collect();
     for (path, assignment) in &wanted {
         if current.get(path) != Some(assignment) {
-            let value = serde_json::to_value(assignment).map_err(|e| e.to_string())?;
-            registry
-                .put(path, value, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            let value = encode(path, assignment)?;
+            registry.put(path, value, None).await?;
             report.placed += 1;
         }
     }
     for path in current.keys().filter(|p| !wanted.contains_key(*p)) {
-        registry
-            .delete(path, None, false)
-            .await
-            .map_err(|e| e.to_string())?;
+        registry.delete(path, None, false).await?;
         report.removed += 1;
     }
     report.pending = placement.pending.len();
@@ -442,7 +433,7 @@ async fn roll_outs(
     members: &[MemberView],
     source: &TrafficSource,
     report: &mut ReconcileReport,
-) -> Result<(Vec<lathe::topology::GroupSpec>, BTreeMap<String, Governed>), String> {
+) -> Result<(Vec<lathe::topology::GroupSpec>, BTreeMap<String, Governed>), SchedulerError> {
     let stored = read_versioned::<RolloutRecord>(registry, layout::ROLLOUTS).await?;
     let statuses = read_records::<InstanceStatus>(registry, layout::INSTANCES).await?;
     let catalogs: BTreeMap<&str, &Vec<lathe::TaskType>> = members
@@ -524,12 +515,15 @@ async fn roll_outs(
     for (path, record, cas) in writes {
         let result = match &record {
             Some(record) => {
-                let value = serde_json::to_value(record).map_err(|e| e.to_string())?;
+                let value = encode(&path, record)?;
                 registry.put(&path, value, Some(cas)).await.map(|_| ())
             }
             None => registry.delete(&path, Some(cas), false).await.map(|_| ()),
         };
-        result.map_err(|e| format!("cannot store the roll-out at {path}: {e}"))?;
+        result.map_err(|source| SchedulerError::Write {
+            key: path.to_string(),
+            source,
+        })?;
         if let Some(record) = record {
             tracing::info!(
                 group = %record.group,
@@ -554,8 +548,9 @@ async fn shifts(
     groups: &[lathe::topology::GroupSpec],
     members: &[MemberView],
     source: &TrafficSource,
+    settings: &SchedulerSettings,
     report: &mut ReconcileReport,
-) -> Result<(), String> {
+) -> Result<(), SchedulerError> {
     let records = read_versioned::<lathe::layout::ShiftRecord>(registry, layout::SHIFTS).await?;
     if records.is_empty() {
         return Ok(());
@@ -577,7 +572,7 @@ async fn shifts(
             continue;
         }
         let key = key(&record.key)?;
-        let (entry, _) = registry.get(&key).await.map_err(|e| e.to_string())?;
+        let (entry, _) = registry.get(&key).await?;
         let (current, key_version) = match &entry {
             Some(entry) => (Some(&entry.value), entry.version),
             None => (None, 0),
@@ -596,16 +591,19 @@ async fn shifts(
             if gated.contains(&record.to) {
                 // A gate watches the target between steps too: a figure over its threshold
                 // rolls the shift back without waiting for the step.
-                due = due.min(GATE_WATCH);
+                due = due.min(settings.gate_watch);
             }
             report.next_shift_step = Some(report.next_shift_step.map_or(due, |d| d.min(due)));
         }
         if step.record != record {
-            let value = serde_json::to_value(&step.record).map_err(|e| e.to_string())?;
+            let value = encode(&path, &step.record)?;
             registry
                 .put(&path, value, Some(version))
                 .await
-                .map_err(|e| format!("cannot store the shift at {path}: {e}"))?;
+                .map_err(|source| SchedulerError::Write {
+                    key: path.to_string(),
+                    source,
+                })?;
         }
         if let Some(split) = step.write {
             match registry.put(&key, split.clone(), Some(key_version)).await {
@@ -622,7 +620,12 @@ async fn shifts(
                 Err(crate::registry::RegistryError::Store(
                     lathe_store::StoreError::CasMismatch { .. },
                 )) => {}
-                Err(e) => return Err(format!("cannot write the split at {key}: {e}")),
+                Err(source) => {
+                    return Err(SchedulerError::Write {
+                        key: key.to_string(),
+                        source,
+                    })
+                }
             }
         }
     }
@@ -635,7 +638,7 @@ async fn shifts(
 async fn withdraw_dead_endpoints(
     registry: &RegistryHandle,
     members: &[MemberView],
-) -> Result<(), String> {
+) -> Result<(), SchedulerError> {
     let dead: BTreeSet<&str> = members
         .iter()
         .filter(|m| m.status == MemberStatus::Dead)
@@ -644,10 +647,7 @@ async fn withdraw_dead_endpoints(
     if dead.is_empty() {
         return Ok(());
     }
-    let (entries, _) = registry
-        .list(&key(layout::ENDPOINTS)?)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (entries, _) = registry.list(&key(layout::ENDPOINTS)?).await?;
     for entry in entries {
         let Ok(endpoint) = serde_json::from_value::<lathe::Endpoint>(entry.value) else {
             continue;
@@ -666,7 +666,7 @@ async fn withdraw_dead_endpoints(
                 Err(crate::registry::RegistryError::Store(
                     lathe_store::StoreError::CasMismatch { .. },
                 )) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -707,7 +707,7 @@ async fn write_pending(
     groups: &[lathe::topology::GroupSpec],
     pending: &[super::placement::Pending],
     members: &[MemberView],
-) -> Result<(), String> {
+) -> Result<(), SchedulerError> {
     let versioned = read_versioned::<InstanceStatus>(registry, layout::INSTANCES).await?;
     let records: BTreeMap<KeyPath, InstanceStatus> = versioned
         .iter()
@@ -735,11 +735,8 @@ async fn write_pending(
             reason: Some(p.reason.clone()),
         };
         if records.get(&path) != Some(&status) {
-            let value = serde_json::to_value(&status).map_err(|e| e.to_string())?;
-            registry
-                .put(&path, value, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            let value = encode(&path, &status)?;
+            registry.put(&path, value, None).await?;
         }
     }
     let wanted: BTreeMap<&str, u32> = groups.iter().map(|g| (g.name.as_str(), g.tasks)).collect();
@@ -763,7 +760,7 @@ async fn write_pending(
                 | Err(crate::registry::RegistryError::Store(
                     lathe_store::StoreError::CasMismatch { .. },
                 )) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -774,11 +771,8 @@ async fn write_pending(
 async fn read_versioned<T: serde::de::DeserializeOwned>(
     registry: &RegistryHandle,
     prefix: &str,
-) -> Result<BTreeMap<KeyPath, (T, u64)>, String> {
-    let (entries, _) = registry
-        .list(&key(prefix)?)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<BTreeMap<KeyPath, (T, u64)>, SchedulerError> {
+    let (entries, _) = registry.list(&key(prefix)?).await?;
     Ok(entries
         .into_iter()
         .filter_map(|e| Some((e.key, (serde_json::from_value(e.value).ok()?, e.version))))
@@ -789,17 +783,27 @@ async fn read_versioned<T: serde::de::DeserializeOwned>(
 async fn read_records<T: serde::de::DeserializeOwned>(
     registry: &RegistryHandle,
     prefix: &str,
-) -> Result<BTreeMap<KeyPath, T>, String> {
-    let (entries, _) = registry
-        .list(&key(prefix)?)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<BTreeMap<KeyPath, T>, SchedulerError> {
+    let (entries, _) = registry.list(&key(prefix)?).await?;
     Ok(entries
         .into_iter()
         .filter_map(|e| Some((e.key, serde_json::from_value(e.value).ok()?)))
         .collect())
 }
 
-fn key(path: &str) -> Result<KeyPath, String> {
-    KeyPath::parse(path).map_err(|e| e.to_string())
+fn key(path: &str) -> Result<KeyPath, SchedulerError> {
+    KeyPath::parse(path).map_err(|source| SchedulerError::Path {
+        path: path.to_string(),
+        source,
+    })
+}
+
+fn encode<T: serde::Serialize>(
+    key: &KeyPath,
+    value: &T,
+) -> Result<serde_json::Value, SchedulerError> {
+    serde_json::to_value(value).map_err(|source| SchedulerError::Encode {
+        key: key.to_string(),
+        source,
+    })
 }
