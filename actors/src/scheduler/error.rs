@@ -20,12 +20,6 @@ pub enum SchedulerError {
     CompleteDeploy(#[source] DeployError),
     #[error("cannot read the deployed topology: {0}")]
     Topology(#[source] DeployError),
-    #[error("cannot encode the record for {key}: {source}")]
-    Encode {
-        key: String,
-        #[source]
-        source: serde_json::Error,
-    },
     #[error("bad registry path {path:?}: {source}")]
     Path {
         path: String,
