@@ -70,11 +70,33 @@ fn world(
     world
 }
 
+/// No (group, index) assigned twice, no node past its `--max-instances`.
+fn check_placement(world: &World) -> Result<(), TestCaseError> {
+    let mut seen = BTreeSet::new();
+    let mut load: BTreeMap<&str, u32> = BTreeMap::new();
+    for assignment in world.view.assignments.values() {
+        prop_assert!(
+            seen.insert((assignment.group.clone(), assignment.index)),
+            "{}/{} placed twice",
+            assignment.group,
+            assignment.index
+        );
+        *load.entry(assignment.node.as_str()).or_default() += 1;
+    }
+    for member in &world.view.members {
+        if let Some(max) = member.max_instances {
+            let on = load.get(member.name.as_str()).copied().unwrap_or(0);
+            prop_assert!(on <= max, "{} holds {on} of at most {max}", member.name);
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn a_written_plan_is_a_placement_and_leaves_nothing_to_do(
+    fn written_plans_are_placements_and_soon_leave_nothing_to_do(
         groups in groups(),
         nodes in nodes(),
         current in current(),
@@ -85,28 +107,22 @@ proptest! {
         if !settled {
             world.leadership.since = world.start;
         }
-        let plan = world.plan(1);
-        prop_assert_eq!(world.apply(&plan), 0);
-        // Held as the actor holds what moved.
-        let until = world.start + world.settings.hold_after_move;
-        world.leadership.held.extend(plan.report.moved.iter().map(|m| (m.clone(), until)));
-
-        let mut seen = BTreeSet::new();
-        let mut load: BTreeMap<&str, u32> = BTreeMap::new();
-        for assignment in world.view.assignments.values() {
-            prop_assert!(
-                seen.insert((assignment.group.clone(), assignment.index)),
-                "{}/{} placed twice", assignment.group, assignment.index
-            );
-            *load.entry(assignment.node.as_str()).or_default() += 1;
-        }
-        for member in &world.view.members {
-            if let Some(max) = member.max_instances {
-                let on = load.get(member.name.as_str()).copied().unwrap_or(0);
-                prop_assert!(on <= max, "{} holds {on} of at most {max}", member.name);
+        // A rebalance can free room that only the next plan fills (an instance left pending for
+        // capacity this round: see the pinned case in proptest-regressions), so the property is
+        // that plans settle within a few rounds, every written one a valid placement.
+        let mut rounds = 0;
+        loop {
+            let plan = world.plan(1);
+            if plan.writes.is_empty() {
+                break;
             }
+            rounds += 1;
+            prop_assert!(rounds <= 3, "still writing after 3 plans: {:?}", plan.writes);
+            prop_assert_eq!(world.apply(&plan), 0);
+            // Held as the actor holds what moved.
+            let until = world.start + world.settings.hold_after_move;
+            world.leadership.held.extend(plan.report.moved.iter().map(|m| (m.clone(), until)));
+            check_placement(&world)?;
         }
-        let again = world.plan(1);
-        prop_assert_eq!(again.writes, Vec::new());
     }
 }
