@@ -99,7 +99,7 @@ pub enum Change {
 pub enum WriteKind {
     Leader,
     /// A roll-out record; `None` when it is removed (its group is no longer deployed).
-    Rollout(Option<RolloutRecord>),
+    Rollout(Option<Box<RolloutRecord>>),
     ShiftRecord,
     /// A shift's step written to its key, with the shift's record after the step.
     Split(Box<ShiftRecord>),
@@ -293,7 +293,7 @@ impl Planner<'_> {
                 (None, None) => {}
                 (Some(new), _) => match serde_json::to_value(new) {
                     Ok(value) => {
-                        let kind = WriteKind::Rollout(Some(new.clone()));
+                        let kind = WriteKind::Rollout(Some(Box::new(new.clone())));
                         self.push(path, Change::Put(value), cas, kind);
                     }
                     Err(error) => tracing::error!(%error, "cannot encode a roll-out record"),
