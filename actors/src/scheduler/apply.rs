@@ -35,7 +35,11 @@ pub async fn apply(
                 if let Some(metrics) = metrics {
                     metrics.conflict(&write.kind);
                 }
-                tracing::debug!(key = %write.key, kind = write.kind.name(), "lost a compare-and-set: re-planning next round");
+                tracing::debug!(
+                    key = %write.key,
+                    kind = write.kind.name(),
+                    "lost a compare-and-set: re-planning next round"
+                );
                 if write.kind.stops_on_conflict() {
                     report.stopped = true;
                     break;
