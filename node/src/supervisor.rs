@@ -40,6 +40,7 @@ use lathe_actors::resources::{
 use lathe_actors::scheduler::actor::{Scheduler, SchedulerArgs, SchedulerMsg};
 use lathe_actors::scheduler::demand::{demand_channel, DemandSender};
 use lathe_actors::scheduler::traffic::TrafficSource;
+use lathe_actors::scheduler::{SchedulerMetrics, SchedulerSettings};
 use lathe_actors::tasks::{start_task_supervisor, TaskSupervisorConfig, TaskSupervisorHandle};
 use lathe_actors::tree::{ActorKind, ActorTree, TreeMetrics, TreeScope};
 use lathe_store::Store;
@@ -110,6 +111,8 @@ pub(crate) struct NodeSupervisorState {
     demand: Option<DemandSender>,
     /// Where the scheduler's metric gates read response counters.
     traffic_source: TrafficSource,
+    /// The scheduler's counters, registered once for all its incarnations.
+    scheduler_metrics: SchedulerMetrics,
     resources: Option<(ResourceManagerSpec, ActorRef<ResourceManagerMsg>)>,
     node: String,
     restarts: RestartBudget,
@@ -157,16 +160,17 @@ impl Actor for NodeSupervisor {
         let registry_cell = registry_supervisor.get_cell();
         root.started("registry", ActorKind::RegistrySupervisor, &registry_cell);
         let demand = args.resources.as_ref().map(|_| demand_channel().0);
-        let scheduler = spawn_scheduler(
-            &myself,
-            &root,
-            &args.name,
-            &registry,
-            &membership,
-            demand.clone(),
-            args.traffic_source.clone(),
-        )
-        .await?;
+        let scheduler_metrics = SchedulerMetrics::register(&args.metrics)?;
+        let scheduler_args = SchedulerArgs {
+            node: args.name.clone(),
+            registry: registry.clone(),
+            membership: membership.clone(),
+            demand: demand.clone(),
+            traffic_source: args.traffic_source.clone(),
+            settings: SchedulerSettings::default(),
+            metrics: Some(scheduler_metrics.clone()),
+        };
+        let scheduler = spawn_scheduler(&myself, &root, scheduler_args).await?;
         let resources = match (args.resources, &demand) {
             (Some(spec), Some(demand)) => {
                 let actor = spawn_resources(
@@ -231,6 +235,7 @@ impl Actor for NodeSupervisor {
             scheduler,
             demand,
             traffic_source: args.traffic_source,
+            scheduler_metrics,
             resources,
             node: args.name,
             restarts: RestartBudget::new(RestartLimits::immediate(MAX_RESTARTS, RESTART_WINDOW)),
@@ -315,16 +320,16 @@ impl NodeSupervisorState {
         self.allow_restart("scheduler", what)?;
         self.tree
             .restarting("scheduler", ActorKind::Scheduler, what);
-        self.scheduler = spawn_scheduler(
-            myself,
-            &self.tree,
-            &self.node,
-            &self.registry,
-            &self.membership,
-            self.demand.clone(),
-            self.traffic_source.clone(),
-        )
-        .await?;
+        let args = SchedulerArgs {
+            node: self.node.clone(),
+            registry: self.registry.clone(),
+            membership: self.membership.clone(),
+            demand: self.demand.clone(),
+            traffic_source: self.traffic_source.clone(),
+            settings: SchedulerSettings::default(),
+            metrics: Some(self.scheduler_metrics.clone()),
+        };
+        self.scheduler = spawn_scheduler(myself, &self.tree, args).await?;
         Ok(())
     }
 
@@ -374,19 +379,8 @@ impl NodeSupervisorState {
 async fn spawn_scheduler(
     supervisor: &ActorRef<NodeSupervisorMsg>,
     tree: &TreeScope,
-    node: &str,
-    registry: &RegistryHandle,
-    membership: &MembershipHandle,
-    demand: Option<DemandSender>,
-    traffic_source: TrafficSource,
+    args: SchedulerArgs,
 ) -> Result<ActorRef<SchedulerMsg>, ActorProcessingErr> {
-    let args = SchedulerArgs {
-        node: node.to_string(),
-        registry: registry.clone(),
-        membership: membership.clone(),
-        demand,
-        traffic_source,
-    };
     let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor.get_cell()).await?;
     tree.started("scheduler", ActorKind::Scheduler, &scheduler.get_cell());
     Ok(scheduler)

@@ -17,6 +17,10 @@ use serde_json::{json, Value};
 
 use super::gate::{self, Judgement};
 
+mod commands;
+
+pub use commands::{list, read, shift_key, start, start_record, steer, ShiftError, StartShift};
+
 /// A split's groups and weights; `Err` says what is wrong with the value.
 pub fn parse_split(value: &Value) -> Result<Vec<(String, f64)>, String> {
     let shape = "a split must be [[\"group\", ...], [weight, ...]]";

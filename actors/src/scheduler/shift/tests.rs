@@ -290,3 +290,45 @@ fn a_target_without_a_gate_steps_on_time_alone() {
     assert_eq!(first.record.percent, 40);
     assert_eq!(first.record.gate_baseline, None);
 }
+
+#[test]
+fn a_start_is_checked_against_the_split_and_the_last_shift() {
+    let key = shift_key("task/http/lb/backend_distribution").unwrap();
+    let request = |to: &str, step: u32| StartShift {
+        key: key.clone(),
+        to: to.into(),
+        step,
+        every_seconds: 30,
+    };
+    let started = start_record(&request("task.v422", 10), Some(&seed()), None, 5).unwrap();
+    assert_eq!(
+        (started.percent, started.state, started.last_step_ms),
+        (10, ShiftState::Shifting, 5)
+    );
+    let refused = |r: Result<ShiftRecord, ShiftError>| r.unwrap_err().to_string();
+    assert!(refused(start_record(
+        &request("task.v422", 0),
+        Some(&seed()),
+        None,
+        5
+    ))
+    .contains("step must be"));
+    assert!(
+        refused(start_record(&request("task.x", 10), Some(&seed()), None, 5))
+            .contains("is not one of them")
+    );
+    assert!(
+        refused(start_record(&request("task.v422", 10), None, None, 5)).contains("no value at")
+    );
+    assert!(refused(start_record(
+        &request("task.v422", 10),
+        Some(&seed()),
+        Some(&record()),
+        5
+    ))
+    .contains("already shifting"));
+    assert!(matches!(
+        shift_key("lathe/shifts"),
+        Err(ShiftError::NotMetadata(_))
+    ));
+}
