@@ -2,31 +2,36 @@
 //! hundreds of streams), with hyper's timer so that a connection that does not send a complete
 //! request head within the header timeout — a new one (slowloris) or one idle between requests —
 //! is closed, and at most `--http-max-connections` open at once: past it a connection is answered
-//! 503 with `Retry-After` and closed. Shutdown stops accepting and lets open requests finish.
+//! 503 with `Retry-After` and closed. With TLS (`tls.rs`) each connection first does its
+//! handshake in its own task, within its deadline. Shutdown stops accepting and lets open
+//! requests finish.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warp::reply::Response;
 
 use super::limits::{refusal, ApiLimits};
+use super::tls::RestTls;
 
 /// How long to wait before accepting again after an accept error (out of file descriptors).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long a refused connection may take to receive its 503 and close.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
-/// Serves `service` on `listener` within `limits` until `shutdown` resolves, then drains.
+/// Serves `service` on `listener` within `limits` (over TLS when `tls` is given) until
+/// `shutdown` resolves, then drains.
 pub(super) async fn run<S>(
     listener: TcpListener,
     service: S,
     limits: ApiLimits,
+    tls: Option<RestTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     S: tower_service::Service<
@@ -56,25 +61,52 @@ pub(super) async fn run<S>(
             tokio::spawn(refuse(stream, limits.max_connections()));
             continue;
         };
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .keep_alive(true);
-        let connection = builder.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service.clone()),
-        );
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(service.clone());
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "REST connection ended with an error");
+            match tls {
+                None => serve_connection(stream, service, header_timeout, watcher).await,
+                Some(tls) => {
+                    if let Some(stream) = tls.accept(stream).await {
+                        serve_connection(stream, service, header_timeout, watcher).await;
+                    }
+                }
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it closes or the server drains.
+async fn serve_connection<I, S>(
+    io: I,
+    service: TowerToHyperService<S>,
+    header_timeout: Duration,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%error, "REST connection ended with an error");
+    }
 }
 
 /// Answers a connection past the cap with a 503 and closes it, without reading its request.
