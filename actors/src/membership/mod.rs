@@ -47,7 +47,8 @@ use ractor_cluster::NodeServer;
 use tokio::sync::watch;
 
 pub use config::{
-    MembershipConfig, DEFAULT_DEAD_AFTER, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SUSPECT_AFTER,
+    MembershipConfig, DEFAULT_DEAD_AFTER, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_SUSPECT_AFTER,
 };
 pub use handle::MembershipHandle;
 pub use peer::{node_group, MEMBERS_GROUP};
