@@ -211,6 +211,14 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Command::Up(args) = &cli.command {
+        if args.tls_cert.is_some() && cli.ca.is_none() {
+            // Otherwise it would wait for nodes it cannot trust until its start deadline.
+            eprintln!(
+                "lathe up: --tls-cert: give --ca too (the CA that signed it), so that lathe up \
+                 trusts its nodes"
+            );
+            return ExitCode::from(2);
+        }
         return up::run(args);
     }
     match commands::run(&cli) {

@@ -492,3 +492,49 @@ fn public_ports_without_protection_are_refused_unless_insecure() {
         "{stderr}"
     );
 }
+
+#[test]
+fn lathe_up_starts_its_nodes_with_tls_and_trusts_them_through_ca() {
+    let pki = Pki::new();
+    let trusted = https(Some(pki.path("ca.pem")), None);
+    let data = tempfile::tempdir().unwrap();
+    let (http, cluster) = (free_port(), free_port());
+    let mut up = Command::new(lathe_tests::node::cli_binary())
+        .args(["--ca", &pki.arg("ca.pem"), "up", "--nodes", "1"])
+        .args(["--http-base", &http.to_string()])
+        .args(["--cluster-base", &cluster.to_string()])
+        .args(["--data-dir", &data.path().display().to_string()])
+        .args(pki.server_args())
+        .env_remove("LATHE_ADDR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run lathe up");
+    let addr = format!("127.0.0.1:{http}");
+    let served = try_wait_until(DEADLINE, || {
+        if let Ok(Some(status)) = up.try_wait() {
+            return Some(Err(status));
+        }
+        matches!(get(&trusted, &addr, "/v1/health"), Ok((200, _))).then_some(Ok(()))
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status();
+    let stopped = try_wait_until(DEADLINE, || up.try_wait().ok().flatten());
+    if stopped.is_err() {
+        let _ = up.kill();
+    }
+    let mut output = String::new();
+    up.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    assert!(matches!(served, Ok(Ok(()))), "{served:?}\n{output}");
+    assert!(
+        output.contains(&format!("local-0 serving at https://{addr}")),
+        "{output}"
+    );
+    assert!(stopped.is_ok_and(|status| status.success()), "{output}");
+}
