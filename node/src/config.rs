@@ -171,6 +171,16 @@ pub(crate) struct Args {
     /// PEM CA certificate(s): REST clients must present a certificate signed by it (mutual TLS)
     #[arg(long, env = "LATHE_TLS_CLIENT_CA", value_name = "PEM")]
     tls_client_ca: Option<PathBuf>,
+    /// PEM certificate of this node on the cluster port: with --cluster-tls-key and
+    /// --cluster-tls-ca, cluster sessions are mutual TLS (its SANs must hold the --bind IP)
+    #[arg(long, env = "LATHE_CLUSTER_TLS_CERT", value_name = "PEM")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert
+    #[arg(long, env = "LATHE_CLUSTER_TLS_KEY", value_name = "PEM")]
+    cluster_tls_key: Option<PathBuf>,
+    /// PEM CA certificate every cluster peer's certificate must be signed by
+    #[arg(long, env = "LATHE_CLUSTER_TLS_CA", value_name = "PEM")]
+    cluster_tls_ca: Option<PathBuf>,
     /// Access control on the REST API (the flag is read here so that safe defaults can count
     /// it; the tokens themselves are another change's)
     #[arg(long, env = "LATHE_ACL")]
@@ -229,6 +239,29 @@ pub(crate) struct NodeConfig {
     pub(crate) rest_tls: Option<RestTlsSettings>,
     /// `--insecure`: passed on to YARN container nodes.
     pub(crate) insecure: bool,
+    /// `--cluster-tls-cert`, `--cluster-tls-key`, `--cluster-tls-ca`, read and checked.
+    pub(crate) cluster_tls: Option<ClusterTlsSettings>,
+}
+
+/// The cluster transport's TLS, read and checked.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterTlsSettings {
+    pub(crate) files: lathe_tls::ClusterTlsFiles,
+    pub(crate) tls: lathe_actors::membership::ClusterTls,
+}
+
+impl ClusterTlsSettings {
+    /// The same flags for another node (a YARN container sees the same paths).
+    pub(crate) fn as_args(&self) -> Vec<String> {
+        vec![
+            "--cluster-tls-cert".to_string(),
+            self.files.identity.certificate.display().to_string(),
+            "--cluster-tls-key".to_string(),
+            self.files.identity.key.display().to_string(),
+            "--cluster-tls-ca".to_string(),
+            self.files.ca.display().to_string(),
+        ]
+    }
 }
 
 /// The REST port's TLS, read and checked.
@@ -427,7 +460,8 @@ impl Args {
         };
         let yarn = self.yarn_settings()?;
         let rest_tls = self.rest_tls()?;
-        self.check_safe_defaults(bind, http, rest_tls.is_some())?;
+        let cluster_tls = self.cluster_tls()?;
+        self.check_safe_defaults(bind, http, rest_tls.is_some(), cluster_tls.is_some())?;
         Ok(NodeConfig {
             name: self.name,
             bind,
@@ -461,7 +495,58 @@ impl Args {
             kafka,
             rest_tls,
             insecure: self.insecure,
+            cluster_tls,
         })
+    }
+
+    /// `--cluster-tls-cert`, `--cluster-tls-key` and `--cluster-tls-ca`: all three or none.
+    fn cluster_tls(&self) -> Result<Option<ClusterTlsSettings>, FlagError> {
+        let given = [
+            ("--cluster-tls-cert", &self.cluster_tls_cert),
+            ("--cluster-tls-key", &self.cluster_tls_key),
+            ("--cluster-tls-ca", &self.cluster_tls_ca),
+        ];
+        let (Some(certificate), Some(key), Some(ca)) = (
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            &self.cluster_tls_ca,
+        ) else {
+            return match given.iter().find(|(_, path)| path.is_some()) {
+                Some((flag, _)) => Err(bad(
+                    flag,
+                    "needs --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca together",
+                )),
+                None => Ok(None),
+            };
+        };
+        let files = lathe_tls::ClusterTlsFiles {
+            identity: lathe_tls::Identity {
+                certificate: certificate.clone(),
+                key: key.clone(),
+            },
+            ca: ca.clone(),
+        };
+        let flag = |error: &lathe_tls::TlsError| {
+            let path = match error {
+                lathe_tls::TlsError::Read { path, .. }
+                | lathe_tls::TlsError::NoCertificate { path }
+                | lathe_tls::TlsError::Invalid { path, .. } => path,
+            };
+            given
+                .iter()
+                .find(|(_, given)| given.as_ref() == Some(path))
+                .map_or("--cluster-tls-cert", |(flag, _)| flag)
+        };
+        let server = files
+            .server_config()
+            .map_err(|e| bad(flag(&e), e.to_string()))?;
+        let client = files
+            .client_config()
+            .map_err(|e| bad(flag(&e), e.to_string()))?;
+        Ok(Some(ClusterTlsSettings {
+            files,
+            tls: lathe_actors::membership::ClusterTls::new(server, client),
+        }))
     }
 
     /// `--tls-cert` and `--tls-key` (both or neither), `--tls-client-ca` (only with them): the
@@ -507,6 +592,7 @@ impl Args {
         bind: SocketAddr,
         http: SocketAddr,
         rest_tls: bool,
+        cluster_tls: bool,
     ) -> Result<(), FlagError> {
         if self.insecure {
             return Ok(());
@@ -523,15 +609,15 @@ impl Args {
             return Err(bad(
                 "--bind",
                 format!(
-                    "{bind} is not a loopback address and the cluster cookie is the built-in default: add --cookie SECRET (and --insecure, as the cluster transport is not encrypted)"
+                    "{bind} is not a loopback address and the cluster cookie is the built-in default: add --cookie SECRET, or --insecure"
                 ),
             ));
         }
-        if !bind.ip().is_loopback() {
+        if !bind.ip().is_loopback() && !cluster_tls {
             return Err(bad(
                 "--bind",
                 format!(
-                    "{bind} is not a loopback address and the cluster transport is not encrypted: bind a private network and add --insecure"
+                    "{bind} is not a loopback address and the cluster transport would be plain TCP: add --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca, or --insecure"
                 ),
             ));
         }
@@ -908,7 +994,9 @@ mod tests {
         );
         let plain = parse(&["--bind", "0.0.0.0:7400", "--cookie", "s3cret"]).unwrap_err();
         assert!(
-            plain.contains("not encrypted") && plain.contains("--insecure"),
+            plain.contains("plain TCP")
+                && plain.contains("--cluster-tls-ca")
+                && plain.contains("--insecure"),
             "{plain}"
         );
         let config = parse(&[
@@ -943,6 +1031,21 @@ mod tests {
             (
                 &["--zookeeper-auth", "u:p"][..],
                 "--zookeeper-auth: needs --zookeeper",
+            ),
+            (
+                &["--cluster-tls-ca", "/no/ca.pem"][..],
+                "--cluster-tls-ca: needs --cluster-tls-cert, --cluster-tls-key and",
+            ),
+            (
+                &[
+                    "--cluster-tls-cert",
+                    "/no/c.pem",
+                    "--cluster-tls-key",
+                    "/no/k.pem",
+                    "--cluster-tls-ca",
+                    "/no/ca.pem",
+                ][..],
+                "--cluster-tls-cert: cannot read /no/c.pem",
             ),
             (
                 &[

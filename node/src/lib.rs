@@ -128,6 +128,7 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
     membership.zookeeper = config.zookeeper.clone();
     membership.zookeeper_auth = config.zookeeper_auth.clone();
     membership.handshake_timeout = config.cluster_handshake_timeout;
+    membership.tls = config.cluster_tls.as_ref().map(|tls| tls.tls.clone());
     // Without ZooKeeper the founding node holds the registry, and so leads the scheduler.
     membership.holds_registry = config.zookeeper.is_none() && config.join.is_empty();
     membership.catalog = catalog.types().cloned().collect();

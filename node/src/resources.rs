@@ -82,6 +82,9 @@ fn container_args(config: &NodeConfig, yarn: &YarnSettings) -> Vec<String> {
     if let Some(tls) = &config.rest_tls {
         args.extend(tls.as_args());
     }
+    if let Some(tls) = &config.cluster_tls {
+        args.extend(tls.as_args());
+    }
     if config.insecure {
         args.push("--insecure".to_string());
     }

@@ -23,6 +23,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// Generous: the machine may be busy; what matters is "closed", not "open for good".
@@ -44,9 +45,17 @@ impl Pki {
         )
         .unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
-        for (name, purpose) in [
-            ("server", ExtendedKeyUsagePurpose::ServerAuth),
-            ("client", ExtendedKeyUsagePurpose::ClientAuth),
+        let both = || {
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        };
+        for (name, purposes) in [
+            ("server", vec![ExtendedKeyUsagePurpose::ServerAuth]),
+            ("client", vec![ExtendedKeyUsagePurpose::ClientAuth]),
+            // A cluster node accepts and connects with the same certificate.
+            ("node", both()),
         ] {
             let key = KeyPair::generate().unwrap();
             let mut params =
@@ -55,7 +64,7 @@ impl Pki {
             params
                 .distinguished_name
                 .push(DnType::CommonName, format!("lathe test {name}"));
-            params.extended_key_usages = vec![purpose];
+            params.extended_key_usages = purposes;
             let cert = params.signed_by(&key, &issuer).unwrap();
             std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
             std::fs::write(
@@ -70,8 +79,9 @@ impl Pki {
         // A client certificate the node's CA did not sign.
         let other_issuer = Issuer::new(other_params, other_key);
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params.extended_key_usages = both();
         let cert = params.signed_by(&key, &other_issuer).unwrap();
         std::fs::write(dir.path().join("stranger.pem"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("stranger-key.pem"), key.serialize_pem()).unwrap();
@@ -512,12 +522,25 @@ fn lathe_up_starts_its_nodes_with_tls_and_trusts_them_through_ca() {
         .spawn()
         .expect("run lathe up");
     let addr = format!("127.0.0.1:{http}");
+    let output = Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = std::io::BufReader::new(up.stdout.take().unwrap());
+    let collected = output.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut stdout, &mut line).unwrap_or(0) > 0 {
+            collected.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    // `lathe up` says a node serves once its own health check over https (through --ca) passed.
+    let serving = format!("local-0 serving at https://{addr}");
     let served = try_wait_until(DEADLINE, || {
         if let Ok(Some(status)) = up.try_wait() {
             return Some(Err(status));
         }
-        matches!(get(&trusted, &addr, "/v1/health"), Ok((200, _))).then_some(Ok(()))
+        output.lock().unwrap().contains(&serving).then_some(Ok(()))
     });
+    let answered = get(&trusted, &addr, "/v1/health");
     let _ = Command::new("kill")
         .args(["-TERM", &up.id().to_string()])
         .status();
@@ -525,16 +548,107 @@ fn lathe_up_starts_its_nodes_with_tls_and_trusts_them_through_ca() {
     if stopped.is_err() {
         let _ = up.kill();
     }
-    let mut output = String::new();
-    up.stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .unwrap();
+    let output = output.lock().unwrap().clone();
     assert!(matches!(served, Ok(Ok(()))), "{served:?}\n{output}");
-    assert!(
-        output.contains(&format!("local-0 serving at https://{addr}")),
-        "{output}"
-    );
+    assert!(matches!(answered, Ok((200, _))), "{answered:?}");
     assert!(stopped.is_ok_and(|status| status.success()), "{output}");
+}
+
+/// `--cluster-tls-*` with a certificate, its key and the CA peers must chain to.
+fn cluster_tls(builder: NodeBuilder, pki: &Pki, cert: &str, key: &str, ca: &str) -> NodeBuilder {
+    let args = [
+        "--cluster-tls-cert".to_string(),
+        pki.arg(cert),
+        "--cluster-tls-key".to_string(),
+        pki.arg(key),
+        "--cluster-tls-ca".to_string(),
+        pki.arg(ca),
+    ];
+    with_args(builder, args.to_vec())
+}
+
+/// Members `addr` holds alive, by name.
+fn alive_members(addr: &str) -> Vec<String> {
+    let reply = lathe_tests::http::get_json(addr, "/v1/members");
+    reply.body["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["status"] == "alive")
+        .filter_map(|m| m["name"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_cluster_over_tls_places_instances_and_keeps_other_cas_out() {
+    let pki = Pki::new();
+    let zk = ZkServer::start().expect("zookeeper");
+    let node = |name: &str| {
+        let builder = NodeBuilder::new().name(name).zookeeper(zk.connect_string());
+        cluster_tls(builder, &pki, "node.pem", "node-key.pem", "ca.pem")
+    };
+    let first = node("ctls-1").start();
+    let second = node("ctls-2").join(first.cluster_addr()).start();
+    let third = node("ctls-3").join(first.cluster_addr()).start();
+    for member in [&first, &second, &third] {
+        wait_until("every node alive everywhere over TLS", DEADLINE, || {
+            alive_members(member.http_addr()).len() == 3
+        });
+    }
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/my_topology.toml"
+    ))
+    .unwrap();
+    let reply = lathe_tests::http::put_text(
+        first.http_addr(),
+        "/v1/topology?file=my_topology.toml",
+        "application/toml",
+        &seed,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    wait_until("13 instances running on the 3 nodes", DEADLINE, || {
+        let tasks = lathe_tests::http::get_json(second.http_addr(), "/v1/tasks").body;
+        let running: Vec<&Value> = tasks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["status"] == "running")
+            .collect();
+        let mut nodes: Vec<&str> = running.iter().filter_map(|t| t["node"].as_str()).collect();
+        nodes.sort();
+        nodes.dedup();
+        (running.len() == 13 && nodes.len() == 3)
+            .then_some(())
+            .ok_or(format!("{} running on {nodes:?}", running.len()))
+    });
+
+    // A node whose certificate another CA signed (and that trusts only that CA) finds the
+    // others through ZooKeeper but never gets a session with them.
+    let stranger = cluster_tls(
+        NodeBuilder::new()
+            .name("ctls-x")
+            .zookeeper(zk.connect_string())
+            .join(first.cluster_addr()),
+        &pki,
+        "stranger.pem",
+        "stranger-key.pem",
+        "other-ca.pem",
+    )
+    .start();
+    let joined = try_wait_until(Duration::from_secs(5), || {
+        alive_members(first.http_addr())
+            .iter()
+            .any(|name| name == "ctls-x")
+    });
+    assert!(joined.is_err(), "a node of another CA joined");
+    assert_eq!(alive_members(stranger.http_addr()), ["ctls-x"]);
+    assert!(
+        stranger.log_contents().contains("Encryption")
+            || first
+                .log_contents()
+                .contains("cluster TLS handshake refused"),
+        "{}",
+        first.log_tail(20)
+    );
 }

@@ -165,6 +165,36 @@ impl ClientTlsFiles {
     }
 }
 
+/// The cluster transport's TLS: every node presents `identity` and accepts only peers whose
+/// certificate chains to `ca`, in both directions (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTlsFiles {
+    pub identity: Identity,
+    pub ca: PathBuf,
+}
+
+impl ClusterTlsFiles {
+    /// The accepting side: requires a client certificate from the CA; no ALPN.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let files = ServerTlsFiles {
+            identity: self.identity.clone(),
+            client_ca: Some(self.ca.clone()),
+        };
+        let mut config = Arc::unwrap_or_clone(files.server_config()?);
+        config.alpn_protocols.clear();
+        Ok(Arc::new(config))
+    }
+
+    /// The connecting side: trusts the CA only, presents the identity.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        ClientTlsFiles {
+            ca: Some(self.ca.clone()),
+            identity: Some(self.identity.clone()),
+        }
+        .client_config()
+    }
+}
+
 fn invalid(path: &Path, error: impl std::fmt::Display) -> TlsError {
     TlsError::Invalid {
         path: path.to_path_buf(),

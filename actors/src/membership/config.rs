@@ -34,6 +34,8 @@ pub struct MembershipConfig {
     /// A cluster connection (either direction) that has not authenticated this long after it
     /// opened is closed (`--cluster-handshake-timeout`).
     pub handshake_timeout: Duration,
+    /// Mutual TLS on the cluster transport (`--cluster-tls-*`); `None`: plain TCP.
+    pub tls: Option<ClusterTls>,
     pub heartbeat_interval: Duration,
     pub suspect_after: Duration,
     pub dead_after: Duration,
@@ -44,6 +46,32 @@ pub struct MembershipConfig {
     /// The most task instances the scheduler may place here (`--max-instances`), advertised to
     /// every peer; `None` = unlimited.
     pub max_instances: Option<u32>,
+}
+
+/// The cluster transport's TLS, both ends: peers' certificates must chain to the cluster CA.
+/// A peer is addressed by IP: its certificate needs that IP among its subject alternative names.
+#[derive(Clone)]
+pub struct ClusterTls {
+    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+    pub(crate) connector: tokio_rustls::TlsConnector,
+}
+
+impl ClusterTls {
+    pub fn new(
+        server: std::sync::Arc<rustls::ServerConfig>,
+        client: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Self {
+        ClusterTls {
+            acceptor: server.into(),
+            connector: client.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterTls")
+    }
 }
 
 impl MembershipConfig {
@@ -64,6 +92,7 @@ impl MembershipConfig {
             zookeeper: None,
             zookeeper_auth: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tls: None,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             suspect_after: DEFAULT_SUSPECT_AFTER,
             dead_after: DEFAULT_DEAD_AFTER,
