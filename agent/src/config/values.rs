@@ -177,4 +177,13 @@ mod tests {
         assert!(parse_addr(":80").is_err());
         assert!(parse_addr("h:99999").is_err());
     }
+
+    #[test]
+    fn https_addresses_keep_their_scheme() {
+        let tls = parse_addr("https://node:7500/").unwrap();
+        assert_eq!(tls.url("/v1/health"), "https://node:7500/v1/health");
+        let plain = parse_addr("node:7500").unwrap();
+        assert_eq!(plain.url("/v1/health"), "http://node:7500/v1/health");
+        assert!(parse_addr("https://node").is_err());
+    }
 }
