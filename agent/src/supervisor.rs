@@ -109,7 +109,8 @@ impl Actor for AgentSupervisor {
             )
             .into());
         }
-        tracing::error!(actor = ?cell.get_id(), reason = %why, "agent actor stopped: restarting it");
+        tracing::error!(actor = ?cell.get_id(), reason = %why,
+            "agent actor stopped: restarting it");
         if cell.get_id() == state.watcher.get_id() {
             state.watcher = spawn_watcher(&myself, &state.args, state.routes.clone()).await?;
         } else if state

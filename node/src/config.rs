@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use lathe_actors::membership::DEFAULT_HANDSHAKE_TIMEOUT;
+use lathe_actors::tasks::DEFAULT_TASK_MAX_CONNECTIONS;
 
 /// The default shared secret, for one-machine clusters; real clusters pass their own.
 pub(crate) const DEFAULT_COOKIE: &str = "lathe-local-cookie";
@@ -105,7 +107,11 @@ pub(crate) struct Args {
     max_registry_bytes: usize,
     /// Seconds a cluster connection (in or out) may take to authenticate (the cookie
     /// challenge) before it is closed
-    #[arg(long, env = "LATHE_CLUSTER_HANDSHAKE_TIMEOUT", default_value_t = lathe_actors::membership::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    #[arg(
+        long,
+        env = "LATHE_CLUSTER_HANDSHAKE_TIMEOUT",
+        default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs()
+    )]
     cluster_handshake_timeout: u64,
     /// Seconds a connection to a task instance may take to send a complete request head, when
     /// new or idle between requests, before it is closed
@@ -116,7 +122,11 @@ pub(crate) struct Args {
     task_max_body_bytes: usize,
     /// The most connections open at once to one HTTP task instance; past it a connection gets
     /// 503 and is closed
-    #[arg(long, env = "LATHE_TASK_HTTP_MAX_CONNECTIONS", default_value_t = lathe_actors::tasks::DEFAULT_TASK_MAX_CONNECTIONS)]
+    #[arg(
+        long,
+        env = "LATHE_TASK_HTTP_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_TASK_MAX_CONNECTIONS
+    )]
     task_http_max_connections: usize,
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
@@ -601,7 +611,8 @@ impl Args {
             return Err(bad(
                 "--http",
                 format!(
-                    "{http} is not a loopback address and the REST API would answer anyone in plain HTTP: add --tls-cert/--tls-key or --acl, or --insecure"
+                    "{http} is not a loopback address and the REST API would answer anyone in \
+                        plain HTTP: add --tls-cert/--tls-key or --acl, or --insecure"
                 ),
             ));
         }
@@ -609,7 +620,8 @@ impl Args {
             return Err(bad(
                 "--bind",
                 format!(
-                    "{bind} is not a loopback address and the cluster cookie is the built-in default: add --cookie SECRET, or --insecure"
+                    "{bind} is not a loopback address and the cluster cookie is the built-in \
+                        default: add --cookie SECRET, or --insecure"
                 ),
             ));
         }
@@ -617,7 +629,9 @@ impl Args {
             return Err(bad(
                 "--bind",
                 format!(
-                    "{bind} is not a loopback address and the cluster transport would be plain TCP: add --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca, or --insecure"
+                    "{bind} is not a loopback address and the cluster transport would be plain \
+                        TCP: add --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca, or \
+                            --insecure"
                 ),
             ));
         }

@@ -116,7 +116,8 @@ impl ZkStore {
                 }
             }
         };
-        tracing::info!(ensemble, session = %client.session_id(), base = layout.base(), "connected to zookeeper");
+        tracing::info!(ensemble, session = %client.session_id(), base = layout.base(),
+            "connected to zookeeper");
         let shared = Arc::new(Shared::new(
             hosts,
             auth,

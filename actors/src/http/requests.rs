@@ -11,7 +11,8 @@ use super::{kv, topology, watch};
 const NAME: &str = "lathe_api_requests_total";
 const HELP: &str =
     "Requests answered by this node's REST API, by route (kv, kv-blocking, kv-write, \
-                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, prometheus, agents, \
+                    watch, tasks, services, topology, members, metrics, health, tree, kill, \
+                        rollouts, prometheus, agents, \
                     ui, other)";
 
 const PANICS: &str = "lathe_api_panics_total";

@@ -1,10 +1,12 @@
 //! The REST port's connections: HTTP/1.1 only (no h2c, where one connection would carry
 //! hundreds of streams), with hyper's timer so that a connection that does not send a complete
 //! request head within the header timeout — a new one (slowloris) or one idle between requests —
-//! is closed, and at most `--http-max-connections` open at once: past it a connection is answered
-//! 503 with `Retry-After` and closed. With TLS (`tls.rs`) each connection first does its
-//! handshake in its own task, within its deadline. Shutdown stops accepting and lets open
-//! requests finish.
+//! is closed, and at most `--http-max-connections` open at once. At the cap, the oldest connection
+//! that has not sent a request yet is closed to make room (`idle.rs`), so connections held open
+//! without requests cannot lock clients out; when every open connection has sent one, a new
+//! connection is answered 503 with `Retry-After` and closed. With TLS (`tls.rs`) each connection
+//! first does its handshake in its own task, within its deadline (until it sent a request it can
+//! be evicted like any other). Shutdown stops accepting and lets open requests finish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warp::reply::Response;
 
+use super::idle::{Marking, Unproven};
 use super::limits::{refusal, ApiLimits};
 use super::tls::RestTls;
 
@@ -24,6 +27,8 @@ use super::tls::RestTls;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long a refused connection may take to receive its 503 and close.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+/// How long a new connection at the cap waits for the place of the connection it evicted.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// Serves `service` on `listener` within `limits` (over TLS when `tls` is given) until
 /// `shutdown` resolves, then drains.
@@ -44,6 +49,7 @@ pub(super) async fn run<S>(
     S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let unproven = std::sync::Arc::new(Unproven::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -57,24 +63,46 @@ pub(super) async fn run<S>(
                 }
             },
         };
-        let Some(permit) = limits.connection() else {
-            tokio::spawn(refuse(stream, limits.max_connections()));
-            continue;
+        let permit = match limits.connection() {
+            Some(permit) => permit,
+            None => match limits
+                .connection_after_eviction(|| unproven.evict_oldest(), EVICTION_WAIT)
+                .await
+            {
+                Some(permit) => permit,
+                None => {
+                    tokio::spawn(refuse(stream, limits.max_connections()));
+                    continue;
+                }
+            },
         };
-        let service = TowerToHyperService::new(service.clone());
+        let (mark, evicted) = unproven.admit();
+        let service = TowerToHyperService::new(Marking {
+            inner: service.clone(),
+            mark: mark.clone(),
+        });
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match tls {
-                None => serve_connection(stream, service, header_timeout, watcher).await,
-                Some(tls) => {
-                    if let Some(stream) = tls.accept(stream).await {
-                        serve_connection(stream, service, header_timeout, watcher).await;
+            let serving = async move {
+                match tls {
+                    None => serve_connection(stream, service, header_timeout, watcher).await,
+                    Some(tls) => {
+                        if let Some(stream) = tls.accept(stream).await {
+                            serve_connection(stream, service, header_timeout, watcher).await;
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                () = serving => {}
+                _ = evicted.notified() => {
+                    tracing::debug!("REST connection without a request closed to make room");
+                }
             }
+            mark.gone();
         });
     }
     drop(listener);

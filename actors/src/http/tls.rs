@@ -84,7 +84,8 @@ impl RestTls {
                 (Outcome::Failed, None)
             }
             Err(_) => {
-                tracing::debug!(?peer, timeout = ?self.handshake_timeout, "REST TLS handshake timed out");
+                tracing::debug!(?peer, timeout = ?self.handshake_timeout,
+                    "REST TLS handshake timed out");
                 (Outcome::Timeout, None)
             }
         };

@@ -64,7 +64,8 @@ impl SessionEvents {
             if let Err(ractor::RactorErr::Messaging(_)) = authenticated {
                 return;
             }
-            tracing::warn!(%peer, timeout = ?deadline, "cluster connection did not authenticate in time: closing it");
+            tracing::warn!(%peer, timeout = ?deadline,
+                "cluster connection did not authenticate in time: closing it");
             timeouts.inc();
             kill_tree(actor.get_cell()).await;
         });

@@ -59,7 +59,8 @@ pub(crate) fn spawn_accept_loop(
                     }
                     Err(_) => {
                         timeouts.inc();
-                        return tracing::warn!(%peer_addr, timeout = ?deadline, "cluster TLS handshake timed out: closing");
+                        return tracing::warn!(%peer_addr, timeout = ?deadline,
+                            "cluster TLS handshake timed out: closing");
                     }
                 };
                 let stream = NetworkStream::TlsServer {

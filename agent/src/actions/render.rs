@@ -94,7 +94,8 @@ impl View {
                     .iter()
                     .all(|name| address::is_plain_name(name));
                 if matches!(address, Some(None)) || !plain {
-                    tracing::warn!(%key, http = ?endpoint.http, group = %endpoint.group, "an endpoint with a malformed address or name is left out");
+                    tracing::warn!(%key, http = ?endpoint.http, group = %endpoint.group,
+                        "an endpoint with a malformed address or name is left out");
                     return None;
                 }
                 let (host, port) = match address.flatten() {

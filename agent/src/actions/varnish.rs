@@ -1,8 +1,8 @@
 //! `type = "varnish"`: render VCL (backends and a director from groups' endpoints) → unchanged?
 //! done → backends of the VCL in use that are gone: `backend.set_health NAME sick` (directors
-//! skip them at once, before the slower compile) → write `<vcl_dir>/<name>.vcl` → `varnishd -C -f` → `varnishadm vcl.load NAME FILE` →
-//! `vcl.use NAME` → `vcl.discard` every older `lathe_*` VCL. Varnish keeps serving the old VCL
-//! until the new one is in use, so nothing is dropped.
+//! skip them at once, before the slower compile) → write `<vcl_dir>/<name>.vcl` → `varnishd -C -f`
+//! → `varnishadm vcl.load NAME FILE` → `vcl.use NAME` → `vcl.discard` every older `lathe_*` VCL.
+//! Varnish keeps serving the old VCL until the new one is in use, so nothing is dropped.
 //!
 //! Template data on top of the common one: `backends`, a list of `{name, group, index, host,
 //! port}` (names are VCL identifiers), limited to `groups` when the action lists them.

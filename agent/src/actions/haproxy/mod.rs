@@ -227,7 +227,8 @@ impl HaproxyAction {
             }
             let line = match change {
                 SlotChange::Fill { name, target } => format!(
-                    "set server {backend}/{name} addr {} port {}; set server {backend}/{name} state ready",
+                    "set server {backend}/{name} addr {} port {}; set server {backend}/{name} \
+                        state ready",
                     target.0, target.1
                 ),
                 SlotChange::Free { name } => format!("set server {backend}/{name} state maint"),

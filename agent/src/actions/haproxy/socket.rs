@@ -142,7 +142,8 @@ mod tests {
     const STATE: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state \
         srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result \
         srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn \
-        srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n\
+        srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr \
+            srv_agent_port\n\
         3 lb 1 lathe1 127.0.0.1 2 4 1 1 0 1 0 2 6 0 0 0 - 18081 - 0 0 - - 0\n\
         3 lb 2 lathe2 127.0.0.1 0 5 1 1 1 1 0 0 14 0 0 0 - 1 - 0 0 - - 0\n\n";
 
@@ -171,7 +172,8 @@ mod tests {
 
     #[test]
     fn reads_reload_counters() {
-        let proc_ = "#<PID> <type> <reloads> <uptime> <version>\n17112 master 3 [failed: 1] 0d00h00m05s 2.6.12\n# workers\n";
+        let proc_ = "#<PID> <type> <reloads> <uptime> <version>\n\
+            17112 master 3 [failed: 1] 0d00h00m05s 2.6.12\n# workers\n";
         assert_eq!(reload_counters(proc_), Some((3, 1)));
     }
 }
