@@ -171,7 +171,7 @@ impl Actor for Gossip {
         myself: ActorRef<GossipMsg>,
         args: GossipArgs,
     ) -> Result<GossipState, ActorProcessingErr> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(1))
             .build()?;
@@ -313,7 +313,7 @@ impl GossipState {
 async fn check(http: &reqwest::Client, registry: &[Addr], version: u64) -> Verdict {
     let mut highest = None;
     for node in registry {
-        let url = format!("http://{node}/v1/health");
+        let url = node.url("/v1/health");
         let answer = async {
             let response = http.get(&url).timeout(CHECK_TIMEOUT).send().await.ok()?;
             let health: serde_json::Value = response.json().await.ok()?;

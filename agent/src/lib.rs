@@ -27,6 +27,7 @@ pub mod register;
 pub mod registry;
 pub mod status;
 pub mod supervisor;
+pub mod tls;
 pub mod watch;
 
 use std::future::Future;

@@ -21,6 +21,16 @@ struct Args {
     /// Validate the configuration (and its templates) and exit.
     #[arg(long)]
     check: bool,
+    /// PEM CA certificate that signed the registry nodes' TLS certificates (for https://
+    /// registry addresses)
+    #[arg(long, env = "LATHE_CA")]
+    ca: Option<PathBuf>,
+    /// PEM client certificate, for registry nodes that require one (--tls-client-ca)
+    #[arg(long, env = "LATHE_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert
+    #[arg(long, env = "LATHE_KEY", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +61,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = lathe_tls::ClientTlsFiles {
+        ca: args.ca.clone(),
+        identity: args
+            .cert
+            .clone()
+            .zip(args.key.clone())
+            .map(|(certificate, key)| lathe_tls::Identity { certificate, key }),
+    };
+    if let Err(e) = lathe_agent::tls::configure(&tls) {
+        eprintln!("lathe-agent: {e}");
+        return ExitCode::from(2);
+    }
     if args.check {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;

@@ -35,7 +35,7 @@ pub async fn run(
     registry: Vec<Addr>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let http = match reqwest::Client::builder()
+    let http = match crate::tls::client_builder()
         .connect_timeout(REQUEST_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -81,7 +81,7 @@ async fn send(
 ) -> Result<String, String> {
     let mut last = "no registry node configured".to_string();
     for node in registry {
-        let url = format!("http://{}/v1/agents/{name}", node.0);
+        let url = node.url(&format!("/v1/agents/{name}"));
         let mut request = http.request(method.clone(), &url);
         if let Some(body) = body {
             request = request.json(body);

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -74,15 +75,31 @@ pub(crate) struct Reply {
     pub(crate) body: Value,
 }
 
+/// The TLS settings of every client of this process (`--ca`, `--cert`, `--key`), set once by
+/// `main` before any request; without them an `https://` node is not trusted.
+static TLS: OnceLock<Arc<lathe_tls::rustls::ClientConfig>> = OnceLock::new();
+
+/// Reads `--ca`, `--cert` and `--key` once for every [`Client`] of the process.
+pub(crate) fn configure_tls(files: &lathe_tls::ClientTlsFiles) -> Result<(), CliError> {
+    let config = files
+        .client_config()
+        .map_err(|e| CliError::Local(e.to_string()))?;
+    let _ = TLS.set(config);
+    Ok(())
+}
+
 /// A client of one node's REST API.
 pub(crate) struct Client {
     addr: String,
+    /// `http` or `https`.
+    scheme: &'static str,
     agent: ureq::Agent,
     stream_agent: ureq::Agent,
 }
 
 impl Client {
-    /// `addr` is `HOST:PORT`; a leading `http://` and a trailing `/` are tolerated.
+    /// `addr` is `HOST:PORT`, `http://HOST:PORT` or `https://HOST:PORT` (TLS, trusted through
+    /// `--ca`); a trailing `/` is tolerated.
     pub(crate) fn new(addr: &str) -> Self {
         Client::with_timeouts(addr, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
     }
@@ -90,20 +107,25 @@ impl Client {
     /// Like [`Client::new`], with other timeouts for the connection and the whole answer (e.g.
     /// short ones to poll a node that is starting).
     pub(crate) fn with_timeouts(addr: &str, connect: Duration, request: Duration) -> Self {
-        let addr = addr
-            .trim()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(connect)
-            .timeout(request)
-            .build();
-        let stream_agent = ureq::AgentBuilder::new().timeout_connect(connect).build();
+        let addr = addr.trim().trim_end_matches('/');
+        let (scheme, addr) = match addr.strip_prefix("https://") {
+            Some(rest) => ("https", rest),
+            None => ("http", addr.trim_start_matches("http://")),
+        };
+        let builder = || {
+            let builder = ureq::AgentBuilder::new().timeout_connect(connect);
+            let config = TLS.get_or_init(|| {
+                lathe_tls::ClientTlsFiles::default()
+                    .client_config()
+                    .expect("a client config without files")
+            });
+            builder.tls_connector(Arc::new(lathe_tls::UreqTls(config.clone())))
+        };
         Client {
-            addr,
-            agent,
-            stream_agent,
+            addr: addr.to_string(),
+            scheme,
+            agent: builder().timeout(request).build(),
+            stream_agent: builder().build(),
         }
     }
 
@@ -172,7 +194,7 @@ impl Client {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     fn finish(&self, result: Result<ureq::Response, ureq::Error>) -> Result<Reply, CliError> {

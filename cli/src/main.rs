@@ -35,7 +35,7 @@ const AFTER_HELP: &str =
 #[derive(Debug, Parser)]
 #[command(name = "lathe", version, about, propagate_version = true, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
-    /// REST address (HOST:PORT) of any lathe-node of the cluster
+    /// REST address (HOST:PORT, or https://HOST:PORT with --ca) of any lathe-node of the cluster
     #[arg(
         long,
         global = true,
@@ -49,8 +49,46 @@ pub(crate) struct Cli {
     #[arg(long, global = true)]
     pub(crate) json: bool,
 
+    /// PEM CA certificate that signed the nodes' TLS certificates (for https:// addresses)
+    #[arg(long, global = true, env = "LATHE_CA", value_name = "PEM")]
+    pub(crate) ca: Option<PathBuf>,
+
+    /// PEM client certificate, for nodes that require one (--tls-client-ca)
+    #[arg(
+        long,
+        global = true,
+        env = "LATHE_CERT",
+        value_name = "PEM",
+        requires = "key"
+    )]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// PEM private key of --cert
+    #[arg(
+        long,
+        global = true,
+        env = "LATHE_KEY",
+        value_name = "PEM",
+        requires = "cert"
+    )]
+    pub(crate) key: Option<PathBuf>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+impl Cli {
+    /// `--ca`, `--cert` and `--key`.
+    pub(crate) fn tls_files(&self) -> lathe_tls::ClientTlsFiles {
+        lathe_tls::ClientTlsFiles {
+            ca: self.ca.clone(),
+            identity: self
+                .cert
+                .clone()
+                .zip(self.key.clone())
+                .map(|(certificate, key)| lathe_tls::Identity { certificate, key }),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,7 +118,7 @@ pub(crate) enum Command {
     Rollout(RolloutCommand),
     /// Start a local cluster: N lathe-node processes on loopback, restarted when they die, until
     /// Ctrl-C
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,7 +219,19 @@ pub(crate) enum KvCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = client::configure_tls(&cli.tls_files()) {
+        eprintln!("lathe: {}", err.one_line());
+        return ExitCode::from(2);
+    }
     if let Command::Up(args) = &cli.command {
+        if args.tls_cert.is_some() && cli.ca.is_none() {
+            // Otherwise it would wait for nodes it cannot trust until its start deadline.
+            eprintln!(
+                "lathe up: --tls-cert: give --ca too (the CA that signed it), so that lathe up \
+                 trusts its nodes"
+            );
+            return ExitCode::from(2);
+        }
         return up::run(args);
     }
     match commands::run(&cli) {

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use lathe_actors::membership::DEFAULT_HANDSHAKE_TIMEOUT;
+use lathe_actors::tasks::DEFAULT_TASK_MAX_CONNECTIONS;
 
 /// The default shared secret, for one-machine clusters; real clusters pass their own.
 pub(crate) const DEFAULT_COOKIE: &str = "lathe-local-cookie";
@@ -38,6 +40,15 @@ pub(crate) struct Args {
     /// ZooKeeper ensemble HOST:PORT[,HOST:PORT...][/CHROOT]; without it the registry is embedded
     #[arg(long, env = "LATHE_ZOOKEEPER")]
     zookeeper: Option<String>,
+    /// USER:PASSWORD: every ZooKeeper session authenticates with the digest scheme, and every
+    /// znode this node creates is readable and writable by that identity only
+    #[arg(
+        long,
+        env = "LATHE_ZOOKEEPER_AUTH",
+        hide_env_values = true,
+        value_name = "USER:PASSWORD"
+    )]
+    zookeeper_auth: Option<String>,
     /// Kafka brokers HOST:PORT[,HOST:PORT...]: flows travel over Kafka topics (checked at start:
     /// unreachable brokers are an error)
     #[arg(long, env = "LATHE_KAFKA")]
@@ -94,6 +105,14 @@ pub(crate) struct Args {
     /// past it, 413 for a value larger than the whole quota)
     #[arg(long, env = "LATHE_MAX_REGISTRY_BYTES", default_value_t = lathe_actors::http::DEFAULT_MAX_REGISTRY_BYTES)]
     max_registry_bytes: usize,
+    /// Seconds a cluster connection (in or out) may take to authenticate (the cookie
+    /// challenge) before it is closed
+    #[arg(
+        long,
+        env = "LATHE_CLUSTER_HANDSHAKE_TIMEOUT",
+        default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs()
+    )]
+    cluster_handshake_timeout: u64,
     /// Seconds a connection to a task instance may take to send a complete request head, when
     /// new or idle between requests, before it is closed
     #[arg(long, env = "LATHE_TASK_HTTP_HEADER_TIMEOUT", default_value_t = lathe_actors::tasks::DEFAULT_TASK_HEADER_TIMEOUT.as_secs())]
@@ -101,6 +120,14 @@ pub(crate) struct Args {
     /// The largest request body a task instance's HTTP server reads, in bytes (413 above)
     #[arg(long, env = "LATHE_TASK_MAX_BODY_BYTES", default_value_t = lathe_actors::tasks::DEFAULT_TASK_MAX_BODY_BYTES)]
     task_max_body_bytes: usize,
+    /// The most connections open at once to one HTTP task instance; past it a connection gets
+    /// 503 and is closed
+    #[arg(
+        long,
+        env = "LATHE_TASK_HTTP_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_TASK_MAX_CONNECTIONS
+    )]
+    task_http_max_connections: usize,
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
@@ -144,6 +171,34 @@ pub(crate) struct Args {
     /// The lathe-node binary a container runs, as YARN's machines see it [default: this binary]
     #[arg(long, env = "LATHE_YARN_NODE_BIN")]
     yarn_node_bin: Option<PathBuf>,
+    /// PEM certificate chain of the REST port: with --tls-key, REST, metrics and the dashboard
+    /// answer over HTTPS only
+    #[arg(long, env = "LATHE_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "LATHE_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): REST clients must present a certificate signed by it (mutual TLS)
+    #[arg(long, env = "LATHE_TLS_CLIENT_CA", value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
+    /// PEM certificate of this node on the cluster port: with --cluster-tls-key and
+    /// --cluster-tls-ca, cluster sessions are mutual TLS (its SANs must hold the --bind IP)
+    #[arg(long, env = "LATHE_CLUSTER_TLS_CERT", value_name = "PEM")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert
+    #[arg(long, env = "LATHE_CLUSTER_TLS_KEY", value_name = "PEM")]
+    cluster_tls_key: Option<PathBuf>,
+    /// PEM CA certificate every cluster peer's certificate must be signed by
+    #[arg(long, env = "LATHE_CLUSTER_TLS_CA", value_name = "PEM")]
+    cluster_tls_ca: Option<PathBuf>,
+    /// Access control on the REST API (the flag is read here so that safe defaults can count
+    /// it; the tokens themselves are another change's)
+    #[arg(long, env = "LATHE_ACL")]
+    acl: bool,
+    /// Start even where the defaults are unsafe: REST on a non-loopback address without TLS or
+    /// --acl, the cluster port on a non-loopback address, or the built-in cookie
+    #[arg(long, env = "LATHE_INSECURE")]
+    insecure: bool,
 }
 
 /// A validated configuration.
@@ -154,6 +209,8 @@ pub(crate) struct NodeConfig {
     pub(crate) http: SocketAddr,
     pub(crate) join: Vec<String>,
     pub(crate) zookeeper: Option<String>,
+    /// `--zookeeper-auth`.
+    pub(crate) zookeeper_auth: Option<lathe_store::zk::ZkAuth>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) tags: Vec<String>,
     pub(crate) cookie: String,
@@ -165,9 +222,12 @@ pub(crate) struct NodeConfig {
     pub(crate) max_watchers: usize,
     pub(crate) max_blocking_queries: usize,
     pub(crate) task_http_header_timeout: Duration,
+    /// `--cluster-handshake-timeout`.
+    pub(crate) cluster_handshake_timeout: Duration,
     pub(crate) max_keys: usize,
     pub(crate) max_registry_bytes: usize,
     pub(crate) task_max_body_bytes: usize,
+    pub(crate) task_http_max_connections: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
     /// `--prometheus-url`, without a trailing `/`: where metric gates read counters.
@@ -184,6 +244,57 @@ pub(crate) struct NodeConfig {
     pub(crate) yarn: Option<YarnSettings>,
     /// `--kafka` and `--kafka-option`: flows over Kafka.
     pub(crate) kafka: Option<lathe_kafka::KafkaSettings>,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: the files, and the configuration read from
+    /// them before any port is bound.
+    pub(crate) rest_tls: Option<RestTlsSettings>,
+    /// `--insecure`: passed on to YARN container nodes.
+    pub(crate) insecure: bool,
+    /// `--cluster-tls-cert`, `--cluster-tls-key`, `--cluster-tls-ca`, read and checked.
+    pub(crate) cluster_tls: Option<ClusterTlsSettings>,
+}
+
+/// The cluster transport's TLS, read and checked.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterTlsSettings {
+    pub(crate) files: lathe_tls::ClusterTlsFiles,
+    pub(crate) tls: lathe_actors::membership::ClusterTls,
+}
+
+impl ClusterTlsSettings {
+    /// The same flags for another node (a YARN container sees the same paths).
+    pub(crate) fn as_args(&self) -> Vec<String> {
+        vec![
+            "--cluster-tls-cert".to_string(),
+            self.files.identity.certificate.display().to_string(),
+            "--cluster-tls-key".to_string(),
+            self.files.identity.key.display().to_string(),
+            "--cluster-tls-ca".to_string(),
+            self.files.ca.display().to_string(),
+        ]
+    }
+}
+
+/// The REST port's TLS, read and checked.
+#[derive(Debug, Clone)]
+pub(crate) struct RestTlsSettings {
+    pub(crate) files: lathe_tls::ServerTlsFiles,
+    pub(crate) config: std::sync::Arc<lathe_tls::rustls::ServerConfig>,
+}
+
+impl RestTlsSettings {
+    /// The same flags for another node (a YARN container sees the same paths).
+    pub(crate) fn as_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--tls-cert".to_string(),
+            self.files.identity.certificate.display().to_string(),
+            "--tls-key".to_string(),
+            self.files.identity.key.display().to_string(),
+        ];
+        if let Some(ca) = &self.files.client_ca {
+            args.extend(["--tls-client-ca".to_string(), ca.display().to_string()]);
+        }
+        args
+    }
 }
 
 /// `--yarn-*`, validated, defaults applied.
@@ -253,6 +364,13 @@ impl Args {
         if let Some(zk) = &self.zookeeper {
             check_zookeeper(zk).map_err(|r| bad("--zookeeper", r))?;
         }
+        let zookeeper_auth = match (&self.zookeeper_auth, &self.zookeeper) {
+            (Some(auth), Some(_)) => {
+                Some(lathe_store::zk::ZkAuth::parse(auth).map_err(|r| bad("--zookeeper-auth", r))?)
+            }
+            (Some(_), None) => return Err(bad("--zookeeper-auth", "needs --zookeeper")),
+            (None, _) => None,
+        };
         let kafka = match &self.kafka {
             Some(brokers) => Some(
                 lathe_kafka::KafkaSettings::parse(brokers, &[])
@@ -289,6 +407,12 @@ impl Args {
                 "must be between 1 and 3600 seconds",
             ));
         }
+        if self.cluster_handshake_timeout == 0 || self.cluster_handshake_timeout > 3600 {
+            return Err(bad(
+                "--cluster-handshake-timeout",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
         if self.task_http_header_timeout == 0 || self.task_http_header_timeout > 3600 {
             return Err(bad(
                 "--task-http-header-timeout",
@@ -317,6 +441,10 @@ impl Args {
             ("--http-max-connections", self.http_max_connections),
             ("--max-watchers", self.max_watchers),
             ("--max-blocking-queries", self.max_blocking_queries),
+            (
+                "--task-http-max-connections",
+                self.task_http_max_connections,
+            ),
         ] {
             if value == 0 || value > MAX_CAP {
                 return Err(bad(flag, format!("must be between 1 and {MAX_CAP}")));
@@ -341,12 +469,16 @@ impl Args {
             None => None,
         };
         let yarn = self.yarn_settings()?;
+        let rest_tls = self.rest_tls()?;
+        let cluster_tls = self.cluster_tls()?;
+        self.check_safe_defaults(bind, http, rest_tls.is_some(), cluster_tls.is_some())?;
         Ok(NodeConfig {
             name: self.name,
             bind,
             http,
             join: self.join,
             zookeeper: self.zookeeper,
+            zookeeper_auth,
             data_dir: self.data_dir,
             tags: self.tags,
             cookie: self.cookie,
@@ -358,7 +490,9 @@ impl Args {
             max_watchers: self.max_watchers,
             max_blocking_queries: self.max_blocking_queries,
             task_http_header_timeout: Duration::from_secs(self.task_http_header_timeout),
+            cluster_handshake_timeout: Duration::from_secs(self.cluster_handshake_timeout),
             task_max_body_bytes: self.task_max_body_bytes,
+            task_http_max_connections: self.task_http_max_connections,
             max_keys: self.max_keys,
             max_registry_bytes: self.max_registry_bytes,
             enable_chaos: self.enable_chaos,
@@ -369,7 +503,139 @@ impl Args {
             workers: self.workers,
             yarn,
             kafka,
+            rest_tls,
+            insecure: self.insecure,
+            cluster_tls,
         })
+    }
+
+    /// `--cluster-tls-cert`, `--cluster-tls-key` and `--cluster-tls-ca`: all three or none.
+    fn cluster_tls(&self) -> Result<Option<ClusterTlsSettings>, FlagError> {
+        let given = [
+            ("--cluster-tls-cert", &self.cluster_tls_cert),
+            ("--cluster-tls-key", &self.cluster_tls_key),
+            ("--cluster-tls-ca", &self.cluster_tls_ca),
+        ];
+        let (Some(certificate), Some(key), Some(ca)) = (
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            &self.cluster_tls_ca,
+        ) else {
+            return match given.iter().find(|(_, path)| path.is_some()) {
+                Some((flag, _)) => Err(bad(
+                    flag,
+                    "needs --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca together",
+                )),
+                None => Ok(None),
+            };
+        };
+        let files = lathe_tls::ClusterTlsFiles {
+            identity: lathe_tls::Identity {
+                certificate: certificate.clone(),
+                key: key.clone(),
+            },
+            ca: ca.clone(),
+        };
+        let flag = |error: &lathe_tls::TlsError| {
+            let path = match error {
+                lathe_tls::TlsError::Read { path, .. }
+                | lathe_tls::TlsError::NoCertificate { path }
+                | lathe_tls::TlsError::Invalid { path, .. } => path,
+            };
+            given
+                .iter()
+                .find(|(_, given)| given.as_ref() == Some(path))
+                .map_or("--cluster-tls-cert", |(flag, _)| flag)
+        };
+        let server = files
+            .server_config()
+            .map_err(|e| bad(flag(&e), e.to_string()))?;
+        let client = files
+            .client_config()
+            .map_err(|e| bad(flag(&e), e.to_string()))?;
+        Ok(Some(ClusterTlsSettings {
+            files,
+            tls: lathe_actors::membership::ClusterTls::new(server, client),
+        }))
+    }
+
+    /// `--tls-cert` and `--tls-key` (both or neither), `--tls-client-ca` (only with them): the
+    /// files are read and checked now, so that a bad one is a flag error before any port is bound.
+    fn rest_tls(&self) -> Result<Option<RestTlsSettings>, FlagError> {
+        let (certificate, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (Some(_), None) => return Err(bad("--tls-cert", "needs --tls-key")),
+            (None, Some(_)) => return Err(bad("--tls-key", "needs --tls-cert")),
+            (None, None) if self.tls_client_ca.is_some() => {
+                return Err(bad("--tls-client-ca", "needs --tls-cert and --tls-key"))
+            }
+            (None, None) => return Ok(None),
+        };
+        let files = lathe_tls::ServerTlsFiles {
+            identity: lathe_tls::Identity { certificate, key },
+            client_ca: self.tls_client_ca.clone(),
+        };
+        let flag = |error: &lathe_tls::TlsError| match error {
+            lathe_tls::TlsError::Read { path, .. }
+            | lathe_tls::TlsError::NoCertificate { path }
+            | lathe_tls::TlsError::Invalid { path, .. } => {
+                if Some(path) == self.tls_client_ca.as_ref() {
+                    "--tls-client-ca"
+                } else if Some(path) == self.tls_key.as_ref() {
+                    "--tls-key"
+                } else {
+                    "--tls-cert"
+                }
+            }
+        };
+        let config = files
+            .server_config()
+            .map_err(|e| bad(flag(&e), e.to_string()))?;
+        Ok(Some(RestTlsSettings { files, config }))
+    }
+
+    /// Refuses what would expose the node without `--insecure`: REST on a non-loopback address
+    /// without TLS or `--acl`; the cluster port on a non-loopback address (its transport is not
+    /// encrypted), or with the built-in cookie.
+    fn check_safe_defaults(
+        &self,
+        bind: SocketAddr,
+        http: SocketAddr,
+        rest_tls: bool,
+        cluster_tls: bool,
+    ) -> Result<(), FlagError> {
+        if self.insecure {
+            return Ok(());
+        }
+        if !http.ip().is_loopback() && !rest_tls && !self.acl {
+            return Err(bad(
+                "--http",
+                format!(
+                    "{http} is not a loopback address and the REST API would answer anyone in \
+                        plain HTTP: add --tls-cert/--tls-key or --acl, or --insecure"
+                ),
+            ));
+        }
+        if !bind.ip().is_loopback() && self.cookie == DEFAULT_COOKIE {
+            return Err(bad(
+                "--bind",
+                format!(
+                    "{bind} is not a loopback address and the cluster cookie is the built-in \
+                        default: add --cookie SECRET, or --insecure"
+                ),
+            ));
+        }
+        if !bind.ip().is_loopback() && !cluster_tls {
+            return Err(bad(
+                "--bind",
+                format!(
+                    "{bind} is not a loopback address and the cluster transport would be plain \
+                        TCP: add --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca, or \
+                            --insecure"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `--yarn-rm` and its companions; the companions without `--yarn-rm` are a mistake.
@@ -717,6 +983,112 @@ mod tests {
             let error = url(bad).unwrap_err();
             assert!(error.starts_with("--prometheus-url: "), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn unsafe_exposure_is_refused_without_insecure() {
+        // Loopback (every test and `lathe up`): fine with the built-in cookie.
+        assert!(parse(&["--bind", "127.0.0.1:0", "--http", "127.0.0.1:0"]).is_ok());
+        let rest = parse(&["--http", "0.0.0.0:7500"]).unwrap_err();
+        assert!(
+            rest.starts_with("--http: 0.0.0.0:7500 is not a loopback address"),
+            "{rest}"
+        );
+        assert!(
+            rest.contains("--tls-cert") && rest.contains("--insecure"),
+            "{rest}"
+        );
+        assert!(!rest.contains('\n'));
+        // --acl alone makes a plain REST port acceptable.
+        assert!(parse(&["--http", "0.0.0.0:7500", "--acl"]).is_ok());
+        let cookie = parse(&["--bind", "0.0.0.0:7400"]).unwrap_err();
+        assert!(
+            cookie.starts_with("--bind: ") && cookie.contains("--cookie"),
+            "{cookie}"
+        );
+        let plain = parse(&["--bind", "0.0.0.0:7400", "--cookie", "s3cret"]).unwrap_err();
+        assert!(
+            plain.contains("plain TCP")
+                && plain.contains("--cluster-tls-ca")
+                && plain.contains("--insecure"),
+            "{plain}"
+        );
+        let config = parse(&[
+            "--bind",
+            "0.0.0.0:7400",
+            "--http",
+            "0.0.0.0:7500",
+            "--insecure",
+        ]);
+        assert!(config.unwrap().insecure);
+    }
+
+    #[test]
+    fn tls_and_zookeeper_auth_flags_are_checked_before_binding() {
+        for (args, start) in [
+            (
+                &["--tls-cert", "/no/cert.pem"][..],
+                "--tls-cert: needs --tls-key",
+            ),
+            (
+                &["--tls-key", "/no/key.pem"][..],
+                "--tls-key: needs --tls-cert",
+            ),
+            (
+                &["--tls-client-ca", "/no/ca.pem"][..],
+                "--tls-client-ca: needs",
+            ),
+            (
+                &["--tls-cert", "/no/cert.pem", "--tls-key", "/no/key.pem"][..],
+                "--tls-cert: cannot read /no/cert.pem",
+            ),
+            (
+                &["--zookeeper-auth", "u:p"][..],
+                "--zookeeper-auth: needs --zookeeper",
+            ),
+            (
+                &["--cluster-tls-ca", "/no/ca.pem"][..],
+                "--cluster-tls-ca: needs --cluster-tls-cert, --cluster-tls-key and",
+            ),
+            (
+                &[
+                    "--cluster-tls-cert",
+                    "/no/c.pem",
+                    "--cluster-tls-key",
+                    "/no/k.pem",
+                    "--cluster-tls-ca",
+                    "/no/ca.pem",
+                ][..],
+                "--cluster-tls-cert: cannot read /no/c.pem",
+            ),
+            (
+                &[
+                    "--zookeeper",
+                    "127.0.0.1:2181",
+                    "--zookeeper-auth",
+                    "nopassword",
+                ][..],
+                "--zookeeper-auth: expected USER:PASSWORD",
+            ),
+            (
+                &["--cluster-handshake-timeout", "0"][..],
+                "--cluster-handshake-timeout:",
+            ),
+            (
+                &["--task-http-max-connections", "0"][..],
+                "--task-http-max-connections:",
+            ),
+        ] {
+            let error = parse(args).unwrap_err();
+            assert!(error.starts_with(start), "{args:?}: {error}");
+        }
+        let config = parse(&[
+            "--zookeeper",
+            "127.0.0.1:2181",
+            "--zookeeper-auth",
+            "lathe:pw",
+        ]);
+        assert_eq!(config.unwrap().zookeeper_auth.unwrap().user(), "lathe");
     }
 
     #[test]

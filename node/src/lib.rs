@@ -126,6 +126,9 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
     membership.join = config.join.clone();
     membership.tags = config.tags.clone();
     membership.zookeeper = config.zookeeper.clone();
+    membership.zookeeper_auth = config.zookeeper_auth.clone();
+    membership.handshake_timeout = config.cluster_handshake_timeout;
+    membership.tls = config.cluster_tls.as_ref().map(|tls| tls.tls.clone());
     // Without ZooKeeper the founding node holds the registry, and so leads the scheduler.
     membership.holds_registry = config.zookeeper.is_none() && config.join.is_empty();
     membership.catalog = catalog.types().cloned().collect();
@@ -157,9 +160,14 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
             config.max_blocking_queries,
         )
         .with_quota(config.max_keys, config.max_registry_bytes),
+        // A TLS handshake gets the same deadline as a request head.
+        rest_tls: config.rest_tls.as_ref().map(|tls| {
+            lathe_actors::http::RestTls::new(tls.config.clone(), config.http_header_timeout)
+        }),
         task_http_limits: lathe_actors::tasks::TaskHttpLimits {
             header_timeout: config.task_http_header_timeout,
             max_body_bytes: config.task_max_body_bytes,
+            max_connections: config.task_http_max_connections,
         },
         metrics,
         catalog,
@@ -181,7 +189,12 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the node: {}", startup_error(&e)))?;
     tracing::info!(%name, cluster = %cluster_addr, http = %http_addr, "lathe-node serving");
-    println!("lathe-node {name}: cluster {cluster_addr}, http http://{http_addr}");
+    let scheme = if config.rest_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("lathe-node {name}: cluster {cluster_addr}, http {scheme}://{http_addr}");
     let mut handle = handle;
     tokio::select! {
         _ = shutdown_signal() => {
@@ -206,7 +219,7 @@ async fn open_store(
     use anyhow::Context;
     if let Some(zk) = &config.zookeeper {
         let store = Arc::new(
-            ZkStore::connect(zk, ZK_SESSION_TIMEOUT)
+            ZkStore::connect_with_auth(zk, config.zookeeper_auth.clone(), ZK_SESSION_TIMEOUT)
                 .await
                 .with_context(|| format!("--zookeeper: cannot open the registry at {zk}"))?
                 .with_max_request_bytes(config.zookeeper_max_request_bytes),

@@ -58,18 +58,36 @@ fn template(config: &NodeConfig, yarn: &YarnSettings) -> ContainerTemplate {
         zookeeper: config.zookeeper.clone(),
         max_instances: yarn.container_max_instances,
         tags: vec![CONTAINER_TAG.to_string()],
-        extra_args: container_args(yarn),
+        extra_args: container_args(config, yarn),
         env: PASSED_ON
             .iter()
             .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+            .chain(zookeeper_auth_env(config))
             .collect(),
     }
 }
 
+/// `--zookeeper-auth` travels like the cookie: in the container's environment, not its command
+/// line.
+fn zookeeper_auth_env(config: &NodeConfig) -> Option<(String, String)> {
+    let auth = config.zookeeper_auth.as_ref()?;
+    Some(("LATHE_ZOOKEEPER_AUTH".to_string(), auth.expose()))
+}
+
 /// The flags every container node gets beyond the template's own: the YARN flags (any node may
-/// come to lead), and as many async workers as the container has virtual cores.
-fn container_args(yarn: &YarnSettings) -> Vec<String> {
+/// come to lead), the REST port's TLS files (the same paths on every machine) and `--insecure`,
+/// and as many async workers as the container has virtual cores.
+fn container_args(config: &NodeConfig, yarn: &YarnSettings) -> Vec<String> {
     let mut args = yarn.as_args();
+    if let Some(tls) = &config.rest_tls {
+        args.extend(tls.as_args());
+    }
+    if let Some(tls) = &config.cluster_tls {
+        args.extend(tls.as_args());
+    }
+    if config.insecure {
+        args.push("--insecure".to_string());
+    }
     let workers = usize::try_from(yarn.container_vcores)
         .unwrap_or(usize::MAX)
         .min(crate::config::MAX_WORKERS);
@@ -93,8 +111,13 @@ mod tests {
             container_max_instances: 4,
             node_bin: "/opt/lathe-node".into(),
         };
-        let args = container_args(&yarn);
+        use clap::Parser;
+        let config = crate::config::Args::try_parse_from(["lathe-node", "--insecure"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let args = container_args(&config, &yarn);
         assert!(args.starts_with(&yarn.as_args()));
-        assert_eq!(args[args.len() - 2..], ["--workers", "2"]);
+        assert_eq!(args[args.len() - 3..], ["--insecure", "--workers", "2"]);
     }
 }

@@ -31,7 +31,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lathe_actors::http::{serve, ApiContext};
+use lathe_actors::http::{serve_tls, ApiContext, RestTls};
 use lathe_actors::membership::{start_membership, MembershipConfig, MembershipHandle};
 use lathe_actors::registry::{start_registry_in, RegistryConfig, RegistryHandle};
 use lathe_actors::resources::{
@@ -78,6 +78,8 @@ pub(crate) struct NodeSupervisorArgs {
     pub(crate) max_value_bytes: usize,
     /// Timeouts and caps of the REST port.
     pub(crate) api_limits: lathe_actors::http::ApiLimits,
+    /// TLS on the REST port (`--tls-cert`), `None` for plain HTTP.
+    pub(crate) rest_tls: Option<RestTls>,
     /// Header timeout and body limit of task instances' HTTP servers.
     pub(crate) task_http_limits: lathe_actors::tasks::TaskHttpLimits,
     pub(crate) metrics: prometheus::Registry,
@@ -224,9 +226,14 @@ impl Actor for NodeSupervisor {
             );
         }
         let (http_shutdown, mut stop) = watch::channel(false);
-        let http = tokio::spawn(serve(args.http_listener, context, async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }));
+        let http = tokio::spawn(serve_tls(
+            args.http_listener,
+            context,
+            args.rest_tls,
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+        ));
         Ok(NodeSupervisorState {
             registry,
             membership,

@@ -15,6 +15,7 @@
 //! resume by themselves once it is back (on the same session if it survived, on a new one
 //! otherwise).
 
+mod auth;
 mod pipeline;
 mod session;
 mod tree;
@@ -29,9 +30,10 @@ use lathe::KeyPath;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use zookeeper_client::{
-    Acls, Client, CreateMode, Error as ZkError, MultiWriteResult, SessionState, Stat,
+    Client, CreateMode, Error as ZkError, MultiWriteResult, SessionState, Stat,
 };
 
+pub use self::auth::{acls, connector, ZkAuth};
 use self::pipeline::{Command, Pipeline};
 use self::session::{is_unavailable, store_error, Op, Shared};
 use self::tree::{list_tree, split_ensemble, Layout, Node};
@@ -82,12 +84,22 @@ impl ZkStore {
     /// missing (the chroot too). Keeps trying for the session timeout (at least 10 s) before
     /// giving up with [`StoreError::Unavailable`]. Must be called within a tokio runtime.
     pub async fn connect(ensemble: &str, session_timeout: Duration) -> Result<ZkStore, StoreError> {
+        ZkStore::connect_with_auth(ensemble, None, session_timeout).await
+    }
+
+    /// [`ZkStore::connect`], authenticating every session with `auth` (digest scheme); the
+    /// znodes it creates are then readable and writable by that identity only.
+    pub async fn connect_with_auth(
+        ensemble: &str,
+        auth: Option<ZkAuth>,
+        session_timeout: Duration,
+    ) -> Result<ZkStore, StoreError> {
         let (hosts, chroot) = split_ensemble(ensemble)?;
         let layout = Layout::new(&chroot);
         let deadline = Instant::now() + session_timeout.max(MIN_CONNECT_PATIENCE);
         let mut delay = Duration::from_millis(100);
         let client = loop {
-            match session::open_session(&hosts, session_timeout, &layout).await {
+            match session::open_session(&hosts, auth.as_ref(), session_timeout, &layout).await {
                 Ok(client) => break client,
                 Err(err) if is_unavailable(&err) && Instant::now() + delay < deadline => {
                     tracing::debug!(error = %err, ensemble, "zookeeper not reachable yet");
@@ -106,7 +118,13 @@ impl ZkStore {
         };
         tracing::info!(ensemble, session = %client.session_id(), base = layout.base(),
             "connected to zookeeper");
-        let shared = Arc::new(Shared::new(hosts, layout, session_timeout, client.clone()));
+        let shared = Arc::new(Shared::new(
+            hosts,
+            auth,
+            layout,
+            session_timeout,
+            client.clone(),
+        ));
         let (commands, requests) = mpsc::unbounded_channel();
         tokio::spawn(Pipeline::new(Arc::clone(&shared), requests).run(client));
         let (stop, stopped) = watch::channel(());
@@ -197,7 +215,7 @@ impl ZkStore {
         path: &str,
         data: &[u8],
     ) -> Result<Stat, ZkError> {
-        let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let options = CreateMode::Persistent.with_acls(self.shared.acls());
         match self
             .shared
             .call(Op::Create, client.create(path, data, &options))

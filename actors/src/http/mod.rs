@@ -28,6 +28,7 @@ mod shift;
 mod state_metrics;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod topology;
 mod tree;
 mod ui;
@@ -47,6 +48,7 @@ pub use limits::{
     ApiLimits, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BLOCKING_QUERIES, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_KEYS, DEFAULT_MAX_REGISTRY_BYTES, DEFAULT_MAX_WATCHERS,
 };
+pub use tls::RestTls;
 
 use crate::registry::RegistryHandle;
 use crate::tree::ActorTree;
@@ -81,6 +83,16 @@ pub async fn serve(
     context: ApiContext,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    serve_tls(listener, context, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (`--tls-cert`).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    context: ApiContext,
+    tls: Option<RestTls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     // Accepted connections inherit TCP_NODELAY from the listener. Without it, an SSE event or a
     // blocking query's answer written while the previous segment awaits a (delayed) ACK is held
     // back by Nagle's algorithm for up to 40 ms.
@@ -90,6 +102,9 @@ pub async fn serve(
     let requests = requests::ApiRequests::register(&context.metrics);
     let state_metrics = state_metrics::StateMetrics::register(&context.metrics);
     context.limits.register(&context.metrics);
+    if let Some(tls) = &tls {
+        tls.register(&context.metrics);
+    }
     let limits = context.limits.clone();
     let context = Arc::new(context);
     let api = warp::method()
@@ -128,7 +143,7 @@ pub async fn serve(
                 response
             },
         );
-    server::run(listener, warp::service(api), limits, shutdown).await;
+    server::run(listener, warp::service(api), limits, tls, shutdown).await;
 }
 
 /// A request body, read lazily so oversized values are refused without buffering them whole.

@@ -4,22 +4,24 @@
 //! is closed, and at most `--http-max-connections` open at once. At the cap, the oldest connection
 //! that has not sent a request yet is closed to make room (`idle.rs`), so connections held open
 //! without requests cannot lock clients out; when every open connection has sent one, a new
-//! connection is answered 503 with `Retry-After` and closed. Shutdown stops accepting and lets
-//! open requests finish.
+//! connection is answered 503 with `Retry-After` and closed. With TLS (`tls.rs`) each connection
+//! first does its handshake in its own task, within its deadline (until it sent a request it can
+//! be evicted like any other). Shutdown stops accepting and lets open requests finish.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warp::reply::Response;
 
 use super::idle::{Marking, Unproven};
 use super::limits::{refusal, ApiLimits};
+use super::tls::RestTls;
 
 /// How long to wait before accepting again after an accept error (out of file descriptors).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -28,11 +30,13 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// How long a new connection at the cap waits for the place of the connection it evicted.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
-/// Serves `service` on `listener` within `limits` until `shutdown` resolves, then drains.
+/// Serves `service` on `listener` within `limits` (over TLS when `tls` is given) until
+/// `shutdown` resolves, then drains.
 pub(super) async fn run<S>(
     listener: TcpListener,
     service: S,
     limits: ApiLimits,
+    tls: Option<RestTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     S: tower_service::Service<
@@ -73,24 +77,27 @@ pub(super) async fn run<S>(
             },
         };
         let (mark, evicted) = unproven.admit();
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .keep_alive(true);
-        let service = Marking {
+        let service = TowerToHyperService::new(Marking {
             inner: service.clone(),
             mark: mark.clone(),
-        };
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        });
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let serving = async move {
+                match tls {
+                    None => serve_connection(stream, service, header_timeout, watcher).await,
+                    Some(tls) => {
+                        if let Some(stream) = tls.accept(stream).await {
+                            serve_connection(stream, service, header_timeout, watcher).await;
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                ended = connection => if let Err(error) = ended {
-                    tracing::debug!(%error, "REST connection ended with an error");
-                },
+                () = serving => {}
                 _ = evicted.notified() => {
                     tracing::debug!("REST connection without a request closed to make room");
                 }
@@ -100,6 +107,34 @@ pub(super) async fn run<S>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it closes or the server drains.
+async fn serve_connection<I, S>(
+    io: I,
+    service: TowerToHyperService<S>,
+    header_timeout: Duration,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%error, "REST connection ended with an error");
+    }
 }
 
 /// Answers a connection past the cap with a 503 and closes it, without reading its request.

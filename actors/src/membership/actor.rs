@@ -82,6 +82,8 @@ impl Actor for Membership {
         node_server.get_cell().link(myself.get_cell());
         let subscription = Box::new(SessionEvents {
             membership: myself.clone(),
+            handshake_timeout: config.handshake_timeout,
+            handshake_timeouts: metrics.handshake_timeouts.clone(),
         });
         node_server.cast(NodeServerMessage::SubscribeToEvents {
             id: SUBSCRIPTION_ID.to_string(),
@@ -148,6 +150,7 @@ impl Actor for Membership {
         if let Some(connect) = state.config.zookeeper.clone() {
             let task = ZookeeperTask {
                 connect,
+                auth: state.config.zookeeper_auth.clone(),
                 own: state.own_info.subscribe(),
                 leaving: state.leaving_signal.subscribe(),
                 membership: myself.clone(),

@@ -9,6 +9,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 pub const DEFAULT_SUSPECT_AFTER: Duration = Duration::from_secs(1);
 /// Default silence after which a peer is `dead`.
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(3);
+/// Default time a cluster connection has to authenticate (cookie challenge) before it is closed.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything membership needs to know about this node.
 #[derive(Debug, Clone)]
@@ -27,6 +29,13 @@ pub struct MembershipConfig {
     pub tags: Vec<String>,
     /// `HOST:PORT[,HOST:PORT...][/CHROOT]` (`--zookeeper`).
     pub zookeeper: Option<String>,
+    /// `--zookeeper-auth`: the member node's session authenticates, and the znode is its own.
+    pub zookeeper_auth: Option<lathe_store::zk::ZkAuth>,
+    /// A cluster connection (either direction) that has not authenticated this long after it
+    /// opened is closed (`--cluster-handshake-timeout`).
+    pub handshake_timeout: Duration,
+    /// Mutual TLS on the cluster transport (`--cluster-tls-*`); `None`: plain TCP.
+    pub tls: Option<ClusterTls>,
     pub heartbeat_interval: Duration,
     pub suspect_after: Duration,
     pub dead_after: Duration,
@@ -37,6 +46,32 @@ pub struct MembershipConfig {
     /// The most task instances the scheduler may place here (`--max-instances`), advertised to
     /// every peer; `None` = unlimited.
     pub max_instances: Option<u32>,
+}
+
+/// The cluster transport's TLS, both ends: peers' certificates must chain to the cluster CA.
+/// A peer is addressed by IP: its certificate needs that IP among its subject alternative names.
+#[derive(Clone)]
+pub struct ClusterTls {
+    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+    pub(crate) connector: tokio_rustls::TlsConnector,
+}
+
+impl ClusterTls {
+    pub fn new(
+        server: std::sync::Arc<rustls::ServerConfig>,
+        client: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Self {
+        ClusterTls {
+            acceptor: server.into(),
+            connector: client.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterTls")
+    }
 }
 
 impl MembershipConfig {
@@ -55,6 +90,9 @@ impl MembershipConfig {
             cookie: cookie.into(),
             tags: Vec::new(),
             zookeeper: None,
+            zookeeper_auth: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tls: None,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             suspect_after: DEFAULT_SUSPECT_AFTER,
             dead_after: DEFAULT_DEAD_AFTER,
@@ -72,6 +110,9 @@ impl MembershipConfig {
                 "cluster address {} needs a concrete port",
                 self.cluster_addr
             );
+        }
+        if self.handshake_timeout.is_zero() {
+            anyhow::bail!("handshake timeout must be positive");
         }
         if self.heartbeat_interval.is_zero() {
             anyhow::bail!("heartbeat interval must be positive");

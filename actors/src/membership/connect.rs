@@ -173,17 +173,16 @@ pub(crate) fn spawn_connect(
     node_server: ActorRef<NodeServerMessage>,
     own_addr: impl Fn(&SocketAddr) -> bool + Send + 'static,
     target: Target,
+    tls: Option<tokio_rustls::TlsConnector>,
     membership: ActorRef<MembershipMsg>,
 ) {
     tokio::spawn(async move {
         let address = target.address();
-        let attempt =
-            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&node_server, &address, own_addr))
-                .await
-            {
-                Ok(attempt) => attempt,
-                Err(_) => Attempt::Failed(format!("timed out after {CONNECT_TIMEOUT:?}")),
-            };
+        let connecting = connect(&node_server, &address, own_addr, tls);
+        let attempt = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt::Failed(format!("timed out after {CONNECT_TIMEOUT:?}")),
+        };
         let _ = membership.cast(MembershipMsg::Connected(target, attempt));
     });
 }
@@ -192,6 +191,7 @@ async fn connect(
     node_server: &ActorRef<NodeServerMessage>,
     address: &str,
     own_addr: impl Fn(&SocketAddr) -> bool,
+    tls: Option<tokio_rustls::TlsConnector>,
 ) -> Attempt {
     let addr = match tokio::net::lookup_host(address)
         .await
@@ -204,7 +204,15 @@ async fn connect(
     if own_addr(&addr) {
         return Attempt::OwnAddress;
     }
-    match ractor_cluster::client_connect(node_server, addr).await {
+    let connected = match tls {
+        // The peer's certificate must name its IP: that is the address it advertises.
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            ractor_cluster::client_connect_enc(node_server, addr, connector, name).await
+        }
+        None => ractor_cluster::client_connect(node_server, addr).await,
+    };
+    match connected {
         Ok(()) => Attempt::Opened(addr),
         Err(ClientConnectErr::Socket(err)) => Attempt::Failed(err.to_string()),
         Err(err) => Attempt::Failed(err.to_string()),

@@ -1,7 +1,9 @@
 //! `lathe_cluster_members{status}`: how many members this node sees in each status;
-//! `lathe_node_fenced`: 1 while this node is fenced.
+//! `lathe_node_fenced`: 1 while this node is fenced;
+//! `lathe_cluster_handshake_timeouts_total`: cluster connections closed for not authenticating in
+//! time.
 
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::types::MemberStatus;
 
@@ -9,6 +11,7 @@ use super::types::MemberStatus;
 pub(crate) struct MembershipMetrics {
     members: IntGaugeVec,
     fenced: IntGauge,
+    pub(crate) handshake_timeouts: IntCounter,
 }
 
 impl MembershipMetrics {
@@ -30,7 +33,21 @@ impl MembershipMetrics {
         registry
             .register(Box::new(fenced.clone()))
             .map_err(|err| anyhow::anyhow!("failed to register lathe_node_fenced: {err}"))?;
-        Ok(MembershipMetrics { members, fenced })
+        let handshake_timeouts = IntCounter::new(
+            "lathe_cluster_handshake_timeouts_total",
+            "Cluster connections closed because they did not authenticate within \
+             --cluster-handshake-timeout",
+        )?;
+        registry
+            .register(Box::new(handshake_timeouts.clone()))
+            .map_err(|err| {
+                anyhow::anyhow!("failed to register lathe_cluster_handshake_timeouts_total: {err}")
+            })?;
+        Ok(MembershipMetrics {
+            members,
+            fenced,
+            handshake_timeouts,
+        })
     }
 
     pub(crate) fn set_fenced(&self, fenced: bool) {

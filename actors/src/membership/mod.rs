@@ -26,6 +26,7 @@ mod peer;
 mod sessions;
 mod state;
 mod table;
+mod tls_listener;
 mod types;
 mod zookeeper;
 
@@ -43,11 +44,12 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use ractor::{Actor, ActorCell};
 use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::NodeServer;
+use ractor_cluster::{IncomingEncryptionMode, NodeServer};
 use tokio::sync::watch;
 
 pub use config::{
-    MembershipConfig, DEFAULT_DEAD_AFTER, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SUSPECT_AFTER,
+    ClusterTls, MembershipConfig, DEFAULT_DEAD_AFTER, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SUSPECT_AFTER,
 };
 pub use handle::MembershipHandle;
 pub use peer::{node_group, MEMBERS_GROUP};
@@ -70,21 +72,58 @@ pub async fn start_membership(
 ) -> anyhow::Result<MembershipHandle> {
     config.validate().context("invalid membership config")?;
     let metrics = MembershipMetrics::register(&metrics)?;
+    // With TLS, this node accepts on the cluster address itself (`tls_listener.rs`) and the
+    // NodeServer's listener is a decoy on a loopback port.
+    let (port, listen_ip, encryption, tls_listener) = match &config.tls {
+        Some(tls) => {
+            let listener = tokio::net::TcpListener::bind(config.cluster_addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "failed to listen for cluster peers on {}",
+                        config.cluster_addr
+                    )
+                })?;
+            let decoy = IncomingEncryptionMode::Tls(tls.acceptor.clone());
+            let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+            (
+                0,
+                loopback,
+                Some(decoy),
+                Some((listener, tls.acceptor.clone())),
+            )
+        }
+        None => (
+            config.cluster_addr.port(),
+            config.cluster_addr.ip(),
+            None,
+            None,
+        ),
+    };
     let server = NodeServer::new(
-        config.cluster_addr.port(),
+        port,
         config.cookie.clone(),
         config.name.clone(),
         config.advertised_host(),
-        None,
+        encryption,
         Some(NodeConnectionMode::Transitive),
     )
-    .with_listen_addr(config.cluster_addr.ip());
+    .with_listen_addr(listen_ip);
     let (node_server, _) = Actor::spawn(None, server, ()).await.map_err(|err| {
         anyhow::anyhow!(
             "failed to listen for cluster peers on {}: {err}",
             config.cluster_addr
         )
     })?;
+    if let Some((listener, acceptor)) = tls_listener {
+        tls_listener::spawn_accept_loop(
+            listener,
+            acceptor,
+            config.handshake_timeout,
+            node_server.clone(),
+            metrics.handshake_timeouts.clone(),
+        );
+    }
 
     let shared = Arc::new(Shared {
         fence: watch::channel(None).0,

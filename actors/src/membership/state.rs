@@ -315,7 +315,8 @@ impl MembershipState {
         for target in self.reconnect.plan(&self.table, &self.sessions, now) {
             let config = self.config.clone();
             let own = move |addr: &std::net::SocketAddr| config.is_own_address(addr);
-            spawn_connect(self.node_server.clone(), own, target, myself.clone());
+            let tls = self.config.tls.as_ref().map(|tls| tls.connector.clone());
+            spawn_connect(self.node_server.clone(), own, target, tls, myself.clone());
         }
     }
 

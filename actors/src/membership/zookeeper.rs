@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lathe_store::zk::{self, ZkAuth};
 use ractor::ActorRef;
 use tokio::sync::watch;
-use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError, SessionState, StateWatcher};
+use zookeeper_client::{Client, CreateMode, Error as ZkError, SessionState, StateWatcher};
 
 use super::actor::MembershipMsg;
 use super::types::MemberInfo;
@@ -71,6 +72,8 @@ enum Wake {
 /// The ZooKeeper task's inputs.
 pub(crate) struct ZookeeperTask {
     pub(crate) connect: String,
+    /// `--zookeeper-auth`: the session authenticates; the member node gets its creator's ACL.
+    pub(crate) auth: Option<ZkAuth>,
     /// This node's info, updated when its incarnation changes.
     pub(crate) own: watch::Receiver<MemberInfo>,
     /// Becomes true when the node leaves: delete the member node and end.
@@ -120,11 +123,14 @@ impl ZookeeperTask {
 
     /// One client session: register, then list and watch until it ends.
     async fn session(&mut self) -> SessionEnd {
-        let client = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.connect)).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(err)) => return SessionEnd::Failed(err),
-            Err(_) => return SessionEnd::Failed(ZkError::Timeout),
-        };
+        let client =
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.connect, self.auth.as_ref()))
+                .await
+            {
+                Ok(Ok(client)) => client,
+                Ok(Err(err)) => return SessionEnd::Failed(err),
+                Err(_) => return SessionEnd::Failed(ZkError::Timeout),
+            };
         let mut state = client.state_watcher();
         let path = format!("{MEMBERS_PATH}/{}", self.own.borrow().name);
         loop {
@@ -194,7 +200,7 @@ impl ZookeeperTask {
     /// behind by an earlier session (a restart faster than the session timeout) atomically.
     async fn register_if_missing(&self, client: &Client, path: &str) -> Result<(), ZkError> {
         let data = serde_json::to_vec(&*self.own.borrow()).unwrap_or_default();
-        let options = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        let options = CreateMode::Ephemeral.with_acls(zk::acls(self.auth.as_ref()));
         let stat = match client.check_stat(path).await? {
             Some(stat) if stat.ephemeral_owner == client.session_id().0 => return Ok(()),
             Some(stat) => stat,
@@ -220,14 +226,14 @@ impl ZookeeperTask {
 }
 
 /// Connects to `HOST:PORT[,..][/CHROOT]`, creating the chroot and the members path if missing.
-async fn connect(connect: &str) -> Result<Client, ZkError> {
+async fn connect(connect: &str, auth: Option<&ZkAuth>) -> Result<Client, ZkError> {
     let (hosts, chroot) = split_chroot(connect);
-    let client = Client::connector()
+    let client = zk::connector(auth)
         .with_session_timeout(SESSION_TIMEOUT)
         .with_fail_eagerly()
         .connect(hosts)
         .await?;
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let persistent = CreateMode::Persistent.with_acls(zk::acls(auth));
     client
         .mkdir(&format!("{chroot}{MEMBERS_PATH}"), &persistent)
         .await?;

@@ -1,7 +1,9 @@
 //! The HTTP/1.1 server of one `HttpTask` instance (hyper, keep-alive): reads each request in full,
 //! calls `handle`, answers 500 if the handler panics, and stamps the response with `X-Lathe-Task`
 //! and `X-Lathe-Version` unless it already names its producer (a forwarded response keeps the
-//! target's). Stopping stops accepting and lets open connections finish within a deadline.
+//! target's). At most `max_connections` connections are open at once per instance: past it a
+//! connection is answered 503 and closed (`lathe_task_http_refused_total`). Stopping stops
+//! accepting and lets open connections finish within a deadline.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,9 +21,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use lathe::http::{json, text, HttpTask, Response, TASK_HEADER, VERSION_HEADER};
 use lathe::TaskContext;
-use prometheus::{Histogram, IntCounter};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use prometheus::{Histogram, IntCounter, IntGauge};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::local::LocalRegistration;
@@ -31,6 +34,10 @@ use super::metrics::TaskMetrics;
 pub const DEFAULT_TASK_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Default of `--task-http-header-timeout`.
 pub const DEFAULT_TASK_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `--task-http-max-connections`: connections open at once to one instance.
+pub const DEFAULT_TASK_MAX_CONNECTIONS: usize = 1024;
+/// How long a refused connection may take to receive its 503 and close.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// What every HTTP instance's server lets a client do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +47,8 @@ pub struct TaskHttpLimits {
     pub header_timeout: Duration,
     /// The largest request body read (413 above).
     pub max_body_bytes: usize,
+    /// The most connections open at once to one instance (503 past it).
+    pub max_connections: usize,
 }
 
 impl Default for TaskHttpLimits {
@@ -47,6 +56,7 @@ impl Default for TaskHttpLimits {
         TaskHttpLimits {
             header_timeout: DEFAULT_TASK_HEADER_TIMEOUT,
             max_body_bytes: DEFAULT_TASK_MAX_BODY_BYTES,
+            max_connections: DEFAULT_TASK_MAX_CONNECTIONS,
         }
     }
 }
@@ -65,6 +75,9 @@ pub(crate) struct HttpInstance {
     /// `lathe_http_requests_total{group, code="200"}`, the common case, looked up once.
     answered_ok: IntCounter,
     max_body_bytes: usize,
+    /// `lathe_task_http_connections{group}` and `lathe_task_http_refused_total{group}`.
+    connections: IntGauge,
+    refused: IntCounter,
 }
 
 impl HttpInstance {
@@ -82,6 +95,8 @@ impl HttpInstance {
             duration: metrics.http_duration.with_label_values(&[group]),
             panics: metrics.handler_panics.with_label_values(&[group]),
             answered_ok: metrics.http_requests.with_label_values(&[group, "200"]),
+            connections: metrics.http_connections.with_label_values(&[group]),
+            refused: metrics.http_refused.with_label_values(&[group]),
             max_body_bytes,
             metrics,
             task,
@@ -196,11 +211,11 @@ impl HttpServer {
         listener: TcpListener,
         instance: Arc<HttpInstance>,
         local: Option<LocalRegistration>,
-        header_timeout: Duration,
+        limits: TaskHttpLimits,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
-        let serving = tokio::spawn(accept_loop(listener, instance, header_timeout, stopped));
+        let serving = tokio::spawn(accept_loop(listener, instance, limits, stopped));
         Ok(HttpServer {
             addr,
             stop: Some(stop),
@@ -232,10 +247,11 @@ impl Drop for HttpServer {
 async fn accept_loop(
     listener: TcpListener,
     instance: Arc<HttpInstance>,
-    header_timeout: Duration,
+    limits: TaskHttpLimits,
     mut stopped: oneshot::Receiver<Duration>,
 ) {
     let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let deadline = loop {
         let (stream, _) = tokio::select! {
             deadline = &mut stopped => break deadline.unwrap_or(Duration::ZERO),
@@ -249,6 +265,13 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            instance.refused.inc();
+            tokio::spawn(refuse(stream, limits.max_connections));
+            continue;
+        };
+        let open = instance.connections.clone();
+        open.inc();
         let instance = instance.clone();
         let service = service_fn(move |request| {
             let instance = instance.clone();
@@ -259,12 +282,15 @@ async fn accept_loop(
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(limits.header_timeout)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let _permit = permit;
+            let result = connection.await;
+            open.dec();
+            if let Err(error) = result {
                 tracing::debug!(%error, "task http connection ended with an error");
             }
         });
@@ -279,4 +305,26 @@ async fn accept_loop(
             "task http server: connections still open after the drain deadline"
         );
     }
+}
+
+/// Answers a connection past the cap with a 503 and closes it, without reading its request.
+async fn refuse(mut stream: TcpStream, limit: usize) {
+    let body = format!(
+        "{{\"error\":\"too many connections open to this instance (limit {limit}): retry later\"}}"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Write, then read until the client closes (a lingering close), so that it gets the answer
+    // rather than a reset.
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut discard = [0u8; 1024];
+        while stream.read(&mut discard).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }

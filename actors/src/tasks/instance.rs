@@ -324,12 +324,7 @@ async fn start_http(
     let local = services
         .local
         .register(&identity.group, identity.index, instance.clone());
-    let server = HttpServer::start(
-        listener,
-        instance,
-        Some(local),
-        services.http_limits.header_timeout,
-    )
-    .map_err(|e| format!("cannot serve the task: {e}"))?;
+    let server = HttpServer::start(listener, instance, Some(local), services.http_limits)
+        .map_err(|e| format!("cannot serve the task: {e}"))?;
     Ok(Serving::Http { server, task })
 }

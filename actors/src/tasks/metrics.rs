@@ -23,6 +23,11 @@ pub(crate) struct TaskMetrics {
     pub(crate) forwarded: IntCounterVec,
     /// `lathe_cache_gets_total{group,cache,outcome}`: `ctx.cache(..).get` calls.
     pub(crate) cache_gets: IntCounterVec,
+    /// `lathe_task_http_connections{group}`: connections open to HTTP instances.
+    pub(crate) http_connections: IntGaugeVec,
+    /// `lathe_task_http_refused_total{group}`: connections refused (503) past an instance's
+    /// `--task-http-max-connections`.
+    pub(crate) http_refused: IntCounterVec,
 }
 
 impl TaskMetrics {
@@ -107,7 +112,26 @@ impl TaskMetrics {
         registry.register(Box::new(restore.clone()))?;
         registry.register(Box::new(forwarded.clone()))?;
         registry.register(Box::new(cache_gets.clone()))?;
+        let http_connections = IntGaugeVec::new(
+            Opts::new(
+                "lathe_task_http_connections",
+                "Connections open to HTTP task instances on this node",
+            ),
+            &["group"],
+        )?;
+        let http_refused = IntCounterVec::new(
+            Opts::new(
+                "lathe_task_http_refused_total",
+                "Connections to HTTP task instances refused with 503 past \
+                 --task-http-max-connections",
+            ),
+            &["group"],
+        )?;
+        registry.register(Box::new(http_connections.clone()))?;
+        registry.register(Box::new(http_refused.clone()))?;
         Ok(TaskMetrics {
+            http_connections,
+            http_refused,
             http_requests,
             http_duration,
             handler_panics,

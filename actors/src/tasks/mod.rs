@@ -19,7 +19,10 @@ mod endpoints;
 mod forward;
 mod http_server;
 pub(crate) use http_server::panic_message;
-pub use http_server::{TaskHttpLimits, DEFAULT_TASK_HEADER_TIMEOUT, DEFAULT_TASK_MAX_BODY_BYTES};
+pub use http_server::{
+    TaskHttpLimits, DEFAULT_TASK_HEADER_TIMEOUT, DEFAULT_TASK_MAX_BODY_BYTES,
+    DEFAULT_TASK_MAX_CONNECTIONS,
+};
 mod instance;
 mod local;
 mod metadata;

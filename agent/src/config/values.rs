@@ -94,17 +94,30 @@ impl<'de> Deserialize<'de> for Prefix {
     }
 }
 
-/// A `HOST:PORT` address (a registry node's REST address, a peer agent's status address).
+/// A `HOST:PORT` address (a registry node's REST address, a peer agent's status address), or
+/// `https://HOST:PORT` for a registry node serving TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Addr(pub String);
 
-/// Checks `HOST:PORT` (with an optional `http://`, which is dropped).
+impl Addr {
+    /// `http://HOST:PORT{path}`, or `https://…` for an `https://` address.
+    pub fn url(&self, path: &str) -> String {
+        if self.0.starts_with("https://") {
+            format!("{}{path}", self.0)
+        } else {
+            format!("http://{}{path}", self.0)
+        }
+    }
+}
+
+/// Checks `HOST:PORT` (an optional `http://` is dropped; `https://` is kept: TLS).
 pub fn parse_addr(raw: &str) -> Result<Addr, String> {
     let bare = raw
         .trim()
         .trim_start_matches("http://")
         .trim_end_matches('/');
     let (host, port) = bare
+        .trim_start_matches("https://")
         .rsplit_once(':')
         .ok_or_else(|| format!("invalid address {raw:?}: expected HOST:PORT"))?;
     if host.is_empty() || port.parse::<u16>().is_err() {
@@ -163,5 +176,14 @@ mod tests {
         assert!(parse_addr("127.0.0.1").is_err());
         assert!(parse_addr(":80").is_err());
         assert!(parse_addr("h:99999").is_err());
+    }
+
+    #[test]
+    fn https_addresses_keep_their_scheme() {
+        let tls = parse_addr("https://node:7500/").unwrap();
+        assert_eq!(tls.url("/v1/health"), "https://node:7500/v1/health");
+        let plain = parse_addr("node:7500").unwrap();
+        assert_eq!(plain.url("/v1/health"), "http://node:7500/v1/health");
+        assert!(parse_addr("https://node").is_err());
     }
 }

@@ -77,12 +77,11 @@ async fn run_sse(
     session: &Session,
     mut emit: impl FnMut(StreamEvent) -> bool,
 ) -> SessionEnd {
-    let url = format!(
-        "http://{}/v1/watch{}?index={}",
-        session.addr,
+    let url = session.addr.url(&format!(
+        "/v1/watch{}?index={}",
         session.prefix.as_str(),
         session.from
-    );
+    ));
     metrics.registry_request("sse");
     let response = match tokio::time::timeout(session.stall_timeout, http.get(&url).send()).await {
         Err(_) => return SessionEnd::Unreachable(format!("GET {url}: no answer")),
@@ -159,11 +158,9 @@ pub async fn list(
     session: &Session,
     index: Option<u64>,
 ) -> Result<(u64, Vec<Entry>), SessionEnd> {
-    let mut url = format!(
-        "http://{}/v1/kv{}?recurse=true",
-        session.addr,
-        session.prefix.as_str()
-    );
+    let mut url = session
+        .addr
+        .url(&format!("/v1/kv{}?recurse=true", session.prefix.as_str()));
     let mut timeout = Duration::from_secs(10);
     if let Some(index) = index {
         url.push_str(&format!(

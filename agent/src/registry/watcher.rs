@@ -96,7 +96,7 @@ impl Actor for RegistryWatcher {
         myself: ActorRef<WatcherMsg>,
         args: WatcherArgs,
     ) -> Result<WatcherState, ActorProcessingErr> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .build()?;

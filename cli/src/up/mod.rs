@@ -118,6 +118,22 @@ pub(crate) struct UpArgs {
     /// The prometheus binary (default: the first on PATH)
     #[arg(long, value_name = "PATH")]
     pub(crate) prometheus_bin: Option<PathBuf>,
+    /// Every node serves REST over HTTPS with this PEM certificate (give --ca too, so that
+    /// `lathe up` trusts it)
+    #[arg(long, env = "LATHE_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "LATHE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Every node requires REST clients' certificates signed by this PEM CA (give --cert/--key
+    /// too, for `lathe up`'s own requests)
+    #[arg(
+        long,
+        env = "LATHE_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub(crate) tls_client_ca: Option<PathBuf>,
 }
 
 /// Why `lathe up` stops before a signal asks it to.
@@ -285,7 +301,7 @@ fn drive(
             match topology.take() {
                 Some((file, source)) => {
                     let deployer = Deployer {
-                        client: Client::new(&plan.nodes[0].http_addr.to_string()),
+                        client: Client::new(&plan.nodes[0].rest_url()),
                         names: plan.nodes.iter().map(|n| n.name.clone()).collect(),
                         file,
                         source,
@@ -339,27 +355,24 @@ fn data_dir(plan: &ClusterPlan) -> PathBuf {
 
 fn print_ready(plan: &ClusterPlan, entries: &[String], prometheus: Option<&str>) {
     let first = &plan.nodes[0];
-    let others: Vec<String> = plan.nodes[1..]
-        .iter()
-        .map(|n| format!("http://{}", n.http_addr))
-        .collect();
+    let others: Vec<String> = plan.nodes[1..].iter().map(|n| n.rest_url()).collect();
     let also = if others.is_empty() {
         String::new()
     } else {
         format!(" (also {})", others.join(", "))
     };
     say!("lathe up: ready");
-    let status = if first.http_addr.to_string() == crate::DEFAULT_ADDR {
+    let status = if first.tls {
+        format!("lathe --ca CA.pem --addr {} status", first.rest_url())
+    } else if first.http_addr.to_string() == crate::DEFAULT_ADDR {
         "lathe status".to_string()
     } else {
         format!("lathe --addr {} status", first.http_addr)
     };
-    say!(
-        "  REST API:  http://{}{also}; try: {status}",
-        first.http_addr
-    );
-    say!("  dashboard: http://{}/ui", first.http_addr);
-    say!("  metrics:   http://{}/metrics", first.http_addr);
+    let url = first.rest_url();
+    say!("  REST API:  {url}{also}; try: {status}");
+    say!("  dashboard: {url}/ui");
+    say!("  metrics:   {url}/metrics");
     if let Some(url) = prometheus {
         say!("  Prometheus: {url} (console: {url}/consoles/lathe.html, alerts: {url}/alerts)");
     }

@@ -28,9 +28,17 @@ pub(crate) struct NodeSpec {
     /// The arguments after the binary (the cookie travels in the environment, not on the command
     /// line).
     pub(crate) args: Vec<String>,
+    /// Whether the node serves REST over HTTPS (`--tls-cert`).
+    pub(crate) tls: bool,
 }
 
 impl NodeSpec {
+    /// `http://HOST:PORT`, or `https://` when the node serves TLS.
+    pub(crate) fn rest_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
+    }
+
     /// Where the node's stdout and stderr go.
     pub(crate) fn log_path(&self) -> PathBuf {
         self.data_dir.join("node.log")
@@ -63,6 +71,7 @@ impl ClusterPlan {
             UpError::Usage(format!("--data-dir: {}: {err}", args.data_dir.display()))
         })?;
         let founder = SocketAddr::from((LOOPBACK, cluster_ports[0]));
+        let tls_args = tls_args(args)?;
         let nodes = (0..count)
             .map(|i| {
                 let name = format!("local-{i}");
@@ -88,12 +97,14 @@ impl ClusterPlan {
                 if args.enable_chaos {
                     node_args.push("--enable-chaos".to_string());
                 }
+                node_args.extend(tls_args.iter().cloned());
                 NodeSpec {
                     name,
                     http_addr,
                     cluster_addr,
                     data_dir: node_dir,
                     args: node_args,
+                    tls: args.tls_cert.is_some(),
                 }
             })
             .collect();
@@ -194,6 +205,25 @@ pub(crate) fn random_cookie() -> String {
     format!("lathe-up-{:016x}{:016x}", half(), half())
 }
 
+/// `--tls-cert`, `--tls-key` and `--tls-client-ca` for every node, with absolute paths (the nodes
+/// run from their own directories).
+fn tls_args(args: &UpArgs) -> Result<Vec<String>, UpError> {
+    let flags = [
+        ("--tls-cert", &args.tls_cert),
+        ("--tls-key", &args.tls_key),
+        ("--tls-client-ca", &args.tls_client_ca),
+    ];
+    let mut node_args = Vec::new();
+    for (flag, path) in flags {
+        if let Some(path) = path {
+            let path = std::path::absolute(path)
+                .map_err(|err| UpError::Usage(format!("{flag}: {}: {err}", path.display())))?;
+            node_args.extend([flag.to_string(), path.display().to_string()]);
+        }
+    }
+    Ok(node_args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,13 +232,32 @@ mod tests {
     fn args(extra: &[&str]) -> UpArgs {
         let argv = ["lathe", "up", "--nodes", "3"].iter().chain(extra.iter());
         match crate::Cli::try_parse_from(argv).unwrap().command {
-            crate::Command::Up(args) => args,
+            crate::Command::Up(args) => *args,
             other => panic!("parsed as {other:?}"),
         }
     }
 
     fn plan(extra: &[&str]) -> Result<ClusterPlan, UpError> {
         ClusterPlan::new(&args(extra), PathBuf::from("/bin/true"), "c".into())
+    }
+
+    #[test]
+    fn tls_flags_reach_every_node_with_absolute_paths() {
+        let plain = plan(&[]).unwrap();
+        assert_eq!(plain.nodes[0].rest_url(), "http://127.0.0.1:7500");
+        let plan = plan(&["--tls-cert", "/pki/node.pem", "--tls-key", "key.pem"]).unwrap();
+        let key = std::path::absolute("key.pem").unwrap();
+        for node in &plan.nodes {
+            let args = node.args.join(" ");
+            assert!(
+                args.ends_with(&format!(
+                    "--tls-cert /pki/node.pem --tls-key {}",
+                    key.display()
+                )),
+                "{args}"
+            );
+        }
+        assert_eq!(plan.nodes[1].rest_url(), "https://127.0.0.1:7501");
     }
 
     #[test]

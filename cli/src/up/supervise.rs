@@ -100,7 +100,7 @@ impl Supervisor {
                 ever_served: false,
                 starts_without_serving: 0,
                 health: Client::with_timeouts(
-                    &spec.http_addr.to_string(),
+                    &spec.rest_url(),
                     HEALTH_CONNECT_TIMEOUT,
                     HEALTH_TIMEOUT,
                 ),
@@ -256,9 +256,9 @@ impl Supervisor {
                 .and_then(|id| self.backend.pid(id))
                 .unwrap_or_default();
             say!(
-                "{} serving{again} at http://{} (pid {pid})",
+                "{} serving{again} at {} (pid {pid})",
                 spec.name,
-                spec.http_addr
+                spec.rest_url()
             );
             let node = &mut self.nodes[i];
             node.serving = true;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError};
 
+use super::auth::ZkAuth;
+
 use super::tree::Layout;
 use crate::StoreError;
 
@@ -51,6 +53,8 @@ impl Op {
 /// What a store's tasks share.
 pub(super) struct Shared {
     pub(super) hosts: String,
+    /// `--zookeeper-auth`: every session authenticates, every znode gets its creator's ACL.
+    pub(super) auth: Option<ZkAuth>,
     pub(super) layout: Layout,
     /// The session timeout asked for when opening sessions.
     pub(super) session_timeout: Duration,
@@ -63,12 +67,14 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn new(
         hosts: String,
+        auth: Option<ZkAuth>,
         layout: Layout,
         session_timeout: Duration,
         client: Client,
     ) -> Shared {
         Shared {
             hosts,
+            auth,
             layout,
             session_timeout,
             call_timeout: client.session_timeout().max(session_timeout),
@@ -125,24 +131,36 @@ impl Shared {
     /// Opens a new session and makes sure the registry's base znode exists.
     pub(super) async fn open_session(&self) -> Result<Client, ZkError> {
         self.counters[Op::Create as usize].fetch_add(1, Ordering::Relaxed);
-        open_session(&self.hosts, self.session_timeout, &self.layout).await
+        open_session(
+            &self.hosts,
+            self.auth.as_ref(),
+            self.session_timeout,
+            &self.layout,
+        )
+        .await
+    }
+
+    /// The ACL of the znodes this store creates.
+    pub(super) fn acls(&self) -> Acls<'static> {
+        super::auth::acls(self.auth.as_ref())
     }
 }
 
 /// Connects to `hosts` (trying each once) and creates the base znode if missing.
 pub(super) async fn open_session(
     hosts: &str,
+    auth: Option<&ZkAuth>,
     session_timeout: Duration,
     layout: &Layout,
 ) -> Result<Client, ZkError> {
-    let connect = Client::connector()
+    let connect = super::auth::connector(auth)
         .with_session_timeout(session_timeout)
         .with_fail_eagerly()
         .connect(hosts);
     let client = tokio::time::timeout(session_timeout + Duration::from_secs(2), connect)
         .await
         .unwrap_or(Err(ZkError::Timeout))?;
-    let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let options = CreateMode::Persistent.with_acls(super::auth::acls(auth));
     let mkdir = client.mkdir(layout.base(), &options);
     tokio::time::timeout(session_timeout, mkdir)
         .await

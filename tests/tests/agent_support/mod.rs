@@ -51,6 +51,17 @@ impl AgentProcess {
     /// Writes `config` (which must listen on `status_addr`) to `dir/<name>.toml`, starts the agent
     /// and waits until its status endpoint answers.
     pub fn start(dir: &Path, name: &str, status_addr: &str, config: &str) -> AgentProcess {
+        AgentProcess::start_with_args(dir, name, status_addr, config, &[])
+    }
+
+    /// [`AgentProcess::start`] with more command line arguments (e.g. `--ca`).
+    pub fn start_with_args(
+        dir: &Path,
+        name: &str,
+        status_addr: &str,
+        config: &str,
+        args: &[&str],
+    ) -> AgentProcess {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).expect("write the agent config");
         let log = dir.join(format!("{name}.log"));
@@ -59,6 +70,7 @@ impl AgentProcess {
         command
             .arg("--config")
             .arg(&path)
+            .args(args)
             .env("RUST_LOG", "info,lathe_agent=debug")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone the log handle"))

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::tasks::{catalog, echo_type, Probes};
-use super::{http_get, start_node_with};
+use super::{eventually, http_get, start_node_with, PATIENCE};
 use crate::tasks::TaskHttpLimits;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -32,6 +32,7 @@ async fn half_open_connections_are_closed_and_big_bodies_refused() {
         config.http_limits = TaskHttpLimits {
             header_timeout: HEADER_TIMEOUT,
             max_body_bytes: 64,
+            ..TaskHttpLimits::default()
         };
     })
     .await;
@@ -66,4 +67,57 @@ async fn half_open_connections_are_closed_and_big_bodies_refused() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("over 64 bytes"), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_with_503() {
+    let node = start_node_with("limits-n2", catalog(&Probes::default()), vec![], |config| {
+        config.http_limits = TaskHttpLimits {
+            max_connections: 2,
+            ..TaskHttpLimits::default()
+        };
+    })
+    .await;
+    node.assign("t.echo", 0, &echo_type()).await;
+    let addr = node.serving("t.echo", 0).await;
+
+    // Two idle keep-alive connections hold the cap (each answered once, so both are accepted).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        socket.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        held.push(socket);
+    }
+    // Seen failing before the fix: the third connection was served like the others.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, answer) = until_closed(&mut third).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("limit 2"), "{answer}");
+    let group = [("group", "t.echo")];
+    assert_eq!(
+        node.metric("lathe_task_http_refused_total", &group),
+        Some(1.0)
+    );
+    assert_eq!(
+        node.metric("lathe_task_http_connections", &group),
+        Some(2.0)
+    );
+
+    // Closing one frees its place.
+    drop(held.pop());
+    eventually("a connection accepted again", PATIENCE, || async {
+        http_get(addr, "/b").await.ok().filter(|a| a.status == 200)
+    })
+    .await;
 }
