@@ -29,6 +29,7 @@ use crate::supervisor::{NodeSupervisor, NodeSupervisorArgs};
 use clap::Parser;
 use lathe::Catalog;
 use lathe_actors::membership::MembershipConfig;
+use lathe_actors::acl::writer::WriteGate;
 use lathe_actors::registry::remote::{start_store_server, RemoteStore};
 use lathe_actors::registry::RegistryConfig;
 use lathe_actors::scheduler::traffic::TrafficSource;
@@ -121,7 +122,9 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
     let metrics = prometheus::Registry::new();
     metrics::register_workers(&metrics)?;
     let tree = ActorTree::new(&name);
-    let (store, store_keeper) = open_store(&config, &name, &metrics, &tree).await?;
+    let write_gate = WriteGate::default();
+    let (store, store_keeper) =
+        open_store(&config, &name, &metrics, &tree, write_gate.clone()).await?;
     let mut membership = MembershipConfig::new(&name, cluster_addr, http_addr, &config.cookie);
     membership.join = config.join.clone();
     membership.tags = config.tags.clone();
@@ -165,6 +168,8 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         catalog,
         topology: config.topology.clone(),
         enable_chaos: config.enable_chaos,
+        acl: config.acl,
+        write_gate,
         traffic_source: config
             .prometheus_url
             .clone()
@@ -201,6 +206,7 @@ async fn open_store(
     name: &str,
     metrics: &prometheus::Registry,
     tree: &ActorTree,
+    write_gate: WriteGate,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<ActorCell>)> {
     let scope = tree.scope("node/registry");
     use anyhow::Context;
@@ -229,7 +235,7 @@ async fn open_store(
         )
     })?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let keeper = start_store_server(store.clone(), &scope, None)
+    let keeper = start_store_server(store.clone(), write_gate, &scope, None)
         .await
         .context("cannot serve the embedded registry to joining nodes")?;
     Ok((store, Some(keeper.get_cell())))
