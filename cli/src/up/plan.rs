@@ -84,6 +84,9 @@ impl ClusterPlan {
                 if args.enable_chaos {
                     node_args.push("--enable-chaos".to_string());
                 }
+                if args.acl {
+                    node_args.push("--acl".to_string());
+                }
                 NodeSpec {
                     name,
                     http_addr,
