@@ -108,7 +108,10 @@ impl Client {
 
     /// The same client, sending `token` (an ACL token) with every request.
     pub(crate) fn with_token(mut self, token: Option<&str>) -> Self {
-        self.token = token.map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+        self.token = token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
         self
     }
 

@@ -38,7 +38,13 @@ pub(crate) struct Cli {
     pub(crate) json: bool,
 
     /// The ACL token sent with every request (Authorization: Bearer), for nodes started with --acl
-    #[arg(long, global = true, env = "LATHE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "LATHE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub(crate) token: Option<String>,
 
     #[command(subcommand)]
@@ -331,7 +337,10 @@ mod tests {
 
     #[test]
     fn acl_commands_and_the_token_parse() {
-        let cli = parse(&["acl", "token", "create", "--policy", "a", "--policy", "b", "--token", "s"]).unwrap();
+        let cli = parse(&[
+            "acl", "token", "create", "--policy", "a", "--policy", "b", "--token", "s",
+        ])
+        .unwrap();
         assert_eq!(cli.token.as_deref(), Some("s"));
         assert!(matches!(
             cli.command,
@@ -344,7 +353,10 @@ mod tests {
             Command::Acl(AclCommand::Policy(AclPolicyCommand::Put { file: None, ref rules, .. }))
                 if rules == &["key:/:read"]
         ));
-        assert!(matches!(parse(&["acl", "bootstrap"]).unwrap().command, Command::Acl(AclCommand::Bootstrap)));
+        assert!(matches!(
+            parse(&["acl", "bootstrap"]).unwrap().command,
+            Command::Acl(AclCommand::Bootstrap)
+        ));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod writer;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::registry::{RegistryHandle, SubscriptionEvent};
+use crate::registry::RegistryHandle;
 pub use policy::{Access, Permission, Resource, Rule};
 pub use records::{AclTable, Identity, PolicyRecord, TokenRecord};
 
@@ -75,7 +75,13 @@ impl Acl {
 
     fn table(&self) -> Option<Arc<AclTable>> {
         let state = self.state.as_ref()?;
-        Some(state.table.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(
+            state
+                .table
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 
     /// Re-reads `/lathe/acl` from this node's registry replica and swaps the table in. REST
@@ -114,12 +120,13 @@ async fn keep_current(acl: Acl) {
                 continue;
             }
         };
-        loop {
-            match tokio::time::timeout(REFRESH_EVERY, subscription.next()).await {
-                Ok(Some(SubscriptionEvent::Change(_) | SubscriptionEvent::Snapshot { .. }))
-                | Err(_) => acl.refresh().await,
-                Ok(None) => break,
-            }
+        // A change (or a snapshot), or REFRESH_EVERY without one: re-read. The end of the
+        // stream (a restarting shard): subscribe again.
+        while !matches!(
+            tokio::time::timeout(REFRESH_EVERY, subscription.next()).await,
+            Ok(None)
+        ) {
+            acl.refresh().await;
         }
     }
 }

@@ -115,7 +115,9 @@ impl Rule {
     /// A `key` rule has a prefix; no other rule has one.
     pub fn validate(&self) -> Result<(), String> {
         match (self.resource, &self.prefix) {
-            (Resource::Key, None) => Err("a key rule needs a prefix (e.g. /app, or / for all)".into()),
+            (Resource::Key, None) => {
+                Err("a key rule needs a prefix (e.g. /app, or / for all)".into())
+            }
             (Resource::Key, Some(_)) => Ok(()),
             (other, Some(_)) => Err(format!("a {other:?} rule takes no prefix").to_lowercase()),
             (_, None) => Ok(()),
@@ -152,7 +154,10 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let resource = serde_json::to_value(self.resource).unwrap_or_default();
         let access = serde_json::to_value(self.access).unwrap_or_default();
-        let (resource, access) = (resource.as_str().unwrap_or("?"), access.as_str().unwrap_or("?"));
+        let (resource, access) = (
+            resource.as_str().unwrap_or("?"),
+            access.as_str().unwrap_or("?"),
+        );
         match &self.prefix {
             Some(prefix) => write!(f, "{resource}:{prefix}:{access}"),
             None => write!(f, "{resource}:{access}"),
@@ -228,10 +233,19 @@ mod tests {
     #[test]
     fn acl_records_need_acl_rules_even_under_a_root_key_rule() {
         let everything = rules(&["key:/:write"]);
-        assert!(!allows(&everything, &Permission::KeyRead(key("/lathe/acl/tokens/x"))));
-        assert!(allows(&everything, &Permission::KeyRead(key("/lathe/topology"))));
+        assert!(!allows(
+            &everything,
+            &Permission::KeyRead(key("/lathe/acl/tokens/x"))
+        ));
+        assert!(allows(
+            &everything,
+            &Permission::KeyRead(key("/lathe/topology"))
+        ));
         let acl = rules(&["acl:read"]);
-        assert!(allows(&acl, &Permission::KeyRead(key("/lathe/acl/tokens/x"))));
+        assert!(allows(
+            &acl,
+            &Permission::KeyRead(key("/lathe/acl/tokens/x"))
+        ));
     }
 
     #[test]
@@ -239,19 +253,39 @@ mod tests {
         let agent = rules(&["agent:write"]);
         assert!(allows(&agent, &Permission::AgentRead));
         assert!(allows(&agent, &Permission::AgentWrite));
-        assert!(allows(&agent, &Permission::KeyRead(key("/lathe/endpoints/task/http/lb"))));
-        assert!(!allows(&agent, &Permission::KeyRead(key("/lathe/assignments"))));
-        assert!(!allows(&agent, &Permission::KeyWrite(key("/lathe/endpoints/x"))));
+        assert!(allows(
+            &agent,
+            &Permission::KeyRead(key("/lathe/endpoints/task/http/lb"))
+        ));
+        assert!(!allows(
+            &agent,
+            &Permission::KeyRead(key("/lathe/assignments"))
+        ));
+        assert!(!allows(
+            &agent,
+            &Permission::KeyWrite(key("/lathe/endpoints/x"))
+        ));
         assert!(!allows(&rules(&["agent:read"]), &Permission::AgentWrite));
     }
 
     #[test]
     fn rules_parse_and_print_back() {
-        for text in ["key:/app:write", "key:/:read", "cluster:read", "operator:write"] {
+        for text in [
+            "key:/app:write",
+            "key:/:read",
+            "cluster:read",
+            "operator:write",
+        ] {
             assert_eq!(Rule::parse(text).unwrap().to_string(), text);
         }
-        assert!(Rule::parse("key:write").is_err(), "a key rule needs a prefix");
-        assert!(Rule::parse("cluster:/a:read").is_err(), "only key rules take a prefix");
+        assert!(
+            Rule::parse("key:write").is_err(),
+            "a key rule needs a prefix"
+        );
+        assert!(
+            Rule::parse("cluster:/a:read").is_err(),
+            "only key rules take a prefix"
+        );
         assert!(Rule::parse("key:/a:admin").is_err());
         assert!(Rule::parse("root:write").is_err());
         assert!(Rule::parse("key:/a b:read").is_err());
@@ -262,11 +296,17 @@ mod tests {
         let rule: Rule =
             serde_json::from_str(r#"{"resource":"key","prefix":"/app","access":"read"}"#).unwrap();
         assert_eq!(rule, Rule::parse("key:/app:read").unwrap());
-        assert!(serde_json::from_str::<Rule>(r#"{"resource":"key","access":"read","x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Rule>(r#"{"resource":"key","access":"read","x":1}"#).is_err()
+        );
     }
 
     fn segment() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_string()), Just("ab".to_string()), Just("b".to_string())]
+        prop_oneof![
+            Just("a".to_string()),
+            Just("ab".to_string()),
+            Just("b".to_string())
+        ]
     }
 
     fn path() -> impl Strategy<Value = KeyPath> {

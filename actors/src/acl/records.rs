@@ -223,8 +223,14 @@ mod tests {
                 policies_key().child("reader").unwrap(),
                 serde_json::to_value(&reader).unwrap(),
             ),
-            entry(tokens_key().child("t1").unwrap(), token("t1", "s1", &["reader", "gone"])),
-            entry(tokens_key().child("bad").unwrap(), serde_json::json!("junk")),
+            entry(
+                tokens_key().child("t1").unwrap(),
+                token("t1", "s1", &["reader", "gone"]),
+            ),
+            entry(
+                tokens_key().child("bad").unwrap(),
+                serde_json::json!("junk"),
+            ),
         ];
         let table = AclTable::from_entries(&entries, 7);
         let identity = table.identify("s1").unwrap();
@@ -233,7 +239,10 @@ mod tests {
         assert!(identity.allows(&Permission::KeyRead(KeyPath::parse("/app/x").unwrap())));
         assert!(!identity.allows(&Permission::KeyWrite(KeyPath::parse("/app/x").unwrap())));
         assert!(table.identify("s2").is_none());
-        assert!(table.identify(&hash_secret("s1")).is_none(), "the hash is not a token");
+        assert!(
+            table.identify(&hash_secret("s1")).is_none(),
+            "the hash is not a token"
+        );
     }
 
     #[test]
@@ -241,10 +250,21 @@ mod tests {
         let mut record: TokenRecord =
             serde_json::from_value(token(BOOTSTRAP_ACCESSOR, "root", &[])).unwrap();
         record.management = true;
-        let live = vec![entry(bootstrap_key(), serde_json::to_value(&record).unwrap())];
-        assert!(AclTable::from_entries(&live, 1).identify("root").unwrap().allows(&Permission::AclWrite));
+        let live = vec![entry(
+            bootstrap_key(),
+            serde_json::to_value(&record).unwrap(),
+        )];
+        assert!(AclTable::from_entries(&live, 1)
+            .identify("root")
+            .unwrap()
+            .allows(&Permission::AclWrite));
         record.revoked = true;
-        let revoked = vec![entry(bootstrap_key(), serde_json::to_value(&record).unwrap())];
-        assert!(AclTable::from_entries(&revoked, 2).identify("root").is_none());
+        let revoked = vec![entry(
+            bootstrap_key(),
+            serde_json::to_value(&record).unwrap(),
+        )];
+        assert!(AclTable::from_entries(&revoked, 2)
+            .identify("root")
+            .is_none());
     }
 }

@@ -113,4 +113,70 @@ mod tests {
         gate.install(Acl::disabled());
         assert!(gate.check(&key, Some(&writer)).is_ok());
     }
+
+    /// The store server's check of a forwarded write, against a real registry's ACL records.
+    #[tokio::test]
+    async fn a_forwarded_write_is_checked_against_the_receivers_table() {
+        use crate::acl::records::{hash_secret, policies_key, tokens_key};
+        use crate::acl::{PolicyRecord, Rule, TokenRecord};
+        use crate::registry::{start_registry, RegistryConfig};
+
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Arc::new(lathe_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let metrics = prometheus::Registry::new();
+        let (registry, _) = start_registry(RegistryConfig::default(), store, &metrics, None)
+            .await
+            .expect("the registry starts");
+        let policy = PolicyRecord {
+            name: "app".into(),
+            rules: vec![Rule::parse("key:/app:write").unwrap()],
+            description: String::new(),
+        };
+        let token_key = tokens_key().child("t1").unwrap();
+        let token = TokenRecord {
+            accessor: "t1".into(),
+            hash: hash_secret("secret"),
+            policies: vec!["app".into()],
+            management: false,
+            description: String::new(),
+            revoked: false,
+        };
+        let policy_key = policies_key().child("app").unwrap();
+        registry
+            .put(&policy_key, serde_json::to_value(&policy).unwrap(), None)
+            .await
+            .unwrap();
+        registry
+            .put(&token_key, serde_json::to_value(&token).unwrap(), None)
+            .await
+            .unwrap();
+        let acl = Acl::enabled(registry.clone()).await;
+        let gate = WriteGate::default();
+        gate.install(acl.clone());
+
+        let key = |path: &str| KeyPath::parse(path).unwrap();
+        let writer = |hash: &str, permission: Permission| Writer {
+            token_hash: hash.to_string(),
+            permission,
+        };
+        let app_write = writer(&hash_secret("secret"), Permission::KeyWrite(key("/app/x")));
+        assert_eq!(gate.check(&key("/app/x"), Some(&app_write)), Ok(()));
+        assert_eq!(
+            gate.check(&key("/anything"), None),
+            Ok(()),
+            "the nodes' own writes"
+        );
+        let outside = gate.check(&key("/other"), Some(&app_write)).unwrap_err();
+        assert!(outside.contains("outside"), "{outside}");
+        let claimed = writer(&hash_secret("secret"), Permission::Deploy);
+        let lacks = gate.check(&key("/task/x"), Some(&claimed)).unwrap_err();
+        assert!(lacks.contains("lacks topology write"), "{lacks}");
+        let unknown = writer(&hash_secret("guess"), Permission::KeyWrite(key("/app/x")));
+        assert!(gate.check(&key("/app/x"), Some(&unknown)).is_err());
+
+        registry.delete(&token_key, None, false).await.unwrap();
+        acl.refresh().await;
+        let revoked = gate.check(&key("/app/x"), Some(&app_write)).unwrap_err();
+        assert!(revoked.contains("revoked"), "{revoked}");
+    }
 }

@@ -100,7 +100,8 @@ fn named<'a>(path: &'a str, route: &str) -> Option<&'a str> {
 }
 
 async fn bootstrap(context: &ApiContext) -> Result<Response, ApiError> {
-    let secret = records::new_secret().map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    let secret =
+        records::new_secret().map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
     let record = TokenRecord {
         accessor: BOOTSTRAP_ACCESSOR.to_string(),
         hash: hash_secret(&secret),
@@ -149,7 +150,11 @@ async fn get_policy(context: &ApiContext, name: &str) -> Result<Response, ApiErr
     }
 }
 
-async fn put_policy(context: &ApiContext, name: &str, body: BodyStream) -> Result<Response, ApiError> {
+async fn put_policy(
+    context: &ApiContext,
+    name: &str,
+    body: BodyStream,
+) -> Result<Response, ApiError> {
     let key = policy_key(name)?;
     let body = body.read_limited(MAX_BODY).await?;
     let body: PolicyBody = serde_json::from_slice(&body).map_err(|e| {
@@ -260,7 +265,10 @@ async fn delete_record(context: &ApiContext, key: KeyPath) -> Result<Response, A
         Some(version) => {
             Ok(warp::reply::json(&serde_json::json!({ "version": version })).into_response())
         }
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("nothing at {key}"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("nothing at {key}"),
+        )),
     }
 }
 

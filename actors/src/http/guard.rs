@@ -65,7 +65,9 @@ pub(crate) fn admit(
     path: &str,
     headers: &HeaderMap,
 ) -> Result<Option<Writer>, ApiError> {
-    check_browser(method, headers).inspect_err(|(reason, _)| denials.count(reason)).map_err(|(_, e)| e)?;
+    check_browser(method, headers)
+        .inspect_err(|(reason, _)| denials.count(reason))
+        .map_err(|(_, e)| e)?;
     if !acl.is_enabled() {
         return Ok(None);
     }
@@ -124,7 +126,11 @@ pub(crate) fn need(method: &Method, path: &str) -> Need {
         _ if agents::is_agents_path(path) => AgentWrite,
         _ if topology::is_services_path(path) => AgentRead,
         _ if kv::is_kv_path(path) || watch::is_watch_path(path) => {
-            let prefix = if kv::is_kv_path(path) { "/v1/kv" } else { "/v1/watch" };
+            let prefix = if kv::is_kv_path(path) {
+                "/v1/kv"
+            } else {
+                "/v1/watch"
+            };
             // A bad path is the route's 400, for any known caller.
             let Ok(key) = kv::key_from(path, prefix) else {
                 return Need::Token;
@@ -141,7 +147,7 @@ pub(crate) fn need(method: &Method, path: &str) -> Need {
 }
 
 /// The secret a request presents, if any.
-fn presented_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_token(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -195,7 +201,12 @@ fn check_browser(method: &Method, headers: &HeaderMap) -> Result<(), (&'static s
         ));
     }
     if let Some(content_type) = text(CONTENT_TYPE.as_str()) {
-        let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if matches!(
             media.as_str(),
             "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
@@ -247,29 +258,80 @@ mod tests {
         assert_eq!(need(&get, "/metrics"), Need::Open);
         assert_eq!(need(&get, "/ui"), Need::Open);
         assert_eq!(need(&post, "/v1/acl/bootstrap"), Need::Open);
-        assert_eq!(need(&get, "/v1/kv/app/x"), Need::Permission(Permission::KeyRead(key("/app/x"))));
-        assert_eq!(need(&put, "/v1/kv/app/x"), Need::Permission(Permission::KeyWrite(key("/app/x"))));
-        assert_eq!(need(&Method::DELETE, "/v1/kv/app"), Need::Permission(Permission::KeyWrite(key("/app"))));
-        assert_eq!(need(&get, "/v1/watch/app"), Need::Permission(Permission::KeyRead(key("/app"))));
-        assert_eq!(need(&put, "/v1/topology"), Need::Permission(Permission::Deploy));
-        assert_eq!(need(&get, "/v1/topology"), Need::Permission(Permission::ClusterRead));
-        assert_eq!(need(&post, "/v1/shifts/a/b/pause"), Need::Permission(Permission::Operator));
-        assert_eq!(need(&post, "/v1/rollouts/g/undo"), Need::Permission(Permission::Operator));
-        assert_eq!(need(&post, "/v1/actors/kill"), Need::Permission(Permission::Operator));
-        assert_eq!(need(&get, "/v1/services/http/lb"), Need::Permission(Permission::AgentRead));
-        assert_eq!(need(&put, "/v1/agents/edge"), Need::Permission(Permission::AgentWrite));
-        assert_eq!(need(&post, "/v1/acl/tokens"), Need::Permission(Permission::AclWrite));
-        assert_eq!(need(&get, "/v1/acl/tokens"), Need::Permission(Permission::AclRead));
+        assert_eq!(
+            need(&get, "/v1/kv/app/x"),
+            Need::Permission(Permission::KeyRead(key("/app/x")))
+        );
+        assert_eq!(
+            need(&put, "/v1/kv/app/x"),
+            Need::Permission(Permission::KeyWrite(key("/app/x")))
+        );
+        assert_eq!(
+            need(&Method::DELETE, "/v1/kv/app"),
+            Need::Permission(Permission::KeyWrite(key("/app")))
+        );
+        assert_eq!(
+            need(&get, "/v1/watch/app"),
+            Need::Permission(Permission::KeyRead(key("/app")))
+        );
+        assert_eq!(
+            need(&put, "/v1/topology"),
+            Need::Permission(Permission::Deploy)
+        );
+        assert_eq!(
+            need(&get, "/v1/topology"),
+            Need::Permission(Permission::ClusterRead)
+        );
+        assert_eq!(
+            need(&post, "/v1/shifts/a/b/pause"),
+            Need::Permission(Permission::Operator)
+        );
+        assert_eq!(
+            need(&post, "/v1/rollouts/g/undo"),
+            Need::Permission(Permission::Operator)
+        );
+        assert_eq!(
+            need(&post, "/v1/actors/kill"),
+            Need::Permission(Permission::Operator)
+        );
+        assert_eq!(
+            need(&get, "/v1/services/http/lb"),
+            Need::Permission(Permission::AgentRead)
+        );
+        assert_eq!(
+            need(&put, "/v1/agents/edge"),
+            Need::Permission(Permission::AgentWrite)
+        );
+        assert_eq!(
+            need(&post, "/v1/acl/tokens"),
+            Need::Permission(Permission::AclWrite)
+        );
+        assert_eq!(
+            need(&get, "/v1/acl/tokens"),
+            Need::Permission(Permission::AclRead)
+        );
         assert_eq!(need(&get, "/v1/kv/bad path"), Need::Token);
         assert_eq!(need(&get, "/nowhere"), Need::Token);
     }
 
     #[test]
     fn tokens_come_from_either_header() {
-        assert_eq!(presented_token(&headers(&[("authorization", "Bearer abc")])), Some("abc"));
-        assert_eq!(presented_token(&headers(&[("authorization", "bearer  abc ")])), Some("abc"));
-        assert_eq!(presented_token(&headers(&[("x-lathe-token", "xyz")])), Some("xyz"));
-        assert_eq!(presented_token(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "bearer  abc ")])),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&headers(&[("x-lathe-token", "xyz")])),
+            Some("xyz")
+        );
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
         assert_eq!(presented_token(&headers(&[("x-lathe-token", " ")])), None);
         assert_eq!(presented_token(&headers(&[])), None);
     }
@@ -277,18 +339,56 @@ mod tests {
     #[test]
     fn browsers_cannot_change_state_cross_origin() {
         let refused = |method: Method, pairs: &[(&'static str, &'static str)]| {
-            check_browser(&method, &headers(pairs)).err().map(|(reason, _)| reason)
+            check_browser(&method, &headers(pairs))
+                .err()
+                .map(|(reason, _)| reason)
         };
         let host = ("host", "127.0.0.1:7500");
-        assert_eq!(refused(Method::PUT, &[host, ("origin", "http://evil.example")]), Some("cross-origin"));
-        assert_eq!(refused(Method::POST, &[host, ("origin", "null")]), Some("cross-origin"));
-        assert_eq!(refused(Method::POST, &[host, ("origin", "http://127.0.0.1:7500")]), None);
-        assert_eq!(refused(Method::GET, &[host, ("origin", "http://evil.example")]), None);
-        assert_eq!(refused(Method::POST, &[host, ("sec-fetch-site", "cross-site")]), Some("cross-origin"));
-        assert_eq!(refused(Method::POST, &[host, ("sec-fetch-site", "same-origin")]), None);
-        assert_eq!(refused(Method::POST, &[("content-type", "text/plain;charset=UTF-8")]), Some("content-type"));
-        assert_eq!(refused(Method::PUT, &[("content-type", "application/x-www-form-urlencoded")]), Some("content-type"));
-        assert_eq!(refused(Method::PUT, &[("content-type", "application/json")]), None);
-        assert_eq!(refused(Method::PUT, &[("content-type", "application/toml")]), None);
+        assert_eq!(
+            refused(Method::PUT, &[host, ("origin", "http://evil.example")]),
+            Some("cross-origin")
+        );
+        assert_eq!(
+            refused(Method::POST, &[host, ("origin", "null")]),
+            Some("cross-origin")
+        );
+        assert_eq!(
+            refused(Method::POST, &[host, ("origin", "http://127.0.0.1:7500")]),
+            None
+        );
+        assert_eq!(
+            refused(Method::GET, &[host, ("origin", "http://evil.example")]),
+            None
+        );
+        assert_eq!(
+            refused(Method::POST, &[host, ("sec-fetch-site", "cross-site")]),
+            Some("cross-origin")
+        );
+        assert_eq!(
+            refused(Method::POST, &[host, ("sec-fetch-site", "same-origin")]),
+            None
+        );
+        assert_eq!(
+            refused(
+                Method::POST,
+                &[("content-type", "text/plain;charset=UTF-8")]
+            ),
+            Some("content-type")
+        );
+        assert_eq!(
+            refused(
+                Method::PUT,
+                &[("content-type", "application/x-www-form-urlencoded")]
+            ),
+            Some("content-type")
+        );
+        assert_eq!(
+            refused(Method::PUT, &[("content-type", "application/json")]),
+            None
+        );
+        assert_eq!(
+            refused(Method::PUT, &[("content-type", "application/toml")]),
+            None
+        );
     }
 }

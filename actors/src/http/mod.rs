@@ -129,8 +129,10 @@ pub async fn serve(
                 if path.as_str() == "/metrics" {
                     state_metrics.refresh(&context.registry).await;
                 }
+                let token = guard::presented_token(&headers).map(str::to_string);
                 let routed = route(method.clone(), path.as_str(), &query, body, context);
-                let handled = crate::panics::caught(writer::scope(writer, routed)).await;
+                let routed = tree::CALLER_TOKEN.scope(token, writer::scope(writer, routed));
+                let handled = crate::panics::caught(routed).await;
                 let response = handled.unwrap_or_else(|panic| {
                     requests.panicked();
                     tracing::error!(%method, path = path.as_str(), %panic, "REST handler panicked: answering 500");

@@ -20,10 +20,10 @@ use ractor_cluster::RactorMessage;
 use tokio::sync::mpsc;
 
 use super::feed::FeedMsg;
-use crate::acl::writer::{scope, Writer};
 use super::metrics::RegistryMetrics;
 use super::replica::{Replica, DEFAULT_RING_CAPACITY};
 use super::subscription::{attach, Subscriber, SubscriberSet, SubscriptionEvent};
+use crate::acl::writer::{scope, Writer};
 
 /// How long a write waits for its change to come back through the feed before it is
 /// acknowledged anyway (the store already made it durable).
@@ -198,7 +198,10 @@ impl Actor for RegistryShard {
                 let store = state.store.clone();
                 spawn_write(
                     myself,
-                    scope(writer, async move { store.delete(&key, cas, recurse).await }),
+                    scope(
+                        writer,
+                        async move { store.delete(&key, cas, recurse).await },
+                    ),
                     reply,
                     |v| v,
                 );

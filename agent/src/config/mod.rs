@@ -83,7 +83,11 @@ impl AgentConfig {
     /// The headers every request to a registry node carries: the token, if any.
     pub fn registry_headers(&self) -> reqwest::header::HeaderMap {
         let mut headers = reqwest::header::HeaderMap::new();
-        let token = self.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let token = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
         if let Some(Ok(mut value)) =
             token.map(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")))
         {

@@ -127,7 +127,12 @@ pub(super) fn list_tokens(client: &Client, out: &Output) -> Result<(), CliError>
 }
 
 /// `lathe acl policy delete NAME`, `lathe acl token delete ACCESSOR`.
-pub(super) fn delete(client: &Client, out: &Output, route: &str, what: &str) -> Result<(), CliError> {
+pub(super) fn delete(
+    client: &Client,
+    out: &Output,
+    route: &str,
+    what: &str,
+) -> Result<(), CliError> {
     let reply = client.delete(route)?;
     if out.json {
         return out.json(&reply.body);
@@ -164,7 +169,11 @@ fn parse_rule(text: &str) -> Result<Value, String> {
 
 fn rule_text(rule: &Value) -> String {
     match rule.get("prefix").and_then(Value::as_str) {
-        Some(prefix) => format!("{}:{prefix}:{}", field(rule, "resource"), field(rule, "access")),
+        Some(prefix) => format!(
+            "{}:{prefix}:{}",
+            field(rule, "resource"),
+            field(rule, "access")
+        ),
         None => format!("{}:{}", field(rule, "resource"), field(rule, "access")),
     }
 }
@@ -176,9 +185,15 @@ mod tests {
     #[test]
     fn rules_parse_into_the_rest_shape_and_back() {
         let rule = parse_rule("key:/app:write").unwrap();
-        assert_eq!(rule, json!({"resource": "key", "prefix": "/app", "access": "write"}));
+        assert_eq!(
+            rule,
+            json!({"resource": "key", "prefix": "/app", "access": "write"})
+        );
         assert_eq!(rule_text(&rule), "key:/app:write");
-        assert_eq!(parse_rule("cluster:read").unwrap(), json!({"resource": "cluster", "access": "read"}));
+        assert_eq!(
+            parse_rule("cluster:read").unwrap(),
+            json!({"resource": "cluster", "access": "read"})
+        );
         assert!(parse_rule("key").is_err());
         assert!(parse_rule("a:b:c:d").is_err());
     }

@@ -14,7 +14,9 @@ use std::io::{self, Write};
 use serde_json::Value;
 
 use crate::client::{CliError, Client};
-use crate::{AclCommand, AclPolicyCommand, AclTokenCommand, Cli, Command, KvCommand, RolloutCommand};
+use crate::{
+    AclCommand, AclPolicyCommand, AclTokenCommand, Cli, Command, KvCommand, RolloutCommand,
+};
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
@@ -58,10 +60,15 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Acl(AclCommand::Policy(AclPolicyCommand::Put { name, file, rules })) => {
             acl::put_policy(&client, &out, name, file.as_deref(), rules)
         }
-        Command::Acl(AclCommand::Policy(AclPolicyCommand::List)) => acl::list_policies(&client, &out),
-        Command::Acl(AclCommand::Policy(AclPolicyCommand::Delete { name })) => {
-            acl::delete(&client, &out, &format!("/v1/acl/policies/{name}"), &format!("policy {name}"))
+        Command::Acl(AclCommand::Policy(AclPolicyCommand::List)) => {
+            acl::list_policies(&client, &out)
         }
+        Command::Acl(AclCommand::Policy(AclPolicyCommand::Delete { name })) => acl::delete(
+            &client,
+            &out,
+            &format!("/v1/acl/policies/{name}"),
+            &format!("policy {name}"),
+        ),
         Command::Acl(AclCommand::Token(AclTokenCommand::Create {
             policies,
             management,

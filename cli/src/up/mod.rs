@@ -192,7 +192,14 @@ pub(crate) fn run(args: &UpArgs, token: Option<&str>) -> ExitCode {
     let prometheus_url = prometheus.as_ref().map(|p| p.url.clone());
     let mut supervisor = Supervisor::new(plan);
     let token = token.map(str::to_string);
-    let outcome = drive(&mut supervisor, &signals, args, topology, prometheus_url, token);
+    let outcome = drive(
+        &mut supervisor,
+        &signals,
+        args,
+        topology,
+        prometheus_url,
+        token,
+    );
     if let Err(err) = &outcome {
         if !matches!(err, UpError::Interrupted) {
             say_err!("lathe up: {err}");
@@ -328,21 +335,28 @@ fn acl_token(plan: &ClusterPlan, token: Option<&str>) -> Result<String, UpError>
     let client = Client::new(&plan.nodes[0].http_addr.to_string());
     match client.post_json("/v1/acl/bootstrap", &serde_json::json!({})) {
         Ok(reply) => {
-            let secret = reply.body.get("secret").and_then(|s| s.as_str()).unwrap_or("?");
+            let secret = reply
+                .body
+                .get("secret")
+                .and_then(|s| s.as_str())
+                .unwrap_or("?");
             say!("lathe up: acl on; management token: {secret}");
             say!("lathe up: it is shown this once: keep it, and pass it as --token or LATHE_TOKEN");
             Ok(secret.to_string())
         }
-        Err(crate::client::CliError::Server { status: 409, .. }) => token
-            .map(str::to_string)
-            .ok_or_else(|| {
+        Err(crate::client::CliError::Server { status: 409, .. }) => {
+            token.map(str::to_string).ok_or_else(|| {
                 UpError::Usage(
                     "--acl: this cluster's acl was bootstrapped before (its data dir is reused): \
                      pass its management token with --token or LATHE_TOKEN"
                         .into(),
                 )
-            }),
-        Err(err) => Err(UpError::Failed(format!("--acl: cannot bootstrap: {}", err.one_line()))),
+            })
+        }
+        Err(err) => Err(UpError::Failed(format!(
+            "--acl: cannot bootstrap: {}",
+            err.one_line()
+        ))),
     }
 }
 

@@ -13,8 +13,8 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
 use super::follower::FollowerMsg;
-use crate::acl::writer::{WriteGate, Writer};
 use super::{FOLLOWER_GROUP, STORE_SERVER_GROUP};
+use crate::acl::writer::{WriteGate, Writer};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PutRequest {
