@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lathe_tests::http::Reply;
-use lathe_tests::node::{cli_binary, run_cli, NodeBuilder, NodeProcess};
+use lathe_tests::node::{cli_binary, free_port, node_binary, run_cli, NodeBuilder, NodeProcess};
 use lathe_tests::scenario::{assert_error, metric_value, TEST_COOKIE};
 use lathe_tests::wait::wait_until;
 use lathe_tests::zk::ZkServer;
@@ -556,6 +556,54 @@ fn an_agent_with_a_token_follows_endpoints() {
             .contains("/lathe/endpoints/task/http/frontpage/v4-2-1/0")
     });
     drop(agent);
+}
+
+#[test]
+fn lathe_up_with_acl_bootstraps_and_prints_the_management_token() {
+    let dir = tempfile::tempdir().expect("a scratch dir");
+    let (http, cluster) = (free_port(), free_port());
+    let log = dir.path().join("up.log");
+    let mut command = Command::new(cli_binary());
+    command
+        .args(["up", "--nodes", "1", "--acl"])
+        .args([
+            "--http-base",
+            &http.to_string(),
+            "--cluster-base",
+            &cluster.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--node-bin")
+        .arg(node_binary())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LATHE_") {
+            command.env_remove(name);
+        }
+    }
+    let mut up = KillOnDrop(command.spawn().expect("run lathe up"));
+    let token = wait_until("lathe up to print the management token", CONVERGE, || {
+        let printed = std::fs::read_to_string(&log).unwrap_or_default();
+        let line = printed.lines().find(|l| l.contains("management token: "))?;
+        line.rsplit(' ').next().map(str::to_string)
+    });
+    let addr = format!("127.0.0.1:{http}");
+    assert_error(
+        &call("GET", &addr, "/v1/members", &[], None),
+        401,
+        "lathe up --acl, no token",
+    );
+    assert_eq!(get(&addr, "/v1/members", &token).status, 200);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(up.0.id().to_string())
+        .status();
+    wait_until("lathe up to stop its node", CONVERGE, || {
+        up.0.try_wait().ok().flatten()
+    });
 }
 
 struct KillOnDrop(Child);
