@@ -606,6 +606,37 @@ fn lathe_up_with_acl_bootstraps_and_prints_the_management_token() {
     });
 }
 
+#[test]
+fn the_dashboard_takes_its_token_from_the_url_fragment() {
+    let node = acl_node("acl-ui").start();
+    let addr = node.http_addr();
+    let root = bootstrap(addr);
+    let browser = lathe_tests::browser::Browser::start("acl_ui");
+    browser.open(&format!("http://{addr}/ui#token={root}"));
+    wait_until(
+        "the dashboard to show the node with the token",
+        CONVERGE,
+        || {
+            let text = browser.eval("return document.body.innerText");
+            let text = text.as_str().unwrap_or_default().to_string();
+            (text.contains("acl-ui") && !text.contains("token"))
+                .then_some(())
+                .ok_or(text)
+        },
+    );
+    wait_until(
+        "the page's change stream to connect with the token",
+        CONVERGE,
+        || browser.eval("return document.getElementById('conn').textContent") == json!("connected"),
+    );
+    assert_eq!(
+        browser.eval("return window.location.hash"),
+        json!(""),
+        "the token left the URL"
+    );
+    assert_eq!(browser.console_errors(), Vec::<Value>::new());
+}
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
