@@ -130,8 +130,8 @@ impl Catalog {
     }
 }
 
-/// Describes an [`HttpTask`] of the calling crate: `http_task!("my::FrontPage", FrontPage::default)`.
-/// The crate name and version come from the calling crate's Cargo metadata.
+/// Describes an [`HttpTask`] of the calling crate: `http_task!("my::FrontPage",
+/// FrontPage::default)`. The crate name and version come from the calling crate's Cargo metadata.
 #[macro_export]
 macro_rules! http_task {
     ($path:expr, $make:expr) => {

@@ -4,7 +4,8 @@
 //! never pull in RocksDB, librdkafka, ZooKeeper or warp (those live in `store/` and `actors/`).
 //!
 //! # Layout
-//! - [`registry`]: registry paths ([`KeyPath`]), entries, changes and the errors of the registry API.
+//! - [`registry`]: registry paths ([`KeyPath`]), entries, changes and the errors of the registry
+//!   API.
 //! - [`task`]: the plain [`Task`] (may block; runs on its own thread).
 //! - [`http`]: [`HttpTask`], requests, responses and the `X-Lathe-*` headers.
 //! - [`context`]: [`TaskContext`]: identity, group metadata, service discovery, forwarding.

@@ -144,7 +144,8 @@ impl KeyPath {
         }
     }
 
-    /// True when `self` is `prefix` itself or lies below it (segment-wise: `/ab` is not under `/a`).
+    /// True when `self` is `prefix` itself or lies below it (segment-wise: `/ab` is not under
+    /// `/a`).
     pub fn is_under(&self, prefix: &KeyPath) -> bool {
         if prefix.is_root() || self == prefix {
             return true;

@@ -213,7 +213,8 @@ fn check_key(key: &[u8]) -> Result<(), StateError> {
     Ok(())
 }
 
-/// A state kept in memory: for unit tests of tasks (`StateStore::new(Arc::new(MemoryState::default()))`).
+/// A state kept in memory: for unit tests of tasks
+/// (`StateStore::new(Arc::new(MemoryState::default()))`).
 #[derive(Debug, Default)]
 pub struct MemoryState {
     entries: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,

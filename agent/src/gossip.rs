@@ -10,7 +10,7 @@
 //! claim is false (any `POST /v1/gossip` could make it): it is forgotten, counted as
 //! `unconfirmed`, and nothing re-syncs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,33 +30,81 @@ pub struct Digest {
     pub prefixes: BTreeMap<String, u64>,
 }
 
-/// The newest version heard per prefix, and from whom; written by the HTTP endpoint.
+/// The longest peer name a digest may carry, in bytes.
+pub const MAX_PEER_NAME_BYTES: usize = 256;
+
+/// Why a digest was refused (the endpoint answers 400 with this).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    #[error(
+        "gossip digest: `from` must name the sending agent (1 to {MAX_PEER_NAME_BYTES} bytes), \
+         got {0} bytes"
+    )]
+    BadFrom(usize),
+}
+
+/// The newest version heard per watched prefix, and from whom; written by the HTTP endpoint.
+/// Only the prefixes this agent watches are kept: a digest naming others (any `POST
+/// /v1/gossip` can) adds nothing, so what is heard stays as small as the agent's config.
 #[derive(Debug, Clone, Default)]
-pub struct Heard(Arc<Mutex<BTreeMap<String, (u64, String)>>>);
+pub struct Heard {
+    watched: Arc<BTreeSet<String>>,
+    heard: Arc<Mutex<BTreeMap<String, (u64, String)>>>,
+}
 
 impl Heard {
-    pub fn record(&self, digest: &Digest) {
-        let mut heard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    /// What is heard about `prefixes` (the agent's watched prefixes).
+    pub fn watching(prefixes: impl IntoIterator<Item = String>) -> Heard {
+        Heard {
+            watched: Arc::new(prefixes.into_iter().collect()),
+            heard: Arc::default(),
+        }
+    }
+
+    /// Keeps the newer versions `digest` claims for watched prefixes; how many it kept.
+    pub fn record(&self, digest: &Digest) -> Result<usize, DigestError> {
+        if digest.from.is_empty() || digest.from.len() > MAX_PEER_NAME_BYTES {
+            return Err(DigestError::BadFrom(digest.from.len()));
+        }
+        let mut heard = self.lock();
+        let mut kept = 0;
         for (prefix, version) in &digest.prefixes {
+            if !self.watched.contains(prefix) {
+                continue;
+            }
             let entry = heard.entry(prefix.clone()).or_insert((0, String::new()));
             if *version > entry.0 {
                 *entry = (*version, digest.from.clone());
+                kept += 1;
             }
         }
+        Ok(kept)
+    }
+
+    /// How many prefixes something was heard about.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (u64, String)>> {
+        self.heard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Forgets what was heard about `prefix` if it is still `version` (a claim the registry
     /// contradicted); a newer claim heard meanwhile stays, to be checked in turn.
     pub fn discard(&self, prefix: &str, version: u64) {
-        let mut heard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heard = self.lock();
         if heard.get(prefix).is_some_and(|(v, _)| *v == version) {
             heard.remove(prefix);
         }
     }
 
     pub fn get(&self, prefix: &str) -> Option<(u64, String)> {
-        let heard = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        heard.get(prefix).cloned()
+        self.lock().get(prefix).cloned()
     }
 }
 
@@ -247,13 +295,15 @@ impl GossipState {
             from,
         } = claim;
         if let Verdict::Contradicted(index) = verdict {
-            tracing::warn!(%watch, peer = %from, peer_version = version, registry_index = index, "a peer claims a version no registry node has reached: ignored");
+            tracing::warn!(%watch, peer = %from, peer_version = version, registry_index = index,
+                "a peer claims a version no registry node has reached: ignored");
             self.args.metrics.gossip("unconfirmed");
             self.args.heard.discard(&prefix, version);
             self.behind_since.remove(&watch);
             return;
         }
-        tracing::warn!(%watch, peer = %from, peer_version = version, ?verdict, "behind a peer agent");
+        tracing::warn!(%watch, peer = %from, peer_version = version, ?verdict,
+            "behind a peer agent");
         let reason = format!("watch {watch}: peer {from} has seen version {version}");
         let _ = self.args.supervisor.cast(SupervisorMsg::Resync { reason });
     }
@@ -285,27 +335,52 @@ mod tests {
 
     #[test]
     fn heard_keeps_the_newest_version_and_who_said_it() {
-        let heard = Heard::default();
+        let heard = Heard::watching(["/a".to_string()]);
         let digest = |from: &str, version: u64| Digest {
             from: from.to_string(),
             prefixes: BTreeMap::from([("/a".to_string(), version)]),
         };
-        heard.record(&digest("x", 5));
-        heard.record(&digest("y", 3));
+        assert_eq!(heard.record(&digest("x", 5)), Ok(1));
+        assert_eq!(heard.record(&digest("y", 3)), Ok(0));
         assert_eq!(heard.get("/a"), Some((5, "x".to_string())));
-        heard.record(&digest("y", 9));
+        heard.record(&digest("y", 9)).unwrap();
         assert_eq!(heard.get("/a"), Some((9, "y".to_string())));
         assert_eq!(heard.get("/b"), None);
     }
 
     #[test]
+    fn only_watched_prefixes_are_kept_and_the_sender_is_named() {
+        let heard = Heard::watching(["/a".to_string()]);
+        let flood = Digest {
+            from: "evil".to_string(),
+            prefixes: (0..10_000).map(|i| (format!("/x/{i}"), u64::MAX)).collect(),
+        };
+        assert_eq!(heard.record(&flood), Ok(0));
+        assert!(
+            heard.is_empty(),
+            "seen failing before: every prefix was kept"
+        );
+        let nameless = Digest {
+            from: String::new(),
+            prefixes: BTreeMap::from([("/a".to_string(), 3)]),
+        };
+        assert_eq!(heard.record(&nameless), Err(DigestError::BadFrom(0)));
+        let long = Digest {
+            from: "x".repeat(MAX_PEER_NAME_BYTES + 1),
+            ..nameless
+        };
+        assert!(heard.record(&long).is_err());
+        assert_eq!(heard.get("/a"), None);
+    }
+
+    #[test]
     fn a_contradicted_claim_is_forgotten_unless_a_newer_one_came() {
-        let heard = Heard::default();
+        let heard = Heard::watching(["/a".to_string()]);
         let digest = |version: u64| Digest {
             from: "evil".to_string(),
             prefixes: BTreeMap::from([("/a".to_string(), version)]),
         };
-        heard.record(&digest(u64::MAX - 1));
+        heard.record(&digest(u64::MAX - 1)).unwrap();
         heard.discard("/a", 5);
         assert!(
             heard.get("/a").is_some(),

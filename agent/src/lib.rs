@@ -47,7 +47,12 @@ pub async fn run(
     let name = config.agent_name();
     let board = Board::new(&name);
     let metrics = Metrics::new();
-    let heard = Heard::default();
+    let heard = Heard::watching(
+        config
+            .watches
+            .iter()
+            .map(|watch| watch.prefix.0.as_str().to_string()),
+    );
     let listen = config.status.listen.0.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -63,7 +68,8 @@ pub async fn run(
             let _ = server_stopped.await;
         },
     ));
-    tracing::info!(agent = %name, status = %listen, registry = ?config.registry, watches = config.watches.len(), "lathe-agent starting");
+    tracing::info!(agent = %name, status = %listen, registry = ?config.registry,
+        watches = config.watches.len(), "lathe-agent starting");
     let (stop_register, register_stopped) = tokio::sync::oneshot::channel::<()>();
     let registration = match bound.and_then(register::advertised) {
         Some(addr) => Some(tokio::spawn(register::run(
@@ -76,7 +82,8 @@ pub async fn run(
             },
         ))),
         None => {
-            tracing::info!(status = %listen, "not registering with the cluster: the status endpoint has no address others can reach (Prometheus will not find this agent)");
+            tracing::info!(status = %listen, "not registering with the cluster: the status \
+                endpoint has no address others can reach (Prometheus will not find this agent)");
             None
         }
     };

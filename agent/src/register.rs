@@ -57,7 +57,8 @@ pub async fn run(
             }
             Ok(node) => tracing::debug!(%node, %addr, "registered with the cluster"),
             Err(error) if !failing => {
-                tracing::warn!(%error, "cannot register with the cluster: Prometheus will not find this agent");
+                tracing::warn!(%error,
+                    "cannot register with the cluster: Prometheus will not find this agent");
                 failing = true;
             }
             Err(_) => {}

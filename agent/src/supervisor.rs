@@ -18,7 +18,7 @@ use lathe_supervisors::policy::{RestartBudget, RestartLimits};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 
-use crate::actions::Action;
+use crate::actions::{Action, ActionError};
 use crate::config::{AgentConfig, WatchConfig};
 use crate::gossip::{Gossip, GossipArgs, Heard};
 use crate::registry::{common_prefix, RegistryWatcher, Route, WatcherArgs, WatcherMsg};
@@ -109,7 +109,8 @@ impl Actor for AgentSupervisor {
             )
             .into());
         }
-        tracing::error!(actor = ?cell.get_id(), reason = %why, "agent actor stopped: restarting it");
+        tracing::error!(actor = ?cell.get_id(), reason = %why,
+            "agent actor stopped: restarting it");
         if cell.get_id() == state.watcher.get_id() {
             state.watcher = spawn_watcher(&myself, &state.args, state.routes.clone()).await?;
         } else if state
@@ -146,7 +147,7 @@ async fn spawn_watch(
         .actions
         .iter()
         .map(|a| Action::new(a, &name, args.metrics.clone()))
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, ActionError>>()?;
     let watch_args = WatchArgs {
         name: name.clone(),
         prefix: watch.prefix.0.clone(),

@@ -24,11 +24,13 @@
 //!   changelog; restore of 1M keys from a changelog.
 //! - `agent`: 1 node; a registry change → HAProxy serving the new servers through `lathe-agent`;
 //!   registry requests per change with 100 agents against one blocking query per dependency.
+//! - `pressure`: the seed on 3 nodes + ZooKeeper; 10,000 idle half-open connections held against
+//!   the REST port, then an LB, while new connections probe them; node RSS after 100 × 1 MiB PUTs.
 //!
 //! The node binary is `$LATHE_NODE_BIN`, the agent's `$LATHE_AGENT_BIN` (the Makefile points them
-//! at the release builds); `wrk` and `haproxy` come from Debian. A measurement that cannot be made is a row saying why. `--quick` is
-//! a smaller run, for trying the bench out; `--json FILE` also writes the report as JSON;
-//! `--only lb` runs one phase.
+//! at the release builds); `wrk` and `haproxy` come from Debian. A measurement that cannot be made
+//! is a row saying why. `--quick` is a smaller run, for trying the bench out; `--json FILE` also
+//! writes the report as JSON; `--only lb` runs one phase.
 
 mod agent;
 mod agent_follow;
@@ -43,6 +45,7 @@ mod lb;
 mod naive;
 mod phases;
 mod placement;
+mod pressure;
 mod probe;
 mod report;
 mod rest;
@@ -93,6 +96,9 @@ pub(crate) struct Plan {
     pub(crate) agent_load_changes: usize,
     /// Flow messages per way (Lathe, raw rdkafka); state puts per run; keys restored.
     pub(crate) kafka_messages: usize,
+    /// Idle half-open connections held against one port, and the probes sent meanwhile.
+    pub(crate) pressure_connections: usize,
+    pub(crate) pressure_probes: usize,
     pub(crate) state_puts: usize,
     pub(crate) restore_keys: usize,
 }
@@ -120,6 +126,8 @@ impl Plan {
             agent_watchers: 100,
             agent_load_changes: 20,
             kafka_messages: 20_000,
+            pressure_connections: 10_000,
+            pressure_probes: 50,
             state_puts: 200_000,
             restore_keys: 1_000_000,
         }
@@ -147,6 +155,8 @@ impl Plan {
             agent_watchers: 20,
             agent_load_changes: 5,
             kafka_messages: 2_000,
+            pressure_connections: 2_000,
+            pressure_probes: 10,
             state_puts: 20_000,
             restore_keys: 50_000,
         }
@@ -164,10 +174,11 @@ enum Phase {
     Crash,
     Agent,
     Kafka,
+    Pressure,
 }
 
 impl Phase {
-    const ALL: [(Phase, &'static str); 8] = [
+    const ALL: [(Phase, &'static str); 9] = [
         (Phase::Zookeeper, "zookeeper"),
         (Phase::Embedded, "embedded"),
         (Phase::Lb, "lb"),
@@ -176,6 +187,7 @@ impl Phase {
         (Phase::Crash, "crash"),
         (Phase::Agent, "agent"),
         (Phase::Kafka, "kafka"),
+        (Phase::Pressure, "pressure"),
     ];
 
     fn parse_list(list: &str) -> Result<Vec<Phase>, String> {
@@ -279,6 +291,9 @@ fn main() -> ExitCode {
     }
     if runs(Phase::Kafka) {
         kafka::kafka_phase(&runtime, &plan, &mut report);
+    }
+    if runs(Phase::Pressure) {
+        pressure::pressure_phase(&plan, &mut report);
     }
     report.note(format!(
         "machine: {load_at_start} at the start, {} at the end; the bench took {:.0} s",

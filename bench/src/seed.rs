@@ -96,6 +96,10 @@ impl SeedCluster {
         })
     }
 
+    pub(crate) fn http_addrs(&self) -> Vec<String> {
+        self.cluster.http_addrs()
+    }
+
     pub(crate) fn node_pids(&self) -> Vec<u32> {
         self.cluster.nodes().iter().map(|node| node.pid()).collect()
     }

@@ -1,6 +1,6 @@
-//! The goal rows drawn from the fan-out runs: PUT → last subscriber at the largest subscriber count,
-//! and ZooKeeper's requests and watches per change as the number of subscribers grows; plus notes
-//! on where Lathe's fan-out time goes.
+//! The goal rows drawn from the fan-out runs: PUT → last subscriber at the largest subscriber
+//! count, and ZooKeeper's requests and watches per change as the number of subscribers grows; plus
+//! notes on where Lathe's fan-out time goes.
 
 use crate::fanout::FanoutRow;
 use crate::report::{Report, Verdict};
@@ -31,7 +31,8 @@ pub(crate) fn fan_out_rows(report: &mut Report, plan: &Plan) {
             largest,
             format!("3. PUT → last of {n} subscribers, Lathe"),
             format!(
-                "{n} SSE watchers of one key spread over the 3 nodes; {} PUTs to node 0, each after \
+                "{n} SSE watchers of one key spread over the 3 nodes; {} PUTs to node 0, each \
+                    after \
                  every subscriber had the previous one; subscribers read by one 2-thread tokio \
                  client on the same CPUs",
                 plan.lathe_changes

@@ -16,7 +16,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) enum CliError {
     /// No TCP connection (refused, DNS, timeout) to the node.
     Unreachable { addr: String, detail: String },
-    /// The server answered an error status; `message` is its `{"error": ...}` text when it sent one.
+    /// The server answered an error status; `message` is its `{"error": ...}` text when it sent
+    /// one.
     Server { status: u16, message: String },
     /// The server does not know the route (404): an older lathe-node.
     NotAvailable { command: String, route: String },
@@ -52,11 +53,14 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Unreachable { addr, detail } => write!(f, "cannot reach lathe-node at {addr}: {detail}"),
+            CliError::Unreachable { addr, detail } => {
+                write!(f, "cannot reach lathe-node at {addr}: {detail}")
+            }
             CliError::Server { message, .. } => f.write_str(message),
             CliError::NotAvailable { command, route } => write!(
                 f,
-                "`lathe {command}` is not available in this version of the server ({route} answered 404)"
+                "`lathe {command}` is not available in this version of the server ({route} \
+                    answered 404)"
             ),
             CliError::Local(message) => f.write_str(message),
             CliError::BrokenPipe => f.write_str("broken pipe"),
@@ -85,8 +89,8 @@ impl Client {
         Client::with_timeouts(addr, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
     }
 
-    /// Like [`Client::new`], with other timeouts for the connection and the whole answer (e.g. short ones to poll
-    /// a node that is starting).
+    /// Like [`Client::new`], with other timeouts for the connection and the whole answer (e.g.
+    /// short ones to poll a node that is starting).
     pub(crate) fn with_timeouts(addr: &str, connect: Duration, request: Duration) -> Self {
         let addr = addr
             .trim()
@@ -163,7 +167,8 @@ impl Client {
         self.finish(self.authorized(self.agent.delete(&self.url(path))).call())
     }
 
-    /// `GET path` answered by a stream (Server-Sent Events): the body, read as it arrives, with no read timeout.
+    /// `GET path` answered by a stream (Server-Sent Events): the body, read as it arrives, with no
+    /// read timeout.
     pub(crate) fn stream(&self, path: &str) -> Result<Box<dyn Read + Send + Sync>, CliError> {
         let request = self
             .authorized(self.stream_agent.get(&self.url(path)))
@@ -241,8 +246,8 @@ pub(crate) fn server_message(status: u16, body: &str) -> String {
     }
 }
 
-/// The useful part of a transport error: the underlying I/O error if any (e.g. `Connection refused (os error
-/// 111)`), else ureq's message or kind, without the URL.
+/// The useful part of a transport error: the underlying I/O error if any (e.g. `Connection refused
+/// (os error 111)`), else ureq's message or kind, without the URL.
 fn transport_detail(transport: &ureq::Transport) -> String {
     if let Some(source) = std::error::Error::source(transport) {
         return source.to_string();
@@ -253,9 +258,9 @@ fn transport_detail(transport: &ureq::Transport) -> String {
     }
 }
 
-/// The URL path of a registry key under `prefix` (`/v1/kv` or `/v1/watch`): leading and trailing `/` are
-/// dropped and anything outside `[A-Za-z0-9._~/-]` is percent-encoded, so the server sees (and rejects) odd
-/// keys instead of the HTTP library.
+/// The URL path of a registry key under `prefix` (`/v1/kv` or `/v1/watch`): leading and trailing
+/// `/` are dropped and anything outside `[A-Za-z0-9._~/-]` is percent-encoded, so the server sees
+/// (and rejects) odd keys instead of the HTTP library.
 pub(crate) fn key_route(prefix: &str, key: &str) -> String {
     let key = key.trim_matches('/');
     let mut route = format!("{prefix}/");
@@ -308,7 +313,8 @@ mod tests {
         .not_found_means_not_available("tasks", "GET /v1/tasks");
         assert_eq!(
             err.one_line(),
-            "`lathe tasks` is not available in this version of the server (GET /v1/tasks answered 404)"
+            "`lathe tasks` is not available in this version of the server (GET /v1/tasks answered \
+                404)"
         );
     }
 

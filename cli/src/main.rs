@@ -1,12 +1,16 @@
 //! `lathe`: the command line client of a lathe-node's REST API (`CONTRACT.md`, section `lathe`).
 //!
 //! # Layout
-//! - `main.rs`: the arguments (clap) and the exit codes: 0 ok, 1 failed (the server's error or an unreachable
-//!   node, one line on stderr), 2 bad usage (clap's own).
-//! - `client.rs`: the REST calls and the mapping of HTTP and transport failures to [`client::CliError`].
-//! - `commands/`: one file per group of commands; each prints a human table, or the server's JSON with `--json`.
-//! - `table.rs`: aligned text tables; `sse.rs`: the Server-Sent Events line parser used by `kv watch`.
-//! - `up/`: `lathe up`, a local cluster of supervised `lathe-node` processes (its own exit codes, see there).
+//! - `main.rs`: the arguments (clap) and the exit codes: 0 ok, 1 failed (the server's error or an
+//!   unreachable node, one line on stderr), 2 bad usage (clap's own).
+//! - `client.rs`: the REST calls and the mapping of HTTP and transport failures to
+//!   [`client::CliError`].
+//! - `commands/`: one file per group of commands; each prints a human table, or the server's JSON
+//!   with `--json`.
+//! - `table.rs`: aligned text tables; `sse.rs`: the Server-Sent Events line parser used by `kv
+//!   watch`.
+//! - `up/`: `lathe up`, a local cluster of supervised `lathe-node` processes (its own exit codes,
+//!   see there).
 
 mod client;
 mod commands;
@@ -23,14 +27,22 @@ use clap::{Parser, Subcommand};
 const DEFAULT_ADDR: &str = "127.0.0.1:7500";
 
 /// The end of `lathe --help`.
-const AFTER_HELP: &str = "Exit codes: 0 done, 1 failed (the server's error or an unreachable node, on stderr), 2 bad usage.";
+const AFTER_HELP: &str =
+    "Exit codes: 0 done, 1 failed (the server's error or an unreachable node, \
+    on stderr), 2 bad usage.";
 
 /// Command line client of a Lathe cluster: talks to any lathe-node's REST API.
 #[derive(Debug, Parser)]
 #[command(name = "lathe", version, about, propagate_version = true, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
     /// REST address (HOST:PORT) of any lathe-node of the cluster
-    #[arg(long, global = true, env = "LATHE_ADDR", default_value = DEFAULT_ADDR, value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        env = "LATHE_ADDR",
+        default_value = DEFAULT_ADDR,
+        value_name = "HOST:PORT"
+    )]
     pub(crate) addr: String,
 
     /// Print the server's JSON instead of human tables (for scripts)
@@ -79,7 +91,8 @@ pub(crate) enum Command {
     /// Access control of a cluster whose nodes run with --acl: bootstrap, policies, tokens
     #[command(subcommand)]
     Acl(AclCommand),
-    /// Start a local cluster: N lathe-node processes on loopback, restarted when they die, until Ctrl-C
+    /// Start a local cluster: N lathe-node processes on loopback, restarted when they die, until
+    /// Ctrl-C
     Up(up::UpArgs),
 }
 
@@ -194,8 +207,8 @@ pub(crate) enum KvCommand {
     Put {
         /// Registry path, e.g. /task/http/lb/backend_distribution
         path: String,
-        /// A JSON value, e.g. '{"a": 1}', '[1, 2]', 42, true or '"text"'. Anything that does not parse as JSON is
-        /// stored as a JSON string: `lathe kv put /x hello` stores "hello"
+        /// A JSON value, e.g. '{"a": 1}', '[1, 2]', 42, true or '"text"'. Anything that does not
+        /// parse as JSON is stored as a JSON string: `lathe kv put /x hello` stores "hello"
         value: String,
         /// Only write if the key's current version is V (0: only create it)
         #[arg(long, value_name = "V")]

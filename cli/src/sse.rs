@@ -1,4 +1,5 @@
-//! A Server-Sent Events parser: feed it the stream's lines, get one event per blank-line-terminated block.
+//! A Server-Sent Events parser: feed it the stream's lines, get one event per blank-line-terminated
+//! block.
 
 /// One event of the stream; `data` joins its `data:` lines with `\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,8 +18,9 @@ pub(crate) struct SseParser {
 }
 
 impl SseParser {
-    /// Feeds one line (with or without its line ending); returns the event a blank line completes. Comments
-    /// (`:` lines, used as keep-alives) and events without data are skipped, as the SSE specification says.
+    /// Feeds one line (with or without its line ending); returns the event a blank line completes.
+    /// Comments (`:` lines, used as keep-alives) and events without data are skipped, as the SSE
+    /// specification says.
     pub(crate) fn push_line(&mut self, line: &str) -> Option<SseEvent> {
         let line = line.strip_suffix('\n').unwrap_or(line);
         let line = line.strip_suffix('\r').unwrap_or(line);

@@ -61,8 +61,8 @@ impl Table {
     }
 }
 
-/// A JSON value as a table cell: strings bare, `null` as `-`, arrays of scalars comma-separated, anything else as
-/// compact JSON; cut to [`MAX_CELL_CHARS`].
+/// A JSON value as a table cell: strings bare, `null` as `-`, arrays of scalars comma-separated,
+/// anything else as compact JSON; cut to [`MAX_CELL_CHARS`].
 pub(crate) fn cell(value: &Value) -> String {
     let text = match value {
         Value::Null => "-".to_string(),
@@ -82,8 +82,8 @@ pub(crate) fn field(object: &Value, name: &str) -> String {
     cell(object.get(name).unwrap_or(&Value::Null))
 }
 
-/// A JSON value as compact JSON (strings keep their quotes), cut to [`MAX_CELL_CHARS`]: for registry values,
-/// where the type matters.
+/// A JSON value as compact JSON (strings keep their quotes), cut to [`MAX_CELL_CHARS`]: for
+/// registry values, where the type matters.
 pub(crate) fn json_cell(value: &Value) -> String {
     truncate(&value.to_string(), MAX_CELL_CHARS)
 }
@@ -102,8 +102,8 @@ fn is_scalar(value: &Value) -> bool {
     !matches!(value, Value::Array(_) | Value::Object(_))
 }
 
-/// The list of objects in an answer: the answer itself when it is an array, else the first of `keys` that holds an
-/// array (e.g. `{"members": [...]}`).
+/// The list of objects in an answer: the answer itself when it is an array, else the first of
+/// `keys` that holds an array (e.g. `{"members": [...]}`).
 pub(crate) fn items<'a>(answer: &'a Value, keys: &[&str]) -> Option<&'a Vec<Value>> {
     match answer {
         Value::Array(items) => Some(items),

@@ -11,8 +11,8 @@
 //!
 //! Start-up: parse and validate every flag (a bad one is one line naming it and exit code 2, before
 //! any port is bound), bind the REST listener, open the registry store (ZooKeeper; or the embedded
-//! RocksDB store under `--data-dir` on the founding node, reached over the cluster by the nodes that
-//! join it), start the [`NodeSupervisor`] tree, then wait for SIGTERM or
+//! RocksDB store under `--data-dir` on the founding node, reached over the cluster by the nodes
+//! that join it), start the [`NodeSupervisor`] tree, then wait for SIGTERM or
 //! SIGINT and drain (exit 0). If the tree fails, the process exits 1 so its resource manager
 //! replaces it.
 

@@ -320,7 +320,8 @@ fn the_client_reports_remote_exceptions() {
     // An id the RM never handed out.
     let refused = client.submit(&context("application_1_0042", "true", 128));
     assert!(
-        matches!(&refused, Err(ResourceError::Refused { status: 400, exception, .. }) if exception == "BadRequestException"),
+        matches!(&refused, Err(ResourceError::Refused { status: 400, exception, .. })
+            if exception == "BadRequestException"),
         "{refused:?}"
     );
     let id = client.new_application().unwrap().application_id;
@@ -331,7 +332,8 @@ fn the_client_reports_remote_exceptions() {
     );
     let refused = client.submit(&context(&id, "true", 1 << 20));
     assert!(
-        matches!(&refused, Err(ResourceError::Refused { status: 400, exception, .. }) if exception == "InvalidResourceRequestException"),
+        matches!(&refused, Err(ResourceError::Refused { status: 400, exception, .. })
+            if exception == "InvalidResourceRequestException"),
         "{refused:?}"
     );
     client.submit(&context(&id, "sleep 30", 128)).unwrap();

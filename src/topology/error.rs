@@ -9,7 +9,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-/// One problem in a topology: `my_topology.toml:3:1: group task.http.lb: missing required key "tasks"`.
+/// One problem in a topology: `my_topology.toml:3:1: group task.http.lb: missing required key
+/// "tasks"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopologyError {
     /// The file name as the user gave it (`my_topology.toml`).

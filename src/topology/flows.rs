@@ -64,7 +64,8 @@ pub(super) fn read(d: &mut Diagnostics<'_>, group: &str, value: &Value<'_>) -> O
                             &stream.span(),
                             Some(group),
                             format!(
-                                "a stream name is 1 to 128 characters of A-Z a-z 0-9 . _ -, found {}",
+                                "a stream name is 1 to 128 characters of A-Z a-z 0-9 . _ -, found \
+                                    {}",
                                 described(stream.get_ref())
                             ),
                         ),

@@ -54,8 +54,18 @@ pub(super) fn read(
             "a crate name such as \"http_frontpage\" (letters, digits, _ and -)",
         )
     });
-    let version = required(d, name, header, table, "version", "version = \"4.2.1\"")
-        .and_then(|v| text(d, name, v, "version", is_crate_version, "a full crate version such as \"4.2.1\", matched against the task crate's Cargo.toml version"));
+    let version =
+        required(d, name, header, table, "version", "version = \"4.2.1\"").and_then(|v| {
+            text(
+                d,
+                name,
+                v,
+                "version",
+                is_crate_version,
+                "a full crate version such \
+            as \"4.2.1\", matched against the task crate's Cargo.toml version",
+            )
+        });
     let task = required(d, name, header, table, "task", "task = \"my::FrontPage\"").and_then(|v| {
         text(
             d,
@@ -162,7 +172,10 @@ fn task_count(d: &mut Diagnostics<'_>, group: &str, value: &Value<'_>) -> Option
     d.report(
         &value.span(),
         Some(group),
-        format!("\"tasks\" must be a positive integer up to {MAX_TASKS} (how many instances to run), found {found}"),
+        format!(
+            "\"tasks\" must be a positive integer up to {MAX_TASKS} (how many instances to \
+            run), found {found}"
+        ),
     );
     None
 }
@@ -185,7 +198,10 @@ fn read_metadata(
             d.report(
                 &key.span(),
                 Some(group),
-                format!("key \"{key_name}\" is reserved for Lathe's {feature} settings, which this version does not support yet: rename it to keep it as metadata"),
+                format!(
+                    "key \"{key_name}\" is reserved for Lathe's {feature} settings, which this \
+                    version does not support yet: rename it to keep it as metadata"
+                ),
             );
             continue;
         }
@@ -193,7 +209,11 @@ fn read_metadata(
             d.report(
                 &span,
                 Some(group),
-                format!("table {nested} has a \"crate\" key, but a group cannot contain another group: move it out of [{group}], or remove its \"crate\" key to keep it as metadata"),
+                format!(
+                    "table {nested} has a \"crate\" key, but a group cannot contain another \
+                    group: move it out of [{group}], or remove its \"crate\" key to keep it as \
+                        metadata"
+                ),
             );
             continue;
         }
@@ -203,7 +223,10 @@ fn read_metadata(
             d.report(
                 &key.span(),
                 Some(group),
-                format!("metadata key {key_name:?} is too long for this group: its registry path {error}"),
+                format!(
+                    "metadata key {key_name:?} is too long for this group: its registry path \
+                    {error}"
+                ),
             );
             continue;
         }
@@ -211,7 +234,10 @@ fn read_metadata(
             d.report(
                 &key.span(),
                 Some(group),
-                format!("metadata key {key_name:?} cannot be a registry path segment: use only A-Z a-z 0-9 . _ - (and not \".\" or \"..\")"),
+                format!(
+                    "metadata key {key_name:?} cannot be a registry path segment: use only A-Z \
+                    a-z 0-9 . _ - (and not \".\" or \"..\")"
+                ),
             );
             continue;
         }

@@ -46,8 +46,8 @@
 //!   before its `start` runs, on whatever node it starts.
 //! - `cache` is reserved for settings to come and refused today.
 //! - Every other key is metadata: converted to JSON and stored at the group's registry path
-//!   (`/task/http/lb/backend_distribution`), where running tasks read it and where it can be changed
-//!   at run time. Metadata keys are registry path segments (`A-Z a-z 0-9 . _ -`).
+//!   (`/task/http/lb/backend_distribution`), where running tasks read it and where it can be
+//!   changed at run time. Metadata keys are registry path segments (`A-Z a-z 0-9 . _ -`).
 //!
 //! Errors name the file, line, column and group:
 //! `my_topology.toml:3:1: group task.http.lb: missing required key "tasks" (add e.g. tasks = 3)`.

@@ -128,7 +128,8 @@ pub(super) fn read(
                 None => d.report(
                     &item.span(),
                     Some(group),
-                    "\"restart.strategy\" must be \"one-for-one\", \"one-for-all\" or \"rest-for-one\"",
+                    "\"restart.strategy\" must be \"one-for-one\", \"one-for-all\" \
+                        or \"rest-for-one\"",
                 ),
             },
             "max_restarts" => {
@@ -137,17 +138,21 @@ pub(super) fn read(
                 }
             }
             "within_seconds" => {
-                if let Some(n) = bounded(d, group, &format!("restart.{key_name}"), item, 1, 86_400) {
+                if let Some(n) = bounded(d, group, &format!("restart.{key_name}"), item, 1, 86_400)
+                {
                     policy.within_seconds = n as u32;
                 }
             }
             "backoff_ms" => {
-                if let Some(n) = bounded(d, group, &format!("restart.{key_name}"), item, 0, 600_000) {
+                if let Some(n) = bounded(d, group, &format!("restart.{key_name}"), item, 0, 600_000)
+                {
                     policy.backoff_ms = n as u64;
                 }
             }
             "max_backoff_ms" => {
-                if let Some(n) = bounded(d, group, &format!("restart.{key_name}"), item, 0, 3_600_000) {
+                if let Some(n) =
+                    bounded(d, group, &format!("restart.{key_name}"), item, 0, 3_600_000)
+                {
                     policy.max_backoff_ms = n as u64;
                 }
             }
@@ -178,7 +183,8 @@ fn check_backoff_cap(
             &cap.span(),
             Some(group),
             format!(
-                "\"restart.max_backoff_ms\" ({}) is below \"restart.backoff_ms\" ({}): raise it or lower backoff_ms",
+                "\"restart.max_backoff_ms\" ({}) is below \"restart.backoff_ms\" ({}): raise it or \
+                    lower backoff_ms",
                 policy.max_backoff_ms, policy.backoff_ms
             ),
         ),

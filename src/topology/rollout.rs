@@ -145,7 +145,8 @@ pub(super) fn read(
             &value.span(),
             Some(group),
             format!(
-                "\"rollout\" must be a table such as rollout = {{ batch = 1, healthy_seconds = 5 }}, \
+                "\"rollout\" must be a table such as rollout = {{ batch = 1, healthy_seconds = 5 \
+                    }}, \
                  found {}",
                 described(value.get_ref())
             ),
@@ -187,7 +188,8 @@ pub(super) fn read(
                         &item.span(),
                         Some(group),
                         format!(
-                            "\"rollout.max_error_ratio\" must be a number from 0 to 1 (5xx answers / all \
+                            "\"rollout.max_error_ratio\" must be a number from 0 to 1 (5xx answers \
+                                / all \
                              answers, e.g. 0.05), found {}",
                             ratio.map_or_else(|| described(item.get_ref()), |r| r.to_string())
                         ),

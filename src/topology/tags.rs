@@ -11,7 +11,8 @@ use super::value::{described, integer, Value};
 pub const MAX_BIAS: i64 = 1_000_000;
 
 const BIASES_SHAPE: &str =
-    "\"biases\" must be two parallel arrays, tags then scores, such as biases = [[\"lb\", \"frontpage\"], [-10, 7]]";
+    "\"biases\" must be two parallel arrays, tags then scores, such as biases = \
+        [[\"lb\", \"frontpage\"], [-10, 7]]";
 
 /// `tags = ["lb", "net"]`: non-empty strings, each once.
 pub(super) fn read_tags(
@@ -62,7 +63,10 @@ pub(super) fn read_biases(
                 d.report(
                     &score.span(),
                     Some(group),
-                    format!("a bias score must be an integer from -{MAX_BIAS} to {MAX_BIAS} (negative avoids, positive attracts), found {found}"),
+                    format!(
+                        "a bias score must be an integer from -{MAX_BIAS} to {MAX_BIAS} \
+                        (negative avoids, positive attracts), found {found}"
+                    ),
                 );
             }
         }

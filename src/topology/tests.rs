@@ -162,7 +162,8 @@ fn flows_name_the_streams_a_group_consumes() {
 #[test]
 fn metadata_of_every_type_becomes_json() {
     let text = format!(
-        "{LB}weights = [1, 2.5, \"x\", true]\nsince = 1979-05-27T07:32:00Z\nnested = {{ a = {{ b = [] }} }}\n"
+        "{LB}weights = [1, 2.5, \"x\", true]\nsince = 1979-05-27T07:32:00Z\n\
+            nested = {{ a = {{ b = [] }} }}\n"
     );
     let lb = parse("t.toml", &text).unwrap().groups.remove(0);
     assert_eq!(lb.metadata["weights"], json!([1, 2.5, "x", true]));
@@ -184,12 +185,14 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "missing tasks",
-        "\n\n[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::LoadBalancer\"\n",
+        "\n\n[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\n\
+            task = \"my::LoadBalancer\"\n",
         "t.toml:3:1: group task.http.lb: missing required key \"tasks\"",
     ),
     (
         "tasks zero",
-        "[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::LoadBalancer\"\n\n\n\n\ntasks =   0\n",
+        "[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\n\
+            task = \"my::LoadBalancer\"\n\n\n\n\ntasks =   0\n",
         "t.toml:9:11: group task.http.lb: \"tasks\" must be a positive integer",
     ),
     (
@@ -200,7 +203,8 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     (
         "tasks a string",
         "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = \"3\"\n",
-        "t.toml:5:9: group a: \"tasks\" must be a positive integer up to 10000 (how many instances to run), found a string",
+        "t.toml:5:9: group a: \"tasks\" must be a positive integer up to 10000 (how many instances \
+            to run), found a string",
     ),
     (
         "empty version",
@@ -230,7 +234,8 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     (
         "nested group",
         "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n[a.b]\ncrate = \"d\"\n",
-        "t.toml:7:1: group a: table a.b has a \"crate\" key, but a group cannot contain another group",
+        "t.toml:7:1: group a: table a.b has a \"crate\" key, but a group cannot contain another \
+            group",
     ),
     (
         "dot in a quoted table name",
@@ -244,37 +249,45 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "duplicate tag",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\ntags = [\"lb\", \"lb\"]\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            tags = [\"lb\", \"lb\"]\n",
         "t.toml:6:15: group a: tag \"lb\" appears twice in \"tags\": remove one",
     ),
     (
         "biases lengths differ",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nbiases = [[\"lb\", \"x\"], [-10]]\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            biases = [[\"lb\", \"x\"], [-10]]\n",
         "t.toml:6:10: group a: \"biases\" has 2 tags but 1 score: give exactly one score per tag",
     ),
     (
         "bias score a float",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nbiases = [[\"lb\"], [1.5]]\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            biases = [[\"lb\"], [1.5]]\n",
         "t.toml:6:20: group a: a bias score must be an integer",
     ),
     (
         "biases not parallel arrays",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nbiases = [\"lb\", -10]\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nbiases = [\"lb\", -10]\n\
+            ",
         "t.toml:6:10: group a: \"biases\" must be two parallel arrays",
     ),
     (
         "unknown restart key",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrestart = { max_restart = 3 }\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            restart = { max_restart = 3 }\n",
         "t.toml:6:13: group a: unknown key \"max_restart\" in \"restart\": the keys are strategy,",
     ),
     (
         "bad restart strategy",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrestart = { strategy = \"always\" }\n",
-        "t.toml:6:24: group a: \"restart.strategy\" must be \"one-for-one\", \"one-for-all\" or \"rest-for-one\"",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            restart = { strategy = \"always\" }\n",
+        "t.toml:6:24: group a: \"restart.strategy\" must be \"one-for-one\", \"one-for-all\" \
+            or \"rest-for-one\"",
     ),
     (
         "backoff cap below backoff",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrestart = { backoff_ms = 10, max_backoff_ms = 5 }\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            restart = { backoff_ms = 10, max_backoff_ms = 5 }\n",
         "t.toml:6:47: group a: \"restart.max_backoff_ms\" (5) is below \"restart.backoff_ms\" (10)",
     ),
     (
@@ -285,16 +298,19 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     (
         "state that is no table",
         "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nstate = 1\n",
-        "t.toml:6:9: group a: \"state\" must be a table such as state = { changelog = true }, found",
+        "t.toml:6:9: group a: \"state\" must be a table such as state = { changelog = true }, \
+            found",
     ),
     (
         "state changelog that is no bool",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nstate = { changelog = \"yes\" }\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            state = { changelog = \"yes\" }\n",
         "t.toml:6:23: group a: \"state.changelog\" must be true or false, found",
     ),
     (
         "unknown state key",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nstate = { standby = 1 }\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            state = { standby = 1 }\n",
         "t.toml:6:11: group a: unknown key \"standby\" in \"state\": the keys are changelog",
     ),
     (
@@ -304,48 +320,63 @@ const ERROR_CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "flows with a bad stream name",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nflows = { inputs = [\"ok\", \"not ok\"] }\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            flows = { inputs = [\"ok\", \"not ok\"] }\n",
         "t.toml:6:27: group a: a stream name is 1 to 128 characters of A-Z a-z 0-9 . _ -",
     ),
     (
         "rollout that is no table",
         "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = 1\n",
-        "t.toml:6:11: group a: \"rollout\" must be a table such as rollout = { batch = 1, healthy_seconds = 5 }, found an integer",
+        "t.toml:6:11: group a: \"rollout\" must be a table such as rollout = { batch = 1, \
+            healthy_seconds = 5 }, found an integer",
     ),
     (
         "rollout batch zero",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { batch = 0 }\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            rollout = { batch = 0 }\n",
         "t.toml:6:21: group a: \"rollout.batch\" must be an integer from 1 to 10000, found 0",
     ),
     (
         "rollout unknown key",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { speed = 2 }\n",
-        "t.toml:6:13: group a: unknown key \"speed\" in \"rollout\": the keys are batch, healthy_seconds, timeout_seconds, on_failure, max_error_ratio, max_p99_ms, min_requests",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            rollout = { speed = 2 }\n",
+        "t.toml:6:13: group a: unknown key \"speed\" in \"rollout\": the keys are batch, \
+            healthy_seconds, timeout_seconds, on_failure, max_error_ratio, max_p99_ms, \
+                min_requests",
     ),
     (
         "rollout error ratio over 1",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { max_error_ratio = 1.5 }\n",
-        "t.toml:6:31: group a: \"rollout.max_error_ratio\" must be a number from 0 to 1 (5xx answers / all answers, e.g. 0.05), found 1.5",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            rollout = { max_error_ratio = 1.5 }\n",
+        "t.toml:6:31: group a: \"rollout.max_error_ratio\" must be a number from 0 to 1 (5xx \
+            answers / all answers, e.g. 0.05), found 1.5",
     ),
     (
         "rollout error ratio as text",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { max_error_ratio = \"5%\" }\n",
-        "t.toml:6:31: group a: \"rollout.max_error_ratio\" must be a number from 0 to 1 (5xx answers / all answers, e.g. 0.05), found a string",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            rollout = { max_error_ratio = \"5%\" }\n",
+        "t.toml:6:31: group a: \"rollout.max_error_ratio\" must be a number from 0 to 1 (5xx \
+            answers / all answers, e.g. 0.05), found a string",
     ),
     (
         "rollout p99 zero",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { max_p99_ms = 0 }\n",
-        "t.toml:6:26: group a: \"rollout.max_p99_ms\" must be an integer from 1 to 3600000, found 0",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            rollout = { max_p99_ms = 0 }\n",
+        "t.toml:6:26: group a: \"rollout.max_p99_ms\" must be an integer from 1 to 3600000, found \
+            0",
     ),
     (
         "rollout bad on_failure",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { on_failure = \"retry\" }\n",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            rollout = { on_failure = \"retry\" }\n",
         "t.toml:6:26: group a: \"rollout.on_failure\" must be \"rollback\" or \"pause\"",
     ),
     (
         "rollout timeout not above healthy",
-        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\nrollout = { healthy_seconds = 30, timeout_seconds = 30 }\n",
-        "t.toml:6:53: group a: \"rollout.timeout_seconds\" (30) must be above \"rollout.healthy_seconds\" (30)",
+        "[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 1\n\
+            rollout = { healthy_seconds = 30, timeout_seconds = 30 }\n",
+        "t.toml:6:53: group a: \"rollout.timeout_seconds\" (30) must be \
+            above \"rollout.healthy_seconds\" (30)",
     ),
     (
         "metadata key that is no path segment",
@@ -394,7 +425,8 @@ fn errors_name_file_line_column_and_group() {
 
 #[test]
 fn every_error_of_a_file_is_reported_in_file_order() {
-    let text = "[b]\ncrate = \"c\"\nversion = \"1\"\ntask = \"t\"\n[a]\ncrate = \"c\"\nversion = \"1.0.0\"\ntask = \"t\"\ntasks = 0\n";
+    let text = "[b]\ncrate = \"c\"\nversion = \"1\"\ntask = \"t\"\n[a]\ncrate = \"c\"\n\
+        version = \"1.0.0\"\ntask = \"t\"\ntasks = 0\n";
     let errors = parse_all("t.toml", text).unwrap_err();
     let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(errors.len(), 3, "{shown:#?}");

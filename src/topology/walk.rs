@@ -20,7 +20,8 @@ pub(super) fn groups(d: &mut Diagnostics<'_>, root: &DeTable<'_>) -> Vec<GroupSp
         d.report(
             &(0..0),
             None,
-            "the topology has no groups: add a table such as [task.http.lb] with crate, version, task and tasks",
+            "the topology has no groups: add a table such as [task.http.lb] with crate, version, \
+                task and tasks",
         );
     }
     groups
@@ -78,7 +79,8 @@ fn not_a_table(
         format!("top-level key \"{key}\" is outside any group: move it into its group's table")
     } else {
         format!(
-            "namespace {} has key \"{key}\" but no crate: is it missing `crate`? (only a table with a crate key is a group)",
+            "namespace {} has key \"{key}\" but no crate: is it missing `crate`? (only a table \
+                with a crate key is a group)",
             dotted(names(path))
         )
     };
@@ -93,7 +95,11 @@ fn group_path(d: &mut Diagnostics<'_>, name: &str, path: &[Segment]) -> Option<K
             d.report(
                 span,
                 Some(name),
-                format!("table name {segment:?} cannot be part of a registry path: use only A-Z a-z 0-9 _ - in table names (a dot inside a quoted key would break the name to path mapping)"),
+                format!(
+                    "table name {segment:?} cannot be part of a registry path: use only A-Z \
+                    a-z 0-9 _ - in table names (a dot inside a quoted key would break the name to \
+                        path mapping)"
+                ),
             );
         }
     }
@@ -104,7 +110,10 @@ fn group_path(d: &mut Diagnostics<'_>, name: &str, path: &[Segment]) -> Option<K
         d.report(
             span,
             Some(name),
-            format!("the top-level table \"{first}\" is reserved for Lathe's own state ({RESERVED_PREFIX}): rename it"),
+            format!(
+                "the top-level table \"{first}\" is reserved for Lathe's own state \
+                ({RESERVED_PREFIX}): rename it"
+            ),
         );
     }
     if d.count() != before {

@@ -6,9 +6,9 @@
 //!
 //! - **One global index.** Every change (put or delete) gets a version from one monotonically
 //!   increasing index; in ZooKeeper mode it is the zxid of the write.
-//! - **Tombstones.** A delete leaves a tombstone (an entry with `value: None` and the version of the
-//!   delete), so replicas that re-list can tell "deleted at v" from "never existed". Backends may
-//!   garbage-collect tombstones older than [`TOMBSTONE_TTL`].
+//! - **Tombstones.** A delete leaves a tombstone (an entry with `value: None` and the version of
+//!   the delete), so replicas that re-list can tell "deleted at v" from "never existed". Backends
+//!   may garbage-collect tombstones older than [`TOMBSTONE_TTL`].
 //! - **CAS.** `cas = Some(0)` means "create only" (fails if the key holds a value; a tombstone
 //!   holds none); `cas = Some(v)` means "only if the key holds a value of version v"; a mismatch
 //!   is [`StoreError::CasMismatch`] (with `found: 0` when the key holds no value) and changes

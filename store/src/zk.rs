@@ -104,7 +104,8 @@ impl ZkStore {
                 }
             }
         };
-        tracing::info!(ensemble, session = %client.session_id(), base = layout.base(), "connected to zookeeper");
+        tracing::info!(ensemble, session = %client.session_id(), base = layout.base(),
+            "connected to zookeeper");
         let shared = Arc::new(Shared::new(hosts, layout, session_timeout, client.clone()));
         let (commands, requests) = mpsc::unbounded_channel();
         tokio::spawn(Pipeline::new(Arc::clone(&shared), requests).run(client));

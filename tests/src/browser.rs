@@ -1,5 +1,6 @@
-//! Headless Chromium for page tests, driven through chromedriver's W3C WebDriver HTTP API (plain JSON over
-//! HTTP): open a page, run a script in it, read the browser's console errors, save screenshots.
+//! Headless Chromium for page tests, driven through chromedriver's W3C WebDriver HTTP API (plain
+//! JSON over HTTP): open a page, run a script in it, read the browser's console errors, save
+//! screenshots.
 //!
 //! ```no_run
 //! use lathe_tests::browser::Browser;
@@ -11,8 +12,8 @@
 //! browser.screenshot("loaded"); // <artifacts>/dashboard/loaded.png
 //! ```
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (`make deps`). Screenshots go to `$LATHE_TEST_ARTIFACTS`, else
-//! to `test-artifacts/` in the target folder of the running test.
+//! Needs Debian's `chromium` and `chromium-driver` (`make deps`). Screenshots go to
+//! `$LATHE_TEST_ARTIFACTS`, else to `test-artifacts/` in the target folder of the running test.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -45,8 +46,8 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver on a free loopback port and a headless Chromium session whose console messages of level
-    /// SEVERE are kept; screenshots go to `<artifacts>/<name>/`.
+    /// Starts chromedriver on a free loopback port and a headless Chromium session whose console
+    /// messages of level SEVERE are kept; screenshots go to `<artifacts>/<name>/`.
     pub fn start(name: &str) -> Browser {
         let profile = tempfile::Builder::new()
             .prefix("lathe-chromium-")
@@ -133,7 +134,8 @@ impl Browser {
         self.session_command("POST", "/execute/sync", Some(body))
     }
 
-    /// The console messages of level SEVERE (errors, failed loads, uncaught exceptions) since the last call.
+    /// The console messages of level SEVERE (errors, failed loads, uncaught exceptions) since the
+    /// last call.
     pub fn console_errors(&self) -> Vec<Value> {
         let logs = self.session_command("POST", "/se/log", Some(json!({"type": "browser"})));
         let entries = logs.as_array().cloned().unwrap_or_default();
@@ -143,12 +145,13 @@ impl Browser {
             .collect()
     }
 
-    /// Saves a PNG of the whole page, beyond the window, as `<artifacts>/<name>/<file>.png`; prints and returns its
-    /// path. (WebDriver's own screenshot stops at the window: this one is Chromium's, through chromedriver's
-    /// DevTools pass-through.)
+    /// Saves a PNG of the whole page, beyond the window, as `<artifacts>/<name>/<file>.png`; prints
+    /// and returns its path. (WebDriver's own screenshot stops at the window: this one is
+    /// Chromium's, through chromedriver's DevTools pass-through.)
     pub fn screenshot(&self, file: &str) -> PathBuf {
         let size = self.eval(
-            "const e = document.documentElement; return [Math.max(e.scrollWidth, e.clientWidth), e.scrollHeight]",
+            "const e = document.documentElement; return [Math.max(e.scrollWidth, e.clientWidth), \
+                e.scrollHeight]",
         );
         let (width, height) = (
             size[0].as_u64().unwrap_or(WINDOW.0),
@@ -183,8 +186,9 @@ impl Drop for Browser {
     }
 }
 
-/// Where tests keep what they leave for people to look at: `$LATHE_TEST_ARTIFACTS`, else `test-artifacts/` in the
-/// target folder of the running test (`target/debug/deps/test-xxx` → `target/test-artifacts`).
+/// Where tests keep what they leave for people to look at: `$LATHE_TEST_ARTIFACTS`, else
+/// `test-artifacts/` in the target folder of the running test (`target/debug/deps/test-xxx` →
+/// `target/test-artifacts`).
 pub fn artifacts_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LATHE_TEST_ARTIFACTS") {
         return PathBuf::from(dir);

@@ -1,9 +1,10 @@
-//! HTTP helpers for tests: blocking REST calls to a node (`get_json`, `put_json`, ...) and [`SseReader`], a
-//! Server-Sent Events client for `/v1/watch/...` that reads on a background thread.
+//! HTTP helpers for tests: blocking REST calls to a node (`get_json`, `put_json`, ...) and
+//! [`SseReader`], a Server-Sent Events client for `/v1/watch/...` that reads on a background
+//! thread.
 //!
-//! Addresses are `HOST:PORT` (as [`crate::node::NodeProcess::http_addr`] gives them), paths start with `/` and
-//! carry their query. The panicking helpers suit test bodies; the `try_` ones return transport errors as `Err`,
-//! for polling a node that may be down.
+//! Addresses are `HOST:PORT` (as [`crate::node::NodeProcess::http_addr`] gives them), paths start
+//! with `/` and carry their query. The panicking helpers suit test bodies; the `try_` ones return
+//! transport errors as `Err`, for polling a node that may be down.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -20,7 +21,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest a connection, or an SSE stream's response head, may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An HTTP answer: status, headers (names lowercased), the body as text and as JSON (`Null` if not JSON).
+/// An HTTP answer: status, headers (names lowercased), the body as text and as JSON (`Null` if not
+/// JSON).
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
@@ -86,8 +88,8 @@ pub fn delete(addr: &str, path: &str) -> Reply {
     request("DELETE", addr, path, None)
 }
 
-/// Any method, with an optional body sent as `application/json` as it is (so tests can send bad JSON); panics on a
-/// transport error.
+/// Any method, with an optional body sent as `application/json` as it is (so tests can send bad
+/// JSON); panics on a transport error.
 pub fn request(method: &str, addr: &str, path: &str, body: Option<&str>) -> Reply {
     try_request(method, addr, path, body).unwrap_or_else(|err| panic!("{err}"))
 }
@@ -110,7 +112,8 @@ pub fn try_request(
 
 /// Whether `GET /v1/health` answers 200 within two seconds.
 pub fn is_healthy(addr: &str) -> bool {
-    matches!(send("GET", addr, "/v1/health", None, Duration::from_secs(2)), Ok(reply) if reply.status == 200)
+    matches!(send("GET", addr, "/v1/health", None, Duration::from_secs(2)),
+        Ok(reply) if reply.status == 200)
 }
 
 fn send(
@@ -173,8 +176,8 @@ impl SseEvent {
     }
 }
 
-/// The SSE line protocol: feed lines, get the events that blank lines complete (comments and data-less events are
-/// skipped, as the specification says).
+/// The SSE line protocol: feed lines, get the events that blank lines complete (comments and
+/// data-less events are skipped, as the specification says).
 #[derive(Debug, Default)]
 pub struct SseParser {
     event: Option<String>,
@@ -211,8 +214,9 @@ enum StreamMessage {
     Closed(String),
 }
 
-/// A subscription to an SSE route, read on a background thread. Once [`SseReader::connect`] returns, the server
-/// has answered the request's head, so changes made afterwards are in the stream.
+/// A subscription to an SSE route, read on a background thread. Once [`SseReader::connect`]
+/// returns, the server has answered the request's head, so changes made afterwards are in the
+/// stream.
 pub struct SseReader {
     url: String,
     socket: TcpStream,
@@ -241,7 +245,8 @@ impl SseReader {
             .set_read_timeout(Some(CONNECT_TIMEOUT))
             .map_err(fail)?;
         let head = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\
+                Connection: close\r\n\r\n"
         );
         socket.write_all(head.as_bytes()).map_err(fail)?;
         let mut reader = BufReader::new(socket.try_clone().map_err(fail)?);
@@ -274,7 +279,8 @@ impl SseReader {
         })
     }
 
-    /// The next event's data as JSON, or `None` if none came within `timeout` or the stream is closed.
+    /// The next event's data as JSON, or `None` if none came within `timeout` or the stream is
+    /// closed.
     pub fn next_event(&mut self, timeout: Duration) -> Option<Value> {
         self.next_raw(timeout).map(|event| event.json())
     }
@@ -310,7 +316,8 @@ impl SseReader {
         }
     }
 
-    /// The next `count` events; panics (showing those received) if they do not all come within `timeout`.
+    /// The next `count` events; panics (showing those received) if they do not all come within
+    /// `timeout`.
     pub fn expect_events(&mut self, count: usize, timeout: Duration) -> Vec<Value> {
         let deadline = std::time::Instant::now() + timeout;
         let mut events = Vec::with_capacity(count);
@@ -464,7 +471,8 @@ mod tests {
     #[test]
     fn sse_lines_make_events() {
         let mut parser = SseParser::default();
-        let text = ": keep-alive\n\nevent: change\nid: 3\ndata: {\"key\":\"/a\",\ndata: \"version\":3}\r\n\r\ndata: x\n";
+        let text = ": keep-alive\n\nevent: change\nid: 3\ndata: {\"key\":\"/a\",\n\
+            data: \"version\":3}\r\n\r\ndata: x\n";
         let events: Vec<SseEvent> = text
             .split_inclusive('\n')
             .filter_map(|l| parser.push_line(l))
@@ -492,7 +500,8 @@ mod tests {
         assert_eq!(text, "hello, world");
     }
 
-    /// Serves one SSE response (chunked, split mid-line) and keeps the connection open until the client closes.
+    /// Serves one SSE response (chunked, split mid-line) and keeps the connection open until the
+    /// client closes.
     fn fake_sse_server() -> (String, std::thread::JoinHandle<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -502,7 +511,8 @@ mod tests {
             BufReader::new(socket.try_clone().unwrap())
                 .read_line(&mut request_line)
                 .unwrap();
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                transfer-encoding: chunked\r\n\r\n";
             socket.write_all(head.as_bytes()).unwrap();
             for piece in [
                 "data: {\"op\":\"put\",",

@@ -124,7 +124,8 @@ impl KafkaBroker {
         }
     }
 
-    /// Brings a stopped broker back (a running one is stopped first) on the same port with the same data.
+    /// Brings a stopped broker back (a running one is stopped first) on the same port with the same
+    /// data.
     pub fn start(&mut self) -> anyhow::Result<()> {
         self.stop()?;
         let deadline = Instant::now() + START_DEADLINE;
@@ -178,7 +179,8 @@ impl KafkaBroker {
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "the kafka broker did not answer on port {} within {START_DEADLINE:?}; log:\n{}",
+                    "the kafka broker did not answer on port {} within {START_DEADLINE:?}; log:\n\
+                        {}",
                     self.port,
                     self.log_tail()
                 );

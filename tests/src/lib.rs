@@ -1,10 +1,14 @@
-//! Lathe's test harness: real services and real `lathe-node` processes for the integration tests in `tests/`.
+//! Lathe's test harness: real services and real `lathe-node` processes for the integration tests in
+//! `tests/`.
 //!
 //! # Layout
-//! - [`node`]: `NodeBuilder` → `NodeProcess` (a real `lathe-node` on free loopback ports) and `Cluster`.
-//! - [`browser`]: headless Chromium through chromedriver (WebDriver): page scripts, console errors, screenshots.
+//! - [`node`]: `NodeBuilder` → `NodeProcess` (a real `lathe-node` on free loopback ports) and
+//!   `Cluster`.
+//! - [`browser`]: headless Chromium through chromedriver (WebDriver): page scripts, console errors,
+//!   screenshots.
 //! - [`haproxy`]: a real HAProxy in master-worker mode, and its CLI sockets.
-//! - [`http`]: REST helpers (`get_json`, `put_json`, ...) and `SseReader` for `/v1/watch/...` streams.
+//! - [`http`]: REST helpers (`get_json`, `put_json`, ...) and `SseReader` for `/v1/watch/...`
+//!   streams.
 //! - [`wait`]: `wait_until(what, deadline, condition)`: poll a condition, never sleep a fixed time.
 //! - [`zk`]: a real ZooKeeper server started for a test.
 //! - [`kafka`]: a real Kafka-protocol broker process (`noida-db`) started for a test.
@@ -12,7 +16,8 @@
 //! - [`yarn`]: a double of a YARN ResourceManager's REST API that runs the containers it grants.
 //! - [`prometheus`]: a real Prometheus over the shipped `config/prometheus/`, and `promtool`.
 //! - [`promql`]: the PromQL expressions of the shipped rules, console and Grafana dashboard.
-//! - [`scenario`]: shared steps: a ZooKeeper-backed cluster, writes that must succeed, entries under a prefix.
+//! - [`scenario`]: shared steps: a ZooKeeper-backed cluster, writes that must succeed, entries
+//!   under a prefix.
 pub mod browser;
 pub mod haproxy;
 pub mod http;

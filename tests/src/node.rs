@@ -1,5 +1,6 @@
-//! Real `lathe-node` processes for tests: [`NodeBuilder`] → [`NodeProcess`] (start, kill, terminate, restart on
-//! the same ports and data dir) and [`Cluster`] (n nodes joined to the first, all seen alive by all).
+//! Real `lathe-node` processes for tests: [`NodeBuilder`] → [`NodeProcess`] (start, kill,
+//! terminate, restart on the same ports and data dir) and [`Cluster`] (n nodes joined to the first,
+//! all seen alive by all).
 //!
 //! ```no_run
 //! use lathe_tests::node::{Cluster, NodeBuilder};
@@ -12,10 +13,11 @@
 //! cluster.node_mut(2).restart(); // same ports, same data dir
 //! ```
 //!
-//! The binary is `$LATHE_NODE_BIN`, else `lathe-node` beside the test executable's `deps/` folder (build it first:
-//! `cargo build --bins`). Each node gets free loopback ports, a scratch directory (log file, default data dir)
-//! removed on drop unless `LATHE_TEST_KEEP_DIRS` is set, and none of the test process's `LATHE_*` variables. A
-//! node is SIGKILLed when dropped; if the test is panicking, the tail of its log is printed first.
+//! The binary is `$LATHE_NODE_BIN`, else `lathe-node` beside the test executable's `deps/` folder
+//! (build it first: `cargo build --bins`). Each node gets free loopback ports, a scratch directory
+//! (log file, default data dir) removed on drop unless `LATHE_TEST_KEEP_DIRS` is set, and none of
+//! the test process's `LATHE_*` variables. A node is SIGKILLed when dropped; if the test is
+//! panicking, the tail of its log is printed first.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -40,8 +42,8 @@ pub const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
 /// How many log lines a failure message shows.
 const LOG_TAIL_LINES: usize = 60;
 
-/// The path of a binary of this workspace: `$env_var` if set, else `name` in the target folder of the running
-/// test (`target/debug/deps/test-xxx` → `target/debug/name`).
+/// The path of a binary of this workspace: `$env_var` if set, else `name` in the target folder of
+/// the running test (`target/debug/deps/test-xxx` → `target/debug/name`).
 pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_var) {
         return PathBuf::from(path);
@@ -73,8 +75,8 @@ pub fn cli_binary() -> PathBuf {
     workspace_binary("lathe", "LATHE_BIN")
 }
 
-/// Runs `lathe --addr ADDR ARGS...` to completion (stdin closed, no inherited `LATHE_ADDR`) and returns its exit
-/// status, stdout and stderr.
+/// Runs `lathe --addr ADDR ARGS...` to completion (stdin closed, no inherited `LATHE_ADDR`) and
+/// returns its exit status, stdout and stderr.
 pub fn run_cli(addr: &str, args: &[&str]) -> std::process::Output {
     Command::new(cli_binary())
         .arg("--addr")
@@ -313,7 +315,8 @@ impl NodeProcess {
         &self.args
     }
 
-    /// Stdout and stderr of every start so far (each start is preceded by a `=== lathe-tests:` line).
+    /// Stdout and stderr of every start so far (each start is preceded by a `=== lathe-tests:`
+    /// line).
     pub fn log_contents(&self) -> String {
         std::fs::read(&self.log_path)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
@@ -339,8 +342,8 @@ impl NodeProcess {
             .and_then(|child| child.try_wait().expect("waitpid on a node process"))
     }
 
-    /// Waits until `GET /v1/health` answers 200; panics with the log tail if the process exits first or the
-    /// deadline passes.
+    /// Waits until `GET /v1/health` answers 200; panics with the log tail if the process exits
+    /// first or the deadline passes.
     pub fn wait_healthy(&mut self, deadline: Duration) {
         let http_addr = self.http_addr.clone();
         let outcome = try_wait_until(deadline, || {
@@ -368,7 +371,8 @@ impl NodeProcess {
         }
     }
 
-    /// Waits until the process exits by itself and returns its status; panics with the log tail on timeout.
+    /// Waits until the process exits by itself and returns its status; panics with the log tail on
+    /// timeout.
     pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
         let name = self.name.clone();
         match try_wait_until(deadline, || self.exit_status()) {
@@ -387,8 +391,8 @@ impl NodeProcess {
         }
     }
 
-    /// SIGTERM (graceful drain) and waits for the exit ([`STOP_DEADLINE`]); returns the exit status. On timeout the
-    /// process is killed and the call panics with the log tail.
+    /// SIGTERM (graceful drain) and waits for the exit ([`STOP_DEADLINE`]); returns the exit
+    /// status. On timeout the process is killed and the call panics with the log tail.
     pub fn terminate(&mut self) -> ExitStatus {
         if let Some(status) = self.exit_status() {
             return status;
@@ -429,8 +433,8 @@ impl NodeProcess {
         );
     }
 
-    /// Starts the node again with the same arguments, ports and data dir (killing it first if it still runs) and
-    /// waits until it serves.
+    /// Starts the node again with the same arguments, ports and data dir (killing it first if it
+    /// still runs) and waits until it serves.
     pub fn restart(&mut self) {
         self.respawn();
         self.wait_healthy(START_DEADLINE);
@@ -543,8 +547,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` nodes named `<template name or "node">-<i>` from `template` (a template data dir becomes one
-    /// sub-folder per node) and waits until every node lists all `n` as alive ([`MEMBERSHIP_DEADLINE`]).
+    /// Starts `n` nodes named `<template name or "node">-<i>` from `template` (a template data dir
+    /// becomes one sub-folder per node) and waits until every node lists all `n` as alive
+    /// ([`MEMBERSHIP_DEADLINE`]).
     pub fn start(n: usize, template: NodeBuilder) -> Cluster {
         assert!(n > 0, "a cluster has at least one node");
         let prefix = template.name.clone().unwrap_or_else(|| "node".to_string());
@@ -567,7 +572,8 @@ impl Cluster {
         cluster
     }
 
-    /// Adds one node that joins a running node, and waits until all running nodes see each other alive.
+    /// Adds one node that joins a running node, and waits until all running nodes see each other
+    /// alive.
     pub fn add_node(&mut self) -> &mut NodeProcess {
         let seed = self
             .nodes
@@ -691,7 +697,8 @@ mod tests {
         );
     }
 
-    /// A stand-in for lathe-node (`sh -c`): exercises spawn, the log, exit statuses, SIGTERM and restart.
+    /// A stand-in for lathe-node (`sh -c`): exercises spawn, the log, exit statuses, SIGTERM and
+    /// restart.
     fn fake_node(script: &str) -> NodeProcess {
         let scratch = tempfile::tempdir().unwrap();
         let mut node = NodeProcess {

@@ -102,7 +102,8 @@ mod tests {
     #[test]
     fn metric_names_skip_labels_and_strings() {
         let names = metric_names(
-            "max by (group) (lathe_rollouts{lathe_role=\"lathe_x\",state='up'}) == 1 or up{job=\"lathe\"}",
+            "max by (group) (lathe_rollouts{lathe_role=\"lathe_x\",state='up'}) == 1 or \
+                up{job=\"lathe\"}",
         );
         let expected: BTreeSet<String> = ["lathe_rollouts", "up"].map(String::from).into();
         assert_eq!(names, expected);

@@ -1,5 +1,5 @@
-//! A TCP proxy a test can cut: the way to cut one node off from a service (ZooKeeper) while the rest of the
-//! cluster still reaches it, without root or firewall rules.
+//! A TCP proxy a test can cut: the way to cut one node off from a service (ZooKeeper) while the
+//! rest of the cluster still reaches it, without root or firewall rules.
 //!
 //! ```no_run
 //! use lathe_tests::proxy::TcpProxy;

@@ -1,5 +1,6 @@
-//! Small building blocks shared by the integration tests: a ZooKeeper-backed cluster, registry writes that must
-//! succeed, the entries under a prefix, one metric's value, and the shape of error answers.
+//! Small building blocks shared by the integration tests: a ZooKeeper-backed cluster, registry
+//! writes that must succeed, the entries under a prefix, one metric's value, and the shape of error
+//! answers.
 //!
 //! ```no_run
 //! use lathe_tests::scenario::{entries_under, put_ok, zk_cluster};
@@ -22,7 +23,8 @@ use crate::zk::ZkServer;
 /// The cookie the test clusters share.
 pub const TEST_COOKIE: &str = "lathe-test-cookie";
 
-/// Starts a fresh ZooKeeper and `n` nodes named `<name>-<i>` using it (all joined to the first, all alive).
+/// Starts a fresh ZooKeeper and `n` nodes named `<name>-<i>` using it (all joined to the first, all
+/// alive).
 pub fn zk_cluster(n: usize, name: &str) -> (ZkServer, Cluster) {
     zk_cluster_with(n, NodeBuilder::new().name(name))
 }
@@ -35,7 +37,8 @@ pub fn zk_cluster_with(n: usize, template: NodeBuilder) -> (ZkServer, Cluster) {
     (zk, cluster)
 }
 
-/// Whether `key` lies under `/lathe`, which Lathe writes to itself (scheduler leader, members, ...).
+/// Whether `key` lies under `/lathe`, which Lathe writes to itself (scheduler leader, members,
+/// ...).
 pub fn is_reserved(key: &str) -> bool {
     key == "/lathe" || key.starts_with("/lathe/")
 }
@@ -48,8 +51,9 @@ pub fn without_reserved(entries: BTreeMap<String, (Value, u64)>) -> BTreeMap<Str
         .collect()
 }
 
-/// The next `count` events of `reader` that are not changes of Lathe's own state (keys under `/lathe`, which a
-/// watcher of `/` also receives); panics with those received if they do not all come within `timeout`.
+/// The next `count` events of `reader` that are not changes of Lathe's own state (keys under
+/// `/lathe`, which a watcher of `/` also receives); panics with those received if they do not all
+/// come within `timeout`.
 pub fn expect_user_events(reader: &mut SseReader, count: usize, timeout: Duration) -> Vec<Value> {
     let deadline = Instant::now() + timeout;
     let mut events = Vec::with_capacity(count);
@@ -64,8 +68,9 @@ pub fn expect_user_events(reader: &mut SseReader, count: usize, timeout: Duratio
     events
 }
 
-/// Asserts that two event sequences are equal; on a difference, names the first differing position, the event
-/// expected and received there, and the lengths (whole sequences are too long to read in a panic message).
+/// Asserts that two event sequences are equal; on a difference, names the first differing position,
+/// the event expected and received there, and the lengths (whole sequences are too long to read in
+/// a panic message).
 pub fn assert_same_events(received: &[Value], expected: &[Value], what: &str) {
     if received == expected {
         return;
@@ -85,7 +90,8 @@ pub fn assert_same_events(received: &[Value], expected: &[Value], what: &str) {
             .join("\n    ")
     };
     panic!(
-        "{what}: {} events received, {} expected; first difference at #{at}\n  received from #{}:\n    {}\n  \
+        "{what}: {} events received, {} expected; first difference at #{at}\n  received from \
+            #{}:\n    {}\n  \
          expected from #{}:\n    {}",
         received.len(),
         expected.len(),
@@ -113,7 +119,8 @@ pub fn put_ok(addr: &str, key: &str, value: &Value) -> u64 {
         .unwrap_or_else(|| panic!("PUT {key} on {addr}: no version in {}", reply.text))
 }
 
-/// The entries at or under `prefix` on `addr` (`GET /v1/kv{prefix}?recurse=true`): key → (value, version).
+/// The entries at or under `prefix` on `addr` (`GET /v1/kv{prefix}?recurse=true`): key → (value,
+/// version).
 pub fn entries_under(addr: &str, prefix: &str) -> BTreeMap<String, (Value, u64)> {
     try_entries_under(addr, prefix).unwrap_or_else(|err| panic!("{err}"))
 }
@@ -168,8 +175,8 @@ pub fn metric_value(addr: &str, name: &str) -> Result<f64, String> {
     found.ok_or_else(|| format!("no metric {name} on {addr}"))
 }
 
-/// Asserts that `reply` is an error answer: the status, and a JSON body `{"error": "<non-empty>"}`; returns the
-/// message.
+/// Asserts that `reply` is an error answer: the status, and a JSON body `{"error": "<non-empty>"}`;
+/// returns the message.
 pub fn assert_error(reply: &Reply, status: u16, what: &str) -> String {
     assert_eq!(
         reply.status, status,

@@ -27,7 +27,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 pub trait Condition {
     /// What `wait_until` returns once the condition holds.
     type Output;
-    /// `Ok(output)` when the condition holds, else `Err(what was observed)` for the timeout message.
+    /// `Ok(output)` when the condition holds, else `Err(what was observed)` for the timeout
+    /// message.
     fn check(self) -> Result<Self::Output, String>;
 }
 
@@ -56,11 +57,12 @@ impl<T, E: Debug> Condition for Result<T, E> {
     }
 }
 
-/// Calls `condition` every [`POLL_INTERVAL`] until it holds (`true`, `Some(T)` or `Ok(T)`) and returns its output.
+/// Calls `condition` every [`POLL_INTERVAL`] until it holds (`true`, `Some(T)` or `Ok(T)`) and
+/// returns its output.
 ///
 /// # Panics
-/// When `deadline` passes first: the message names `what`, the time waited, the number of checks and the last
-/// observed state (for `Result` conditions, the `Debug` of the last `Err`).
+/// When `deadline` passes first: the message names `what`, the time waited, the number of checks
+/// and the last observed state (for `Result` conditions, the `Debug` of the last `Err`).
 pub fn wait_until<C: Condition>(
     what: &str,
     deadline: Duration,
@@ -77,7 +79,8 @@ pub fn wait_until<C: Condition>(
         let elapsed = started.elapsed();
         if elapsed >= deadline {
             panic!(
-                "timed out after {:.1}s ({checks} checks) waiting for {what}; last observed: {observed}",
+                "timed out after {:.1}s ({checks} checks) waiting for {what}; last observed: \
+                    {observed}",
                 elapsed.as_secs_f64()
             );
         }
@@ -85,8 +88,9 @@ pub fn wait_until<C: Condition>(
     }
 }
 
-/// Like [`wait_until`], but returns the last observed state as `Err` instead of panicking on timeout (for tests
-/// that check that something does *not* happen, or that handle the timeout themselves).
+/// Like [`wait_until`], but returns the last observed state as `Err` instead of panicking on
+/// timeout (for tests that check that something does *not* happen, or that handle the timeout
+/// themselves).
 pub fn try_wait_until<C: Condition>(
     deadline: Duration,
     mut condition: impl FnMut() -> C,
@@ -105,8 +109,8 @@ pub fn try_wait_until<C: Condition>(
     }
 }
 
-/// [`wait_until`] for async tests: awaits `condition()` every [`POLL_INTERVAL`] (sleeping on the tokio timer,
-/// never blocking the runtime) until it holds, and returns its output.
+/// [`wait_until`] for async tests: awaits `condition()` every [`POLL_INTERVAL`] (sleeping on the
+/// tokio timer, never blocking the runtime) until it holds, and returns its output.
 ///
 /// # Panics
 /// When `deadline` passes first, with the same message as [`wait_until`].
@@ -127,7 +131,8 @@ where
         let elapsed = started.elapsed();
         if elapsed >= deadline {
             panic!(
-                "timed out after {:.1}s ({checks} checks) waiting for {what}; last observed: {observed}",
+                "timed out after {:.1}s ({checks} checks) waiting for {what}; last observed: \
+                    {observed}",
                 elapsed.as_secs_f64()
             );
         }

@@ -156,7 +156,10 @@ fn follow_scale_changes(slots: Slots, connections: usize) {
     let requests = RequestLoop::start_on(format!("http://{listen}/get/index"), ":)", connections);
     let reloads_before = haproxy.reloads();
     let grow = scale(&cluster, &source, &haproxy, 5);
-    println!("3 → 5 LB instances: haproxy followed {grow:?} after the registry changed ({slots:?} slots)");
+    println!(
+        "3 → 5 LB instances: haproxy followed {grow:?} after the registry changed ({slots:?} \
+        slots)"
+    );
     assert!(grow <= FOLLOW, "3 → 5 took {grow:?}");
     let reloads: u64 = match slots {
         Slots::Four => 1,

@@ -1,6 +1,7 @@
-//! Bad input gets a clear `{"error": ...}` with the right status and changes nothing stored (bad JSON, bad paths,
-//! oversized values, unknown routes and parameters, wrong methods, writes under `/lathe/`); bad `lathe-node` flags
-//! are one line naming the flag and exit code 2, before any port is bound.
+//! Bad input gets a clear `{"error": ...}` with the right status and changes nothing stored (bad
+//! JSON, bad paths, oversized values, unknown routes and parameters, wrong methods, writes under
+//! `/lathe/`); bad `lathe-node` flags are one line naming the flag and exit code 2, before any port
+//! is bound.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -115,9 +116,9 @@ struct Refusal {
     stderr: String,
 }
 
-/// Runs `lathe-node ARGS` with `--http` on a port this test holds and `--data-dir` in a fresh directory: with bad
-/// flags it must exit before binding anything (binding the held port would fail with another message and code),
-/// and without creating the data dir.
+/// Runs `lathe-node ARGS` with `--http` on a port this test holds and `--data-dir` in a fresh
+/// directory: with bad flags it must exit before binding anything (binding the held port would fail
+/// with another message and code), and without creating the data dir.
 fn run_with_bad_flags(args: &[&str], env: &[(&str, &str)]) -> Refusal {
     let held = TcpListener::bind("127.0.0.1:0").expect("a port to hold");
     let http_addr = held.local_addr().unwrap().to_string();
@@ -263,8 +264,9 @@ fn read_response(reader: &mut impl BufRead) -> std::io::Result<RawResponse> {
     Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// Sends one request on a fresh connection (`Connection: close`) and reads the answer, so that each bad request is
-/// judged on its own whatever the server does with the connection afterwards (see the keep-alive test below).
+/// Sends one request on a fresh connection (`Connection: close`) and reads the answer, so that each
+/// bad request is judged on its own whatever the server does with the connection afterwards (see
+/// the keep-alive test below).
 fn one_shot_request(addr: &str, method: &str, path: &str, body: Option<&str>) -> Reply {
     let mut socket = TcpStream::connect(addr).expect("connect");
     socket
@@ -277,7 +279,8 @@ fn one_shot_request(addr: &str, method: &str, path: &str, body: Option<&str>) ->
         body.len()
     );
     socket.write_all(head.as_bytes()).expect("send the head");
-    // The server may answer (and close) before reading the body: a failed write is not the test's concern.
+    // The server may answer (and close) before reading the body: a failed write is not the test's
+    // concern.
     socket.write_all(body.as_bytes()).ok();
     let mut reader = BufReader::new(socket);
     let (status, headers, text) = read_response(&mut reader)
@@ -290,10 +293,10 @@ fn one_shot_request(addr: &str, method: &str, path: &str, body: Option<&str>) ->
     }
 }
 
-/// Some errors are answered before the request's body is read (413 over the limit, 405, 403 under `/lathe/`). If
-/// the server then closes the keep-alive connection, the answer must say so (`Connection: close`); otherwise a
-/// client that pools connections sends its next request into a closed socket (ureq, for one, fails the next POST
-/// with "Unexpected EOF").
+/// Some errors are answered before the request's body is read (413 over the limit, 405, 403 under
+/// `/lathe/`). If the server then closes the keep-alive connection, the answer must say so
+/// (`Connection: close`); otherwise a client that pools connections sends its next request into a
+/// closed socket (ureq, for one, fails the next POST with "Unexpected EOF").
 #[test]
 fn errors_answered_before_the_body_keep_the_connection_usable_or_announce_its_close() {
     let node = NodeBuilder::new()
@@ -343,7 +346,8 @@ fn errors_answered_before_the_body_keep_the_connection_usable_or_announce_its_cl
                 "{method} {path} → {status}, then GET /v1/health → {other} {text}"
             )),
             Err(err) => broken.push(format!(
-                "{method} {path} → {status} with headers {headers:?} (no `Connection: close`), then the \
+                "{method} {path} → {status} with headers {headers:?} (no `Connection: close`), \
+                    then the \
                  connection was closed: {err}"
             )),
         }

@@ -1,5 +1,6 @@
-//! Cluster membership with real processes and a real ZooKeeper: three nodes join and each lists three alive
-//! members; a node with the wrong cookie is refused, never listed, and the refusal is logged.
+//! Cluster membership with real processes and a real ZooKeeper: three nodes join and each lists
+//! three alive members; a node with the wrong cookie is refused, never listed, and the refusal is
+//! logged.
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use serde_json::Value;
 
 /// How long a refusal may take to show in the logs.
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(30);
-/// How long the members of the cluster keep being checked for the refused node after the refusal is logged.
+/// How long the members of the cluster keep being checked for the refused node after the refusal is
+/// logged.
 const NEVER_LISTED_WINDOW: Duration = Duration::from_secs(3);
 
 #[test]
@@ -38,8 +40,8 @@ fn three_nodes_with_one_zookeeper_each_list_three_alive_members() {
     }
 }
 
-/// The intruder joins through `--join` only (its ZooKeeper chroot is another one, so the cluster cannot learn of it
-/// from ZooKeeper): the cluster transport's cookie check alone must keep it out.
+/// The intruder joins through `--join` only (its ZooKeeper chroot is another one, so the cluster
+/// cannot learn of it from ZooKeeper): the cluster transport's cookie check alone must keep it out.
 #[test]
 fn a_node_with_the_wrong_cookie_is_refused_never_listed_and_the_refusal_is_logged() {
     let (zk, cluster) = zk_cluster(3, "guarded");
@@ -52,8 +54,8 @@ fn a_node_with_the_wrong_cookie_is_refused_never_listed_and_the_refusal_is_logge
     check_refused(&cluster, intruder, "guarded");
 }
 
-/// The intruder shares the cluster's ZooKeeper (same chroot), as a misconfigured node of the same deployment would:
-/// its ZooKeeper member node must not make it a member either.
+/// The intruder shares the cluster's ZooKeeper (same chroot), as a misconfigured node of the same
+/// deployment would: its ZooKeeper member node must not make it a member either.
 #[test]
 fn a_node_with_the_wrong_cookie_sharing_the_zookeeper_is_never_listed() {
     let (zk, cluster) = zk_cluster(3, "shared");
@@ -79,8 +81,8 @@ fn refusal_logged(log: &str) -> bool {
     })
 }
 
-/// No member of `cluster` ever lists `intruder`; both the intruder and the seed it contacted log the refusal;
-/// the cluster keeps its three alive members; the intruder stays up or exits non-zero.
+/// No member of `cluster` ever lists `intruder`; both the intruder and the seed it contacted log
+/// the refusal; the cluster keeps its three alive members; the intruder stays up or exits non-zero.
 fn check_refused(cluster: &Cluster, mut intruder: NodeProcess, prefix: &str) {
     let check_not_listed = || {
         for node in cluster.nodes() {

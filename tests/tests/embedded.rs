@@ -1,5 +1,6 @@
-//! The embedded registry (no ZooKeeper): an acknowledged write survives SIGKILL and restart of the founding node,
-//! and nodes that `--join` the founder read, write and watch its registry over the cluster.
+//! The embedded registry (no ZooKeeper): an acknowledged write survives SIGKILL and restart of the
+//! founding node, and nodes that `--join` the founder read, write and watch its registry over the
+//! cluster.
 
 use std::time::Duration;
 
@@ -95,8 +96,10 @@ fn joined_nodes_read_write_and_watch_the_founders_embedded_registry() {
     assert!(v1 < v2 && v2 < v3, "versions {v1}, {v2}, {v3}");
 
     let expected: Vec<Value> = vec![
-        json!({"key": "/shared/from-joined", "value": {"by": "joined"}, "version": v1, "op": "put"}),
-        json!({"key": "/shared/from-founder", "value": {"by": "founder"}, "version": v2, "op": "put"}),
+        json!({"key": "/shared/from-joined", "value": {"by": "joined"}, "version": v1,
+               "op": "put"}),
+        json!({"key": "/shared/from-founder", "value": {"by": "founder"}, "version": v2,
+               "op": "put"}),
         json!({"key": "/shared/from-joined-b", "value": [1, 2, 3], "version": v3, "op": "put"}),
     ];
     for addr in &addrs {
@@ -137,9 +140,9 @@ fn joined_nodes_read_write_and_watch_the_founders_embedded_registry() {
     assert_eq!(founder_reply.status, 404, "{}", founder_reply.text);
 }
 
-/// README: while the founding node is down, joined nodes serve reads and watches from their replicas and answer
-/// writes with 503; when it comes back (same `--bind` and `--data-dir`) they re-sync and their watchers get what
-/// changed.
+/// README: while the founding node is down, joined nodes serve reads and watches from their
+/// replicas and answer writes with 503; when it comes back (same `--bind` and `--data-dir`) they
+/// re-sync and their watchers get what changed.
 #[test]
 fn joined_nodes_ride_out_a_restart_of_the_founder() {
     let mut cluster = Cluster::start(3, NodeBuilder::new().name("ride").cookie(TEST_COOKIE));

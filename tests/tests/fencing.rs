@@ -1,7 +1,8 @@
-//! Fencing with real processes: a node cut off from ZooKeeper (its ZooKeeper traffic goes through a proxy the
-//! test cuts) while its peers still reach it. Its session expires, the scheduler re-places its instances on the
-//! live nodes, and the cut-off node must stop serving them: it fences itself (its peers hold it dead while it has
-//! no ZooKeeper) and stops every instance. When ZooKeeper is back, it registers again and the fence lifts.
+//! Fencing with real processes: a node cut off from ZooKeeper (its ZooKeeper traffic goes through a
+//! proxy the test cuts) while its peers still reach it. Its session expires, the scheduler
+//! re-places its instances on the live nodes, and the cut-off node must stop serving them: it
+//! fences itself (its peers hold it dead while it has no ZooKeeper) and stops every instance. When
+//! ZooKeeper is back, it registers again and the fence lifts.
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;

@@ -169,7 +169,8 @@ fn prometheus_scrapes_a_real_cluster_and_every_expression_holds() {
     let shift = http::post_json(
         &addr,
         "/v1/shifts",
-        &json!({"key": SPLIT_KEY, "to": "task.http.frontpage.v4-2-2", "step": 10, "every_seconds": 3600}),
+        &json!({"key": SPLIT_KEY, "to": "task.http.frontpage.v4-2-2", "step": 10,
+                "every_seconds": 3600}),
     );
     assert_eq!(shift.status, 200, "{}", shift.text);
     let undo = http::post_json(&addr, &format!("/v1/shifts{SPLIT_KEY}/undo"), &json!({}));

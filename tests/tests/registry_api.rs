@@ -1,6 +1,7 @@
-//! The registry's REST semantics on a three-node ZooKeeper cluster: CRUD, CAS, recursive reads and deletes,
-//! increasing versions (ZooKeeper zxids), `X-Lathe-Index` (also at least the version a write answers, in both store
-//! modes), and many concurrent CAS writers on one version from different nodes.
+//! The registry's REST semantics on a three-node ZooKeeper cluster: CRUD, CAS, recursive reads and
+//! deletes, increasing versions (ZooKeeper zxids), `X-Lathe-Index` (also at least the version a
+//! write answers, in both store modes), and many concurrent CAS writers on one version from
+//! different nodes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
@@ -75,7 +76,8 @@ fn crud_cas_and_recurse_with_increasing_versions_on_every_node() {
     let created = http::put_json(a, "/v1/kv/crud/a", &json!({"x": 1}));
     assert_eq!(created.status, 200, "{}", created.text);
     let v1 = version_of(&created).expect("a version");
-    // Present here; its value against the version is checked by a_write_answers_an_index_at_least_its_own_version.
+    // Present here; its value against the version is checked by
+    // a_write_answers_an_index_at_least_its_own_version.
     index_of(&created, "PUT");
     versions.push(v1);
     for addr in &addrs {
@@ -184,7 +186,8 @@ fn recursive_reads_and_deletes_cover_exactly_the_subtree() {
         );
     }
 
-    // One recursive delete: every key under /t goes, with one version, seen by a watcher as delete events.
+    // One recursive delete: every key under /t goes, with one version, seen by a watcher as delete
+    // events.
     let mut watcher = SseReader::connect(&addrs[2], "/v1/watch/t");
     let deleted = http::delete(&addrs[0], "/v1/kv/t?recurse=true");
     assert_eq!(
@@ -231,7 +234,8 @@ fn recursive_reads_and_deletes_cover_exactly_the_subtree() {
     }
 }
 
-/// Every writer sends `PUT path?cas=V` at once (3 nodes × 8 threads); returns the (status, body) of each.
+/// Every writer sends `PUT path?cas=V` at once (3 nodes × 8 threads); returns the (status, body) of
+/// each.
 fn cas_race(addrs: &[String], path: &str, cas: u64) -> Vec<(usize, Reply)> {
     let writers = addrs.len() * WRITERS_PER_NODE;
     let barrier = Arc::new(Barrier::new(writers));
@@ -255,7 +259,8 @@ fn cas_race(addrs: &[String], path: &str, cas: u64) -> Vec<(usize, Reply)> {
         .collect()
 }
 
-/// Checks that exactly one writer won, every other got 409, and every node ends with the winner's value.
+/// Checks that exactly one writer won, every other got 409, and every node ends with the winner's
+/// value.
 fn check_one_winner(addrs: &[String], key: &str, replies: &[(usize, Reply)]) -> u64 {
     let winners: Vec<&(usize, Reply)> = replies.iter().filter(|(_, r)| r.status == 200).collect();
     let statuses: Vec<u16> = replies.iter().map(|(_, r)| r.status).collect();
@@ -297,9 +302,10 @@ fn concurrent_cas_writers_from_every_node_exactly_one_wins() {
     }
 }
 
-/// A node acknowledges a write once its replica has it, so the `X-Lathe-Index` of the answer (the node's index) is
-/// at least the write's version, and a blocking query from that index waits for the next change rather than waking
-/// on the client's own write. Many writes, to catch a race between the two.
+/// A node acknowledges a write once its replica has it, so the `X-Lathe-Index` of the answer (the
+/// node's index) is at least the write's version, and a blocking query from that index waits for
+/// the next change rather than waking on the client's own write. Many writes, to catch a race
+/// between the two.
 #[test]
 fn a_write_answers_an_index_at_least_its_own_version() {
     let (_zk, cluster) = zk_cluster(3, "idx");
@@ -329,7 +335,8 @@ fn check_write_indexes(addrs: &[String]) {
     }
     assert!(
         behind.is_empty(),
-        "{} of {WRITES_FOR_INDEX_RACE} writes answered an index below their own version: {behind:?}",
+        "{} of {WRITES_FOR_INDEX_RACE} writes answered an index below their own version: \
+            {behind:?}",
         behind.len()
     );
 }

@@ -1,6 +1,7 @@
-//! The registry through failures, with real processes: a node SIGKILLed during a stream of writes (every
-//! acknowledged write kept and delivered in order to the live nodes' watchers; the restarted node rejoins and its
-//! watchers resume from an index with no gap), and a ZooKeeper restart under load (data intact, writes resume).
+//! The registry through failures, with real processes: a node SIGKILLed during a stream of writes
+//! (every acknowledged write kept and delivered in order to the live nodes' watchers; the restarted
+//! node rejoins and its watchers resume from an index with no gap), and a ZooKeeper restart under
+//! load (data intact, writes resume).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +41,8 @@ struct Ack {
     at: Instant,
 }
 
-/// Writer threads that PUT distinct keys under `prefix`, each to its own node, until stopped; they record the
-/// writes answered 200 and the failures.
+/// Writer threads that PUT distinct keys under `prefix`, each to its own node, until stopped; they
+/// record the writes answered 200 and the failures.
 struct Writers {
     stop: Arc<AtomicBool>,
     acks: Arc<Mutex<Vec<Ack>>>,
@@ -183,7 +184,9 @@ fn check_acks_kept(state: &State, acks: &[Ack], where_: &str) {
 fn changes_of(state: &State) -> Vec<Value> {
     let mut changes: Vec<Value> = state
         .iter()
-        .map(|(key, (value, version))| json!({"key": key, "value": value, "version": version, "op": "put"}))
+        .map(|(key, (value, version))| {
+            json!({"key": key, "value": value, "version": version, "op": "put"})
+        })
         .collect();
     changes.sort_by_key(|c| c["version"].as_u64());
     changes
@@ -235,8 +238,8 @@ fn sigkill_a_node_during_writes_keeps_every_acknowledged_write_and_watchers_resu
     sigkill_a_node_during_writes(Writes::ToLiveNodes);
 }
 
-/// The check of issue 13: the killed node takes writes too (some acknowledged by it just before it dies), and
-/// a watcher on the restarted node reads everything again from index 0.
+/// The check of issue 13: the killed node takes writes too (some acknowledged by it just before it
+/// dies), and a watcher on the restarted node reads everything again from index 0.
 #[test]
 fn sigkill_a_node_that_takes_writes_loses_no_acknowledged_change_for_any_watcher() {
     sigkill_a_node_during_writes(Writes::ToEveryNode);
@@ -315,7 +318,8 @@ fn sigkill_a_node_during_writes(writes: Writes) {
     check_acks_kept(&final_state, &acks, &addrs[0]);
     wait_for_state(&addrs[1], "/s", &final_state);
 
-    // Every watcher on the live nodes got every change under its prefix, in version order, nothing else.
+    // Every watcher on the live nodes got every change under its prefix, in version order, nothing
+    // else.
     let all_changes = changes_of(&final_state);
     for (name, watcher) in &mut live_watchers {
         let prefix = name.split_once("/v1/watch").unwrap().1;
@@ -342,7 +346,8 @@ fn sigkill_a_node_during_writes(writes: Writes) {
         .and_then(|e| e["version"].as_u64())
         .expect("a last seen version");
 
-    // The restarted node rejoins, holds the same data, and a watcher resuming from the last seen index catches up.
+    // The restarted node rejoins, holds the same data, and a watcher resuming from the last seen
+    // index catches up.
     cluster.node_mut(2).restart();
     cluster.wait_all_alive(MEMBERSHIP_DEADLINE);
     wait_for_state(&addrs[2], "/s", &final_state);
@@ -400,18 +405,18 @@ fn zookeeper_restart_keeps_acknowledged_data_and_writes_resume_by_themselves() {
     zookeeper_outage_under_light_load("zkr", 0);
 }
 
-/// ZooKeeper stays down until every writer has had two writes fail: the second one was sent after ZooKeeper went
-/// away, so it fails only when the node gives up on it (the ZooKeeper session timeout, 10 s); the nodes reconnect
-/// after a long outage and re-list what they missed.
+/// ZooKeeper stays down until every writer has had two writes fail: the second one was sent after
+/// ZooKeeper went away, so it fails only when the node gives up on it (the ZooKeeper session
+/// timeout, 10 s); the nodes reconnect after a long outage and re-list what they missed.
 #[test]
 fn a_long_zookeeper_outage_keeps_acknowledged_data_and_the_order_of_changes() {
     zookeeper_outage_under_light_load("zkl", 2);
 }
 
 /// Two nodes under a light write load while ZooKeeper stops, stays down until every writer has seen
-/// `failures_per_writer` writes fail, and starts again: the acknowledged data is intact on both nodes, writes
-/// succeed again by themselves, a watcher that stayed connected got every change in order, and writes that failed
-/// while ZooKeeper was away failed with 503.
+/// `failures_per_writer` writes fail, and starts again: the acknowledged data is intact on both
+/// nodes, writes succeed again by themselves, a watcher that stayed connected got every change in
+/// order, and writes that failed while ZooKeeper was away failed with 503.
 fn zookeeper_outage_under_light_load(name: &str, failures_per_writer: usize) {
     let (mut zk, cluster) = zk_cluster(2, name);
     let addrs = cluster.http_addrs();
@@ -476,7 +481,8 @@ fn zookeeper_outage_under_light_load(name: &str, failures_per_writer: usize) {
     );
     let (acks, failures) = writers.finish();
     println!(
-        "{} writes acknowledged, first one {resumed_after:?} after zookeeper served again; {} failed: {failures:?}",
+        "{} writes acknowledged, first one {resumed_after:?} after zookeeper served again; {} \
+            failed: {failures:?}",
         acks.len(),
         failures.len()
     );

@@ -1,6 +1,7 @@
-//! Change notification across a three-node ZooKeeper cluster: blocking queries wake fast after a write on another
-//! node and time out after `wait` otherwise; hundreds of SSE watchers spread over the nodes each get every change
-//! under their prefix in order, while ZooKeeper's watch count (`wchs`) stays flat in the number of watchers.
+//! Change notification across a three-node ZooKeeper cluster: blocking queries wake fast after a
+//! write on another node and time out after `wait` otherwise; hundreds of SSE watchers spread over
+//! the nodes each get every change under their prefix in order, while ZooKeeper's watch count
+//! (`wchs`) stays flat in the number of watchers.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,10 +15,11 @@ use serde_json::{json, Value};
 
 /// How long a change may take to reach every node's replica.
 const CONVERGE: Duration = Duration::from_secs(15);
-/// How long to wait for a blocking query to show up in the subscriber gauge (best effort: the measurement below
-/// stays valid without it).
+/// How long to wait for a blocking query to show up in the subscriber gauge (best effort: the
+/// measurement below stays valid without it).
 const SUBSCRIBED: Duration = Duration::from_secs(5);
-/// The most a blocking query may take to wake after a write on another node (kept loose for a loaded 2-core CI).
+/// The most a blocking query may take to wake after a write on another node (kept loose for a
+/// loaded 2-core CI).
 const WAKE_LIMIT: Duration = Duration::from_secs(1);
 const BLOCKING_ROUNDS: usize = 5;
 /// SSE watchers: this many on each of the three nodes.
@@ -90,7 +92,10 @@ fn a_blocking_query_on_one_node_wakes_within_a_second_of_a_write_on_another() {
         );
         latencies.push(latency);
     }
-    println!("blocking query wake-up after a write on another node (PUT sent → GET answered): {latencies:?}");
+    println!(
+        "blocking query wake-up after a write on another node (PUT sent → GET answered): \
+        {latencies:?}"
+    );
 }
 
 #[test]
@@ -188,7 +193,8 @@ fn hundreds_of_sse_watchers_each_receive_every_change_in_order_and_zookeeper_wat
     );
     let watches_after_writes = zk.watch_count().expect("wchs");
     println!(
-        "zookeeper watches: {watches_without_watchers} without watchers, {watches_with_watchers} with {} watchers, \
+        "zookeeper watches: {watches_without_watchers} without watchers, {watches_with_watchers} \
+            with {} watchers, \
          {watches_after_writes} after the writes",
         watchers.len()
     );
@@ -202,7 +208,8 @@ fn hundreds_of_sse_watchers_each_receive_every_change_in_order_and_zookeeper_wat
     ] {
         assert!(
             count <= watches_without_watchers + addrs.len(),
-            "zookeeper watches grew with the watchers: {watches_without_watchers} without, {count} {when}"
+            "zookeeper watches grew with the watchers: {watches_without_watchers} without, {count} \
+                {when}"
         );
     }
     let open: f64 = addrs.iter().map(|a| subscribers(a)).sum();

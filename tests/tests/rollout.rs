@@ -17,7 +17,8 @@ const GROUP: &str = "task.web";
 
 fn topology(version: &str, tasks: u32, rollout: &str) -> String {
     format!(
-        "[task.web]\ncrate = \"http_frontpage\"\nversion = \"{version}\"\ntask = \"my::FrontPage\"\n\
+        "[task.web]\ncrate = \"http_frontpage\"\nversion = \"{version}\"\n\
+            task = \"my::FrontPage\"\n\
          tasks = {tasks}\nrollout = {rollout}\n"
     )
 }

@@ -1,7 +1,7 @@
-//! The seed's example end to end on three real nodes and a real ZooKeeper: `config/my_topology.toml`
-//! deploys, its load balancers forward 90/10 to the two front-page versions, the split follows a
-//! run-time metadata change without restarts, a redeploy starts only what it adds, and a broken
-//! topology is refused with its position while the running one stays.
+//! The seed's example end to end on three real nodes and a real ZooKeeper:
+//! `config/my_topology.toml` deploys, its load balancers forward 90/10 to the two front-page
+//! versions, the split follows a run-time metadata change without restarts, a redeploy starts only
+//! what it adds, and a broken topology is refused with its position while the running one stays.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

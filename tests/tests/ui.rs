@@ -1,10 +1,11 @@
-//! `GET /ui`, the live dashboard, on real `lathe-node` processes: the page is served as uncached HTML by every
-//! node, other methods are refused with a JSON error, and the request is counted in `lathe_api_requests_total`.
-//! Its data sources (`/v1/members`, `/v1/tasks`, `/v1/rollouts`, `/v1/shifts`, `/v1/tree`, the
-//! `/v1/watch/lathe` event stream) answer on the node that served it, and every field its script reads exists in
-//! their real answers — with a leader, a failed task (a reason), a finished roll-out, a finished traffic shift, a
-//! restarted actor and a member that is not alive (a tree entry with an error) among them — so renaming a field
-//! of the API breaks this test rather than the page.
+//! `GET /ui`, the live dashboard, on real `lathe-node` processes: the page is served as uncached
+//! HTML by every node, other methods are refused with a JSON error, and the request is counted in
+//! `lathe_api_requests_total`. Its data sources (`/v1/members`, `/v1/tasks`, `/v1/rollouts`,
+//! `/v1/shifts`, `/v1/tree`, the `/v1/watch/lathe` event stream) answer on the node that served it,
+//! and every field its script reads exists in their real answers — with a leader, a failed task (a
+//! reason), a finished roll-out, a finished traffic shift, a restarted actor and a member that is
+//! not alive (a tree entry with an error) among them — so renaming a field of the API breaks this
+//! test rather than the page.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -38,15 +39,18 @@ const SHIFT_KEYS: &str = "/lathe/shifts/";
 /// A weighted split between two groups the test runs, shifted to the front pages.
 const SPLIT_KEY: &str = "/task/http/lb/backend_distribution";
 
-/// Two front pages, a task that always fails (ends `failed` with a reason after 2 restarts), and a group of one
-/// instance of `web_version`: deployed again with another version, it is rolled out (quickly: healthy for 1 s).
+/// Two front pages, a task that always fails (ends `failed` with a reason after 2 restarts), and a
+/// group of one instance of `web_version`: deployed again with another version, it is rolled out
+/// (quickly: healthy for 1 s).
 fn topology(web_version: &str) -> String {
     format!(
         "[task.http.frontpage.v4-2-1]\ncrate = \"http_frontpage\"\nversion = \"4.2.1\"\n\
          task = \"my::FrontPage\"\ntasks = 2\n\n\
-         [task.crash]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::Crasher\"\ntasks = 1\n\
+         [task.crash]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::Crasher\"\n\
+             tasks = 1\n\
          restart = {{ max_restarts = 2, within_seconds = 60, backoff_ms = 50 }}\n\n\
-         [task.web]\ncrate = \"http_frontpage\"\nversion = \"{web_version}\"\ntask = \"my::FrontPage\"\n\
+         [task.web]\ncrate = \"http_frontpage\"\nversion = \"{web_version}\"\n\
+             task = \"my::FrontPage\"\n\
          tasks = 1\nrollout = {{ batch = 1, healthy_seconds = 1, timeout_seconds = 30 }}\n"
     )
 }
@@ -77,8 +81,8 @@ fn get_page(addr: &str, path: &str) -> Reply {
     reply
 }
 
-/// The sum of `lathe_api_requests_total` over the series with `code` whose route is the one `/ui` is counted
-/// under (`other`, or `ui` should it get a label of its own).
+/// The sum of `lathe_api_requests_total` over the series with `code` whose route is the one `/ui`
+/// is counted under (`other`, or `ui` should it get a label of its own).
 fn ui_requests(addr: &str, code: u16) -> f64 {
     let metrics = http::get_json(addr, "/metrics").text;
     let code = format!("code=\"{code}\"");
@@ -180,7 +184,8 @@ fn shift_of(addr: &str, key: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("no shift of {key}: {shifts}"))
 }
 
-/// The first event of `watch` about a key under `prefix`, the keys of the others meanwhile in the error.
+/// The first event of `watch` about a key under `prefix`, the keys of the others meanwhile in the
+/// error.
 fn expect_event_under(watch: &mut SseReader, prefix: &str) {
     let mut keys_seen = Vec::new();
     wait_until(
@@ -257,7 +262,8 @@ fn script(page: &str) -> &str {
     &page[start..end]
 }
 
-/// The field names the script reads through `variable`: `x` of every `variable.x` (not `other.variable.x`).
+/// The field names the script reads through `variable`: `x` of every `variable.x` (not
+/// `other.variable.x`).
 fn fields_read(script: &str, variable: &str) -> BTreeSet<String> {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$';
     let needle = format!("{variable}.");
@@ -341,8 +347,8 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
         },
     );
 
-    // A traffic shift: a split 90/10 between the web group and the (running) front pages moves to the front
-    // pages, 50 points a second: 10 -> 60 -> 100, done.
+    // A traffic shift: a split 90/10 between the web group and the (running) front pages moves to
+    // the front pages, 50 points a second: 10 -> 60 -> 100, done.
     let split = json!([[WEB, FRONTPAGE], [90, 10]]);
     let put = http::put_json(&founder, &format!("/v1/kv{SPLIT_KEY}"), &split);
     assert_eq!(put.status, 200, "PUT {SPLIT_KEY}: {}", put.text);
@@ -377,8 +383,8 @@ fn every_field_the_dashboard_reads_is_in_the_real_answers_of_its_sources() {
     });
     answers.read(&founder);
 
-    // The fields below are the ones the page cannot do without; the script must still read them through
-    // these names, or this test would check nothing.
+    // The fields below are the ones the page cannot do without; the script must still read them
+    // through these names, or this test would check nothing.
     let essential: [(&str, &[&str]); 13] = [
         ("membersAnswer", &["members"]),
         ("member", &["name", "status", "leader", "catalog", "tags"]),

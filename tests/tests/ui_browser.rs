@@ -1,10 +1,10 @@
-//! `GET /ui` in a real headless Chromium (chromedriver, WebDriver) against a real two-node cluster with failure
-//! drills on: the page loads with no console error, shows the members, every instance with its status and the
-//! supervision tree of both nodes as the API has them, and a task instance killed through
-//! `POST /v1/actors/kill` shows as restarted in the browser within 2 s of the kill (measured in the page by a
-//! `MutationObserver`). Roll-outs and traffic shifts show with their state, progress and reason: a
-//! version that cannot start rolled back, a split shifted to 100 %. Screenshots are kept under the
-//! test artifacts (the paths are printed).
+//! `GET /ui` in a real headless Chromium (chromedriver, WebDriver) against a real two-node cluster
+//! with failure drills on: the page loads with no console error, shows the members, every instance
+//! with its status and the supervision tree of both nodes as the API has them, and a task instance
+//! killed through `POST /v1/actors/kill` shows as restarted in the browser within 2 s of the kill
+//! (measured in the page by a `MutationObserver`). Roll-outs and traffic shifts show with their
+//! state, progress and reason: a version that cannot start rolled back, a split shifted to 100 %.
+//! Screenshots are kept under the test artifacts (the paths are printed).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 
 /// Instances placed and running (or failed) on a busy two-core machine.
 const CONVERGE: Duration = Duration::from_secs(90);
-/// The page showing what the API has: generous, the page refreshes on registry events and every 5 s.
+/// The page showing what the API has: generous, the page refreshes on registry events and every 5
+/// s.
 const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 /// What the issue asks: a chaos kill shows in the browser within 2 s.
 const KILL_SHOWN_WITHIN_MS: u64 = 2000;
@@ -26,13 +27,15 @@ const KILL_SHOWN_WITHIN_MS: u64 = 2000;
 const FRONTPAGE: &str = "task.http.frontpage.v4-2-1";
 
 /// Three front pages and a task that always fails (ends `failed` with a reason after 2 restarts).
-const TOPOLOGY: &str = "[task.http.frontpage.v4-2-1]\ncrate = \"http_frontpage\"\nversion = \"4.2.1\"\n\
+const TOPOLOGY: &str = "[task.http.frontpage.v4-2-1]\ncrate = \"http_frontpage\"\n\
+    version = \"4.2.1\"\n\
      task = \"my::FrontPage\"\ntasks = 3\n\n\
-     [task.crash]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::Crasher\"\ntasks = 1\n\
+     [task.crash]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::Crasher\"\n\
+         tasks = 1\n\
      restart = { max_restarts = 2, within_seconds = 60, backoff_ms = 50 }\n";
 
-/// What the page shows, read from its DOM: member rows, instance rows, tree lines (by their data attributes),
-/// the error lines and the connection status.
+/// What the page shows, read from its DOM: member rows, instance rows, tree lines (by their data
+/// attributes), the error lines and the connection status.
 const READ_PAGE: &str = r#"
 const rows = (selector, key) => Object.fromEntries([...document.querySelectorAll(selector)]
   .map((row) => [key(row), row.textContent]));
@@ -124,8 +127,9 @@ fn now_ms() -> u64 {
     u64::try_from(since.as_millis()).expect("milliseconds in u64")
 }
 
-/// Watches the page for the killed instance shown running with one restart, in its instance row and in its tree
-/// line: `window.shown.task` and `window.shown.tree` become the page's clock (ms) at the first such DOM change.
+/// Watches the page for the killed instance shown running with one restart, in its instance row and
+/// in its tree line: `window.shown.task` and `window.shown.tree` become the page's clock (ms) at
+/// the first such DOM change.
 fn watch_restart_script(instance: &str, node: &str) -> String {
     format!(
         r#"
@@ -203,7 +207,8 @@ fn the_dashboard_in_chromium_shows_the_cluster_and_a_chaos_kill_within_two_secon
     assert!(errors.is_empty(), "console errors on load: {errors:?}");
     browser.screenshot("loaded");
 
-    // The chaos kill, on the node that runs the instance; the page is served by the other one, or the same.
+    // The chaos kill, on the node that runs the instance; the page is served by the other one, or
+    // the same.
     let key = format!("{FRONTPAGE}/0");
     let node_name = instances(&founder).expect("tasks")[&key]["node"]
         .as_str()
@@ -231,7 +236,8 @@ fn the_dashboard_in_chromium_shows_the_cluster_and_a_chaos_kill_within_two_secon
     let task_ms = shown["task"].as_u64().expect("a time") - killed_ms;
     let tree_ms = shown["tree"].as_u64().expect("a time") - killed_ms;
     eprintln!(
-        "lathe-tests: the kill of {key} on {node_name} shown in the browser after {task_ms} ms (instance row) \
+        "lathe-tests: the kill of {key} on {node_name} shown in the browser after {task_ms} ms \
+            (instance row) \
          and {tree_ms} ms (tree)"
     );
     browser.screenshot("after-kill");
@@ -242,17 +248,21 @@ fn the_dashboard_in_chromium_shows_the_cluster_and_a_chaos_kill_within_two_secon
     );
     assert!(
         task_ms.max(tree_ms) <= KILL_SHOWN_WITHIN_MS,
-        "the kill showed after {task_ms} ms (instance row) and {tree_ms} ms (tree), over {KILL_SHOWN_WITHIN_MS} ms"
+        "the kill showed after {task_ms} ms (instance row) and {tree_ms} ms (tree), over \
+            {KILL_SHOWN_WITHIN_MS} ms"
     );
 }
 
 /// A load balancer splitting 90/10 between two front pages, and a web group rolled out quickly.
 fn rollout_topology(web_task: &str) -> String {
     format!(
-        "[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\ntask = \"my::LoadBalancer\"\n\
+        "[task.http.lb]\ncrate = \"http_loadbalancer\"\nversion = \"0.8.2\"\n\
+            task = \"my::LoadBalancer\"\n\
          tasks = 1\nbackend_distribution = [[\"task.front.a\", \"task.front.b\"], [90, 10]]\n\n\
-         [task.front.a]\ncrate = \"http_frontpage\"\nversion = \"4.2.1\"\ntask = \"my::FrontPage\"\ntasks = 1\n\n\
-         [task.front.b]\ncrate = \"http_frontpage\"\nversion = \"4.2.2\"\ntask = \"my::FrontPage\"\ntasks = 1\n\n\
+         [task.front.a]\ncrate = \"http_frontpage\"\nversion = \"4.2.1\"\n\
+             task = \"my::FrontPage\"\ntasks = 1\n\n\
+         [task.front.b]\ncrate = \"http_frontpage\"\nversion = \"4.2.2\"\n\
+             task = \"my::FrontPage\"\ntasks = 1\n\n\
          [task.web]\n{web_task}\ntasks = 1\n\
          rollout = {{ batch = 1, healthy_seconds = 1, timeout_seconds = 20 }}\n\
          restart = {{ max_restarts = 1, within_seconds = 60, backoff_ms = 50 }}\n"
@@ -317,7 +327,8 @@ return { rollout: row('tr[data-rollout="task.web"]'), shift: row('tr[data-shift=
         },
     );
     let titles = browser.eval(
-        "return ['members-title', 'tree-title'].map((id) => document.getElementById(id).textContent)",
+        "return ['members-title', 'tree-title'].map((id) => \
+            document.getElementById(id).textContent)",
     );
     assert_eq!(titles[0], "Cluster: 1 member (1 alive)", "{titles}");
     assert!(

@@ -1,6 +1,7 @@
-//! `lathe up` end to end (the local process backend, `make run`): three real `lathe-node` processes with the
-//! embedded store and the seed topology; the load balancer it prints answers; a node SIGKILLed is restarted by
-//! `lathe up` and rejoins with a new pid; SIGTERM stops `lathe up` with exit code 0 and leaves no node behind.
+//! `lathe up` end to end (the local process backend, `make run`): three real `lathe-node` processes
+//! with the embedded store and the seed topology; the load balancer it prints answers; a node
+//! SIGKILLed is restarted by `lathe up` and rejoins with a new pid; SIGTERM stops `lathe up` with
+//! exit code 0 and leaves no node behind.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -22,8 +23,8 @@ const RESTART_DEADLINE: Duration = Duration::from_secs(120);
 const STOP_DEADLINE: Duration = Duration::from_secs(60);
 const NODES: u16 = 3;
 
-/// A running `lathe up`, its output collected line by line; on drop (a failing test) it is stopped, and any node
-/// whose pid it printed is SIGKILLed.
+/// A running `lathe up`, its output collected line by line; on drop (a failing test) it is stopped,
+/// and any node whose pid it printed is SIGKILLed.
 struct LatheUp {
     child: Child,
     output: Arc<Mutex<String>>,
@@ -136,8 +137,8 @@ fn process_exists(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// A base port where `count` consecutive loopback ports are free, below the ephemeral range (task instances bind
-/// port 0, so they never take a node's fixed port) and away from `avoid`.
+/// A base port where `count` consecutive loopback ports are free, below the ephemeral range (task
+/// instances bind port 0, so they never take a node's fixed port) and away from `avoid`.
 fn free_base(count: u16, avoid: Option<u16>) -> u16 {
     let start = 20_000 + (std::process::id() % 500) as u16 * 20;
     (0..500u16)
@@ -165,8 +166,8 @@ fn members(addr: &str) -> Result<Vec<(String, u64, String)>, String> {
         .collect())
 }
 
-/// The URLs of the `task.http.lb: http://... http://...` line `lathe up` printed last (or of the last
-/// `task.http.lb moved: ...` line).
+/// The URLs of the `task.http.lb: http://... http://...` line `lathe up` printed last (or of the
+/// last `task.http.lb moved: ...` line).
 fn printed_lb_urls(output: &str) -> Option<Vec<String>> {
     let urls = output.lines().rev().find_map(|line| {
         line.strip_prefix("task.http.lb: ")

@@ -1,8 +1,8 @@
-//! A ZooKeeper outage under load, with real processes: the seed topology serves steady traffic through its three
-//! LBs while ZooKeeper is stopped and started again. The data plane carries on (no request fails: nothing is
-//! fenced, since every node still reaches a majority of the cluster), registry writes answer 503 while
-//! ZooKeeper is away and resume by themselves, the sessions that expired meanwhile are rebuilt, and the scheduler
-//! applies the next topology change.
+//! A ZooKeeper outage under load, with real processes: the seed topology serves steady traffic
+//! through its three LBs while ZooKeeper is stopped and started again. The data plane carries on
+//! (no request fails: nothing is fenced, since every node still reaches a majority of the cluster),
+//! registry writes answer 503 while ZooKeeper is away and resume by themselves, the sessions that
+//! expired meanwhile are rebuilt, and the scheduler applies the next topology change.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -176,7 +176,8 @@ fn the_cluster_serves_through_a_zookeeper_restart_and_applies_the_next_change() 
         &failures[..failures.len().min(5)]
     );
 
-    // Membership and the scheduler carry on: 3 alive members, one leader, and the next change applies.
+    // Membership and the scheduler carry on: 3 alive members, one leader, and the next change
+    // applies.
     for node in cluster.nodes() {
         wait_until("3 alive members", CONVERGE, || {
             node.alive_member_names().map(|n| n.len()) == Ok(3)

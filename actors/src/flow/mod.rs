@@ -138,7 +138,8 @@ impl FlowHost {
                 match serde_json::from_value::<TopologyRecord>(entry.value.clone()) {
                     Ok(record) => host.set_topology(&record.topology),
                     Err(error) => {
-                        tracing::warn!(%error, "the deployed topology is unreadable: flows unchanged")
+                        tracing::warn!(%error,
+                            "the deployed topology is unreadable: flows unchanged")
                     }
                 }
             }

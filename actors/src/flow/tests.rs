@@ -100,7 +100,8 @@ async fn what_cannot_be_delivered_is_an_error_naming_why() {
     );
     let refused = host.emit(message("clicks", "bad-1")).await.unwrap_err();
     assert!(
-        matches!(&refused, FlowError::NotTaken { group, reason } if group == "task.tally" && reason.contains("cannot take bad-1")),
+        matches!(&refused, FlowError::NotTaken { group, reason }
+            if group == "task.tally" && reason.contains("cannot take bad-1")),
         "{refused}"
     );
     // A stopped instance (still listed live) does not take its keys.

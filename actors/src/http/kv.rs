@@ -136,7 +136,8 @@ async fn check_quota(
         return Err(ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             format!(
-                "the registry is full: about {bytes} bytes of values, this one would pass the quota of {max_bytes} bytes (--max-registry-bytes)"
+                "the registry is full: about {bytes} bytes of values, this one would pass the \
+                    quota of {max_bytes} bytes (--max-registry-bytes)"
             ),
         ));
     }

@@ -40,6 +40,8 @@ pub struct ApiLimits {
     /// The registry quota REST writes are held to (Lathe's own records are not).
     pub max_keys: usize,
     pub max_registry_bytes: usize,
+    /// Connections closed at the cap because they had sent no request.
+    evicted: Arc<std::sync::OnceLock<prometheus::IntCounter>>,
 }
 
 impl ApiLimits {
@@ -56,6 +58,7 @@ impl ApiLimits {
             blocking: Cap::new("blocking queries", max_blocking_queries),
             max_keys: DEFAULT_MAX_KEYS,
             max_registry_bytes: DEFAULT_MAX_REGISTRY_BYTES,
+            evicted: Arc::default(),
         }
     }
 
@@ -105,13 +108,45 @@ impl ApiLimits {
         if let Err(error) = registry.register(Box::new(refused)) {
             tracing::warn!(%error, "lathe_api_refused_total not registered");
         }
+        let evicted = prometheus::IntCounter::new(
+            "lathe_api_idle_evicted_total",
+            "REST connections closed at the connection cap because they had not sent a request",
+        )
+        .expect("a valid metric definition");
+        if let Err(error) = registry.register(Box::new(evicted.clone())) {
+            tracing::warn!(%error, "lathe_api_idle_evicted_total not registered");
+        }
+        let _ = self.evicted.set(evicted);
     }
 
     pub(crate) fn max_connections(&self) -> usize {
         self.connections.limit
     }
 
+    /// A connection's permit, if one is free (not counted as refused when none is: the caller
+    /// may evict a connection, see [`ApiLimits::connection_after_eviction`]).
     pub(crate) fn connection(&self) -> Option<Permit> {
+        self.connections.try_take_quietly()
+    }
+
+    /// At the connection cap: `evict` closes a connection if it finds one to close, and the new
+    /// connection waits up to `wait` for its place. `None` (counted as refused) when nothing
+    /// was evicted or its place did not come free in time.
+    pub(crate) async fn connection_after_eviction(
+        &self,
+        evict: impl FnOnce() -> bool,
+        wait: Duration,
+    ) -> Option<Permit> {
+        if evict() {
+            if let Some(evicted) = self.evicted.get() {
+                evicted.inc();
+            }
+            let freed =
+                tokio::time::timeout(wait, self.connections.permits.clone().acquire_owned());
+            if let Ok(Ok(permit)) = freed.await {
+                return Some(self.connections.permit(permit));
+            }
+        }
         self.connections.try_take()
     }
 
@@ -159,23 +194,29 @@ impl Cap {
     }
 
     fn try_take(&self) -> Option<Permit> {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let open = self.metrics.get().map(|(open, _)| open.clone());
-                if let Some(open) = &open {
-                    open.inc();
-                }
-                Some(Permit {
-                    _permit: permit,
-                    open,
-                })
+        let taken = self.try_take_quietly();
+        if taken.is_none() {
+            if let Some((_, refused)) = self.metrics.get() {
+                refused.inc();
             }
-            Err(_) => {
-                if let Some((_, refused)) = self.metrics.get() {
-                    refused.inc();
-                }
-                None
-            }
+        }
+        taken
+    }
+
+    /// A permit if one is free, without counting a refusal when none is.
+    fn try_take_quietly(&self) -> Option<Permit> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(self.permit(permit))
+    }
+
+    fn permit(&self, permit: OwnedSemaphorePermit) -> Permit {
+        let open = self.metrics.get().map(|(open, _)| open.clone());
+        if let Some(open) = &open {
+            open.inc();
+        }
+        Permit {
+            _permit: permit,
+            open,
         }
     }
 

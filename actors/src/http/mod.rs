@@ -2,11 +2,12 @@
 //! `/v1/topology`, `/v1/tasks`, `/v1/services`, `/v1/rollouts` and `/v1/shifts` (slow
 //! roll-outs: new versions in place, and traffic moved between version groups), `/v1/tree`,
 //! `/v1/actors/kill` (failure drills), `/metrics`, `/v1/prometheus/targets` (Prometheus service
-//! discovery) with `/v1/agents` (where agents register their status address), and `/ui`, the live dashboard over them
-//! (`ui.rs`, `ui.html`). Routes are matched by hand in `route` so that every unknown path, wrong
-//! method, bad path, bad body or oversized value gets one clear `{"error": "..."}` answer. Every
-//! answer is counted in `lathe_api_requests_total{route,code}` (`requests.rs`); a handler that
-//! panics answers 500 with a JSON error and is counted in `lathe_api_panics_total`.
+//! discovery) with `/v1/agents` (where agents register their status address), and `/ui`, the live
+//! dashboard over them (`ui.rs`, `ui.html`). Routes are matched by hand in `route` so that every
+//! unknown path, wrong method, bad path, bad body or oversized value gets one clear `{"error":
+//! "..."}` answer. Every answer is counted in `lathe_api_requests_total{route,code}`
+//! (`requests.rs`); a handler that panics answers 500 with a JSON error and is counted in
+//! `lathe_api_panics_total`.
 //!
 //! `/v1/acl` (tokens and policies) and `guard.rs` add access control with `--acl`, and refuse
 //! cross-origin state changes from browsers always.
@@ -21,6 +22,7 @@ mod error;
 #[cfg(test)]
 mod fuzz;
 mod guard;
+mod idle;
 mod kv;
 mod limits;
 mod query;
@@ -118,14 +120,15 @@ pub async fn serve(
              requests: requests::ApiRequests,
              state_metrics: state_metrics::StateMetrics,
              denials: guard::Denials| async move {
-                let writer = match guard::admit(&context.acl, &denials, &method, path.as_str(), &headers) {
-                    Ok(writer) => writer,
-                    Err(denied) => {
-                        let response = error_response(&method, denied);
-                        requests.count(&method, path.as_str(), &query, response.status());
-                        return response;
-                    }
-                };
+                let writer =
+                    match guard::admit(&context.acl, &denials, &method, path.as_str(), &headers) {
+                        Ok(writer) => writer,
+                        Err(denied) => {
+                            let response = error_response(&method, denied);
+                            requests.count(&method, path.as_str(), &query, response.status());
+                            return response;
+                        }
+                    };
                 if path.as_str() == "/metrics" {
                     state_metrics.refresh(&context.registry).await;
                 }
@@ -135,7 +138,8 @@ pub async fn serve(
                 let handled = crate::panics::caught(routed).await;
                 let response = handled.unwrap_or_else(|panic| {
                     requests.panicked();
-                    tracing::error!(%method, path = path.as_str(), %panic, "REST handler panicked: answering 500");
+                    tracing::error!(%method, path = path.as_str(), %panic,
+                        "REST handler panicked: answering 500");
                     handler_panicked(&method, path.as_str())
                 });
                 requests.count(&method, path.as_str(), &query, response.status());

@@ -11,8 +11,9 @@ use super::{kv, topology, watch};
 const NAME: &str = "lathe_api_requests_total";
 const HELP: &str =
     "Requests answered by this node's REST API, by route (kv, kv-blocking, kv-write, \
-                    watch, tasks, services, topology, members, metrics, health, tree, kill, rollouts, prometheus, agents, \
-                    acl, ui, other)";
+                    watch, tasks, services, topology, members, metrics, health, tree, kill, \
+                        rollouts, prometheus, agents, acl, \
+                    ui, other)";
 
 const PANICS: &str = "lathe_api_panics_total";
 const PANICS_HELP: &str = "REST handlers that panicked (each answered 500)";

@@ -158,7 +158,8 @@ async fn run_command(
             .await
         {
             Ok(_) => {
-                tracing::info!(group = %group.name, command, state = next.state.name(), "roll-out command");
+                tracing::info!(group = %group.name, command, state = next.state.name(),
+                    "roll-out command");
                 let progress = Progress::read(context).await?;
                 return Ok(warp::reply::json(&progress.view(&next, group.tasks)).into_response());
             }

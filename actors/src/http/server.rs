@@ -1,8 +1,11 @@
 //! The REST port's connections: HTTP/1.1 only (no h2c, where one connection would carry
 //! hundreds of streams), with hyper's timer so that a connection that does not send a complete
 //! request head within the header timeout — a new one (slowloris) or one idle between requests —
-//! is closed, and at most `--http-max-connections` open at once: past it a connection is answered
-//! 503 with `Retry-After` and closed. Shutdown stops accepting and lets open requests finish.
+//! is closed, and at most `--http-max-connections` open at once. At the cap, the oldest connection
+//! that has not sent a request yet is closed to make room (`idle.rs`), so connections held open
+//! without requests cannot lock clients out; when every open connection has sent one, a new
+//! connection is answered 503 with `Retry-After` and closed. Shutdown stops accepting and lets
+//! open requests finish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,12 +18,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warp::reply::Response;
 
+use super::idle::{Marking, Unproven};
 use super::limits::{refusal, ApiLimits};
 
 /// How long to wait before accepting again after an accept error (out of file descriptors).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long a refused connection may take to receive its 503 and close.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+/// How long a new connection at the cap waits for the place of the connection it evicted.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// Serves `service` on `listener` within `limits` until `shutdown` resolves, then drains.
 pub(super) async fn run<S>(
@@ -39,6 +45,7 @@ pub(super) async fn run<S>(
     S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let unproven = std::sync::Arc::new(Unproven::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -52,25 +59,43 @@ pub(super) async fn run<S>(
                 }
             },
         };
-        let Some(permit) = limits.connection() else {
-            tokio::spawn(refuse(stream, limits.max_connections()));
-            continue;
+        let permit = match limits.connection() {
+            Some(permit) => permit,
+            None => match limits
+                .connection_after_eviction(|| unproven.evict_oldest(), EVICTION_WAIT)
+                .await
+            {
+                Some(permit) => permit,
+                None => {
+                    tokio::spawn(refuse(stream, limits.max_connections()));
+                    continue;
+                }
+            },
         };
+        let (mark, evicted) = unproven.admit();
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .keep_alive(true);
-        let connection = builder.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service.clone()),
-        );
+        let service = Marking {
+            inner: service.clone(),
+            mark: mark.clone(),
+        };
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "REST connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%error, "REST connection ended with an error");
+                },
+                _ = evicted.notified() => {
+                    tracing::debug!("REST connection without a request closed to make room");
+                }
             }
+            mark.gone();
         });
     }
     drop(listener);

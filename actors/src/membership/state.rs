@@ -117,7 +117,8 @@ impl MembershipState {
             new
         });
         if fenced {
-            tracing::error!(%reason, "node fenced: its task instances stop until it is registered in zookeeper again");
+            tracing::error!(%reason, "node fenced: its task instances stop until it is registered \
+                in zookeeper again");
             self.metrics.set_fenced(true);
         }
     }
@@ -188,7 +189,8 @@ impl MembershipState {
                     // Held dead while ZooKeeper is out of reach: its member node is gone, so
                     // the scheduler is re-placing this node's instances elsewhere.
                     self.fence(format!(
-                        "peers hold this node dead (incarnation {incarnation}) while zookeeper is unreachable"
+                        "peers hold this node dead (incarnation {incarnation}) while zookeeper is \
+                            unreachable"
                     ));
                 }
                 if !self.is_fenced() {

@@ -1,4 +1,5 @@
-//! The data of membership: what a node says about itself, what `/v1/members` shows, what peers send.
+//! The data of membership: what a node says about itself, what `/v1/members` shows, what peers
+//! send.
 
 use std::net::SocketAddr;
 

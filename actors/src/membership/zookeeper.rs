@@ -2,8 +2,9 @@
 //! ephemeral `/lathe/members/<name>` and reports the member listing back by message.
 //!
 //! A session expiry is final in zookeeper-client: the task reports it, builds a new client and
-//! re-creates the member node (whether the node fences meanwhile is decided in `state.rs`). ZooKeeper being down never ends the task: it
-//! reports `Unavailable` and retries with back-off while membership runs on heartbeats alone.
+//! re-creates the member node (whether the node fences meanwhile is decided in `state.rs`).
+//! ZooKeeper being down never ends the task: it reports `Unavailable` and retries with back-off
+//! while membership runs on heartbeats alone.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -86,7 +87,8 @@ impl ZookeeperTask {
                 SessionEnd::Expired => {
                     tracing::error!(
                         zookeeper = %self.connect,
-                        "zookeeper session expired: opening a new one and re-creating the member node"
+                        "zookeeper session expired: opening a new one and re-creating the member \
+                            node"
                     );
                     self.report(ZkEvent::Expired);
                     retry = RETRY_MIN;
@@ -253,7 +255,8 @@ async fn read_members(client: &Client, children: &[String]) -> Result<ZkListing,
             Ok((data, stat)) => {
                 let info = serde_json::from_slice::<MemberInfo>(&data)
                     .inspect_err(|error| {
-                        tracing::warn!(member = %child, %error, "unparsable member node in zookeeper")
+                        tracing::warn!(member = %child, %error,
+                            "unparsable member node in zookeeper")
                     })
                     .ok();
                 members.insert(

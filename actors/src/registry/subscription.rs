@@ -3,8 +3,8 @@
 //! A subscription watches one prefix from a starting index. It first receives either the changes
 //! after that index still held in memory, or — when the index is too old — one snapshot of the
 //! prefix; then every change under the prefix, in version order, with no gap and no duplicate.
-//! A subscriber that cannot keep up is dropped: its receiver then ends, and the caller re-subscribes
-//! from the last index it saw (which is what `Subscription::resume` does).
+//! A subscriber that cannot keep up is dropped: its receiver then ends, and the caller
+//! re-subscribes from the last index it saw (which is what `Subscription::resume` does).
 
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
@@ -117,7 +117,8 @@ impl Subscriber {
         match self.sender.try_send(event) {
             Ok(()) => Delivery::Delivered,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::debug!(subscriber = self.id, prefix = %self.prefix, "subscriber too slow: dropped");
+                tracing::debug!(subscriber = self.id, prefix = %self.prefix,
+                    "subscriber too slow: dropped");
                 Delivery::Dropped
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Dropped,
@@ -208,8 +209,8 @@ impl SubscriberSet {
     }
 }
 
-/// Starts `subscriber` from `from` against `replica` — the changes after `from` it still holds, or a
-/// snapshot of the prefix when `from` is older — then adds it to `set` for future changes.
+/// Starts `subscriber` from `from` against `replica` — the changes after `from` it still holds, or
+/// a snapshot of the prefix when `from` is older — then adds it to `set` for future changes.
 pub(crate) fn attach(
     replica: &super::replica::Replica,
     set: &mut SubscriberSet,

@@ -222,7 +222,8 @@ impl ResourceManagerState {
     /// Gaining leadership starts from the registry's records; losing it forgets everything (the
     /// containers live on as cluster members, and the next leader adopts them).
     fn change_leadership(&mut self, leading: bool) {
-        tracing::info!(node = %self.node, leading, backend = self.spec.backend, "resource manager leadership changed");
+        tracing::info!(node = %self.node, leading, backend = self.spec.backend,
+            "resource manager leadership changed");
         self.leading = leading;
         self.epoch += 1;
         self.adopted = false;
@@ -362,7 +363,8 @@ impl ResourceManagerState {
             ContainerState::Requested => tracked.state = event.state,
             ContainerState::Running => {
                 if tracked.state != ContainerState::Running {
-                    tracing::info!(%node, container = %event.id, "container running: its node is starting");
+                    tracing::info!(%node, container = %event.id,
+                        "container running: its node is starting");
                     tracked.state = ContainerState::Running;
                     tracked.since = Instant::now();
                     let tracked = &self.containers[&event.id];
@@ -373,10 +375,12 @@ impl ResourceManagerState {
                 let diagnostics = ended.diagnostics().unwrap_or_default();
                 if tracked.released {
                     self.spec.metrics.ended("released");
-                    tracing::info!(%node, container = %event.id, state = ended.name(), %diagnostics, "container released");
+                    tracing::info!(%node, container = %event.id, state = ended.name(), %diagnostics,
+                        "container released");
                 } else {
                     self.spec.metrics.ended(ended.name());
-                    tracing::warn!(%node, container = %event.id, state = ended.name(), %diagnostics, "container ended: its node is gone and will be replaced if still needed");
+                    tracing::warn!(%node, container = %event.id, state = ended.name(), %diagnostics,
+                        "container ended: its node is gone and will be replaced if still needed");
                     self.failed();
                 }
                 self.forget(&event.id);
@@ -403,7 +407,8 @@ impl ResourceManagerState {
         self.last_failure = Some(now);
         let delay = backoff(self.failures);
         self.next_request_at = now + delay;
-        tracing::info!(failures = self.failures, delay = ?delay, "next container request backs off");
+        tracing::info!(failures = self.failures, delay = ?delay,
+            "next container request backs off");
     }
 
     /// Requests and releases what [`plan::decide`] says, if this node leads.

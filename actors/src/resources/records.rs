@@ -54,7 +54,8 @@ pub(crate) fn write(registry: RegistryHandle, record: ContainerRecord) {
             match registry.put(&key, value.clone(), None).await {
                 Ok(_) => return,
                 Err(error) if attempt == ATTEMPTS => {
-                    tracing::warn!(%error, container = %record.container, "container record not written: a new leader will not adopt it")
+                    tracing::warn!(%error, container = %record.container,
+                        "container record not written: a new leader will not adopt it")
                 }
                 Err(_) => tokio::time::sleep(RETRY_AFTER).await,
             }

@@ -80,11 +80,13 @@ async fn from_nodes(
                 match tokio::time::timeout(READ_TIMEOUT, get(client, &url)).await {
                     Ok(Ok(text)) => Some(gate::parse_metrics(&text, groups)),
                     Ok(Err(error)) => {
-                        tracing::info!(node = %member.name, %addr, %error, "metric gate: cannot read /metrics");
+                        tracing::info!(node = %member.name, %addr, %error,
+                            "metric gate: cannot read /metrics");
                         None
                     }
                     Err(_) => {
-                        tracing::info!(node = %member.name, %addr, "metric gate: /metrics timed out");
+                        tracing::info!(node = %member.name, %addr,
+                            "metric gate: /metrics timed out");
                         None
                     }
                 }

@@ -147,11 +147,13 @@ impl Forwarder {
             match self.send(&head, body.clone(), endpoint).await {
                 Ok(response) => return response,
                 Err(Failure::Connect(error)) => {
-                    tracing::debug!(group = %endpoint.group, index = endpoint.index, %error, "forward: cannot connect, trying another instance");
+                    tracing::debug!(group = %endpoint.group, index = endpoint.index, %error,
+                        "forward: cannot connect, trying another instance");
                     last_error = error;
                 }
                 Err(Failure::Other(status, error)) => {
-                    tracing::debug!(group = %endpoint.group, index = endpoint.index, %error, "forward failed");
+                    tracing::debug!(group = %endpoint.group, index = endpoint.index, %error,
+                        "forward failed");
                     return error_response(status, error);
                 }
             }

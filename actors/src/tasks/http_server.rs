@@ -142,7 +142,8 @@ impl HttpInstance {
             Err(panic) => {
                 self.panics.inc();
                 let identity = self.ctx.identity();
-                tracing::error!(group = %identity.group, index = identity.index, panic = %panic_message(&*panic), "request handler panicked: answering 500");
+                tracing::error!(group = %identity.group, index = identity.index,
+                    panic = %panic_message(&*panic), "request handler panicked: answering 500");
                 text(500, "the task panicked while handling the request")
             }
         }

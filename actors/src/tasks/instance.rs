@@ -145,7 +145,8 @@ impl Actor for TaskActor {
                 let _ = actor.cast(TaskActorMsg::Started(started));
             })
         };
-        tracing::info!(group = %assignment.group, index = assignment.index, task = %assignment.task_type, "task instance starting");
+        tracing::info!(group = %assignment.group, index = assignment.index,
+            task = %assignment.task_type, "task instance starting");
         Ok(TaskActorState {
             args,
             ctx,
@@ -201,7 +202,9 @@ impl Actor for TaskActor {
             }
             TaskActorMsg::Drained => myself.stop(Some(STOPPED.into())),
             TaskActorMsg::DrainDeadline => {
-                tracing::warn!(group = %state.args.assignment.group, index = state.args.assignment.index, "task instance did not stop in time: leaving it behind");
+                tracing::warn!(group = %state.args.assignment.group,
+                    index = state.args.assignment.index, "task instance did not stop in time: \
+                        leaving it behind");
                 myself.stop(Some(STOPPED.into()));
             }
         }
@@ -232,7 +235,8 @@ impl TaskActorState {
             Serving::Plain => None,
         };
         let assignment = &self.args.assignment;
-        tracing::info!(group = %assignment.group, index = assignment.index, endpoint = ?http, "task instance running");
+        tracing::info!(group = %assignment.group, index = assignment.index, endpoint = ?http,
+            "task instance running");
         self.args
             .services
             .status

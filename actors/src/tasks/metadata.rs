@@ -57,7 +57,8 @@ impl GroupMetadata {
             *values = fresh;
             drop(values);
             self.changed.send_modify(|generation| *generation += 1);
-            tracing::debug!(group = %self.group, generation = *self.changed.borrow(), "group metadata changed");
+            tracing::debug!(group = %self.group, generation = *self.changed.borrow(),
+                "group metadata changed");
         }
     }
 }

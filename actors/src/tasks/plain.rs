@@ -44,7 +44,8 @@ pub(crate) fn spawn_plain(
         }
         let asked_to_stop = ctx.is_stopping();
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| task.stop(&ctx))) {
-            tracing::warn!(group = %ctx.identity().group, index = ctx.identity().index, panic = %panic_message(&*panic), "task panicked in stop");
+            tracing::warn!(group = %ctx.identity().group, index = ctx.identity().index,
+                panic = %panic_message(&*panic), "task panicked in stop");
         }
         report(if asked_to_stop {
             TaskActorMsg::Drained

@@ -62,7 +62,8 @@ pub(crate) fn desired_assignments(node: &str, entries: &Entries) -> BTreeMap<Ins
     for (key, entry) in entries {
         match serde_json::from_value::<Assignment>(entry.value.clone()) {
             Ok(assignment) if !is_group_name(&assignment.group) => {
-                tracing::warn!(%key, group = %assignment.group, "assignment with an invalid group name: skipped")
+                tracing::warn!(%key, group = %assignment.group,
+                    "assignment with an invalid group name: skipped")
             }
             Ok(assignment) if assignment.node == node => {
                 let version = entry.version;
@@ -75,7 +76,8 @@ pub(crate) fn desired_assignments(node: &str, entries: &Entries) -> BTreeMap<Ins
                 );
             }
             Ok(assignment) => {
-                tracing::warn!(%key, node = %assignment.node, "assignment for another node: skipped")
+                tracing::warn!(%key, node = %assignment.node,
+                    "assignment for another node: skipped")
             }
             Err(error) => tracing::warn!(%key, %error, "malformed assignment: skipped"),
         }
@@ -219,7 +221,10 @@ mod tests {
         use super::super::mirror::Mirrored;
         let entry = |value: serde_json::Value| Mirrored { value, version: 7 };
         let task_type = TaskType::new("c", "1", "my::T");
-        let assignment = |group: &str, node: &str| serde_json::json!({"group": group, "index": 0, "node": node, "task_type": task_type});
+        let assignment = |group: &str, node: &str| {
+            serde_json::json!({"group": group, "index": 0, "node": node,
+                               "task_type": task_type})
+        };
         let key = |s: &str| KeyPath::parse(s).unwrap();
         let entries: Entries = [
             (

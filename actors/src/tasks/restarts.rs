@@ -36,7 +36,8 @@ impl TaskSupervisorState {
         let strategy = slot.tracker.policy().strategy;
         match slot.tracker.on_crash(Instant::now()) {
             AfterCrash::RestartAfter(delay) => {
-                tracing::warn!(instance = %key, %reason, ?delay, restarts = slot.restarts, strategy = strategy.name(), "task instance crashed: restarting");
+                tracing::warn!(instance = %key, %reason, ?delay, restarts = slot.restarts,
+                    strategy = strategy.name(), "task instance crashed: restarting");
                 slot.phase = Phase::BackingOff(generation);
                 slot.reason = Some(reason);
                 // A crash while restarting keeps the first: the time runs until it serves again.
@@ -95,7 +96,8 @@ impl TaskSupervisorState {
                 continue;
             };
             if let Phase::Starting(actor, _) | Phase::Running(actor, _) = &slot.phase {
-                tracing::info!(instance = %key, crashed = %crashed, strategy = strategy.name(), "restarting task instance along with a crashed one");
+                tracing::info!(instance = %key, crashed = %crashed, strategy = strategy.name(),
+                    "restarting task instance along with a crashed one");
                 let _ = actor.cast(TaskActorMsg::Stop);
                 slot.phase = Phase::Stopping(actor.clone(), AfterStop::Restart);
                 slot.reason = Some(format!(

@@ -194,7 +194,8 @@ impl TaskSupervisorState {
         match (&self.fenced, fence) {
             (None, Some(reason)) => {
                 let running = self.slots.len();
-                tracing::error!(%reason, instances = running, "node fenced: stopping every task instance");
+                tracing::error!(%reason, instances = running,
+                    "node fenced: stopping every task instance");
                 self.fenced = Some(reason);
                 self.reconcile(myself, BTreeMap::new()).await;
             }
@@ -261,7 +262,8 @@ impl TaskSupervisorState {
         };
         match (&mut slot.phase, wanted) {
             (Phase::Starting(actor, _) | Phase::Running(actor, _), then) => {
-                tracing::info!(instance = %key, replaced = then.is_some(), "stopping task instance");
+                tracing::info!(instance = %key, replaced = then.is_some(),
+                    "stopping task instance");
                 let _ = actor.cast(TaskActorMsg::Stop);
                 slot.phase = Phase::Stopping(actor.clone(), AfterStop::from(then));
             }

@@ -128,7 +128,8 @@ impl Actor for TaskSupervisor {
             let following = follow(fence, myself.clone(), TaskSupervisorMsg::Fence);
             watches.push(AbortOnDrop(following));
         }
-        tracing::info!(node = %services.node, catalog = args.catalog.len(), "task supervisor watching its assignments");
+        tracing::info!(node = %services.node, catalog = args.catalog.len(),
+            "task supervisor watching its assignments");
         Ok(TaskSupervisorState::new(args, watches))
     }
 

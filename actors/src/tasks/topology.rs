@@ -31,7 +31,8 @@ pub(crate) fn follow_topology_policies(
         let policies = match serde_json::from_value::<TopologyRecord>(entry.value.clone()) {
             Ok(record) => policies_of(&record.topology),
             Err(error) => {
-                tracing::warn!(%error, "the deployed topology is unreadable: restart policies unchanged");
+                tracing::warn!(%error,
+                    "the deployed topology is unreadable: restart policies unchanged");
                 return true;
             }
         };

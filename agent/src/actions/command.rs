@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use super::ActionError;
+
 /// How much of a failed command's output an error message keeps.
 const OUTPUT_TAIL: usize = 1500;
 
@@ -25,7 +27,7 @@ pub fn expand(template: &str, file: Option<&Path>) -> String {
 
 /// Runs `command` (already expanded) with `sh -c`; `Err` names the command, its exit status and
 /// the tail of its output.
-pub async fn run(command: &str, timeout: Duration) -> Result<String, String> {
+pub async fn run(command: &str, timeout: Duration) -> Result<String, ActionError> {
     run_program("sh", &["-c", command], command, timeout).await
 }
 
@@ -35,7 +37,7 @@ pub async fn run_program(
     args: &[&str],
     command: &str,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, ActionError> {
     let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -43,11 +45,24 @@ pub async fn run_program(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
+        .map_err(|source| ActionError::Spawn {
+            command: command.to_string(),
+            source,
+        })?;
     let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(output)) => output,
-        Ok(Err(e)) => return Err(format!("`{command}` failed: {e}")),
-        Err(_) => return Err(format!("`{command}` did not finish within {timeout:?}")),
+        Ok(Err(source)) => {
+            return Err(ActionError::Wait {
+                command: command.to_string(),
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(ActionError::Timeout {
+                command: command.to_string(),
+                timeout,
+            })
+        }
     };
     let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stdout));
@@ -55,7 +70,11 @@ pub async fn run_program(
     if output.status.success() {
         Ok(text)
     } else {
-        Err(format!("`{command}` exited with {}: {text}", output.status))
+        Err(ActionError::Exited {
+            command: command.to_string(),
+            status: output.status,
+            output: text,
+        })
     }
 }
 
@@ -86,17 +105,20 @@ mod tests {
     #[tokio::test]
     async fn failures_carry_status_and_output() {
         assert_eq!(
-            run("echo fine", Duration::from_secs(5)).await,
-            Ok("fine".to_string())
+            run("echo fine", Duration::from_secs(5)).await.unwrap(),
+            "fine"
         );
         let err = run("echo broken >&2; exit 3", Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(
-            err.contains("exit status: 3") && err.contains("broken"),
+            matches!(&err, ActionError::Exited { status, output, .. }
+                if status.code() == Some(3) && output == "broken"),
             "{err}"
         );
+        assert!(err.to_string().contains("exit status: 3"), "{err}");
         let err = run("sleep 5", Duration::from_millis(50)).await.unwrap_err();
-        assert!(err.contains("did not finish"), "{err}");
+        assert!(matches!(err, ActionError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("did not finish"), "{err}");
     }
 }

@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::ActionError;
+
 /// Whether `path` holds exactly `content`.
 pub fn is_same(path: &Path, content: &[u8]) -> bool {
     std::fs::read(path).is_ok_and(|live| live == content)
@@ -20,17 +22,24 @@ pub fn temp_path(destination: &Path) -> PathBuf {
 
 /// Writes `content` to the temporary file of `destination` (created with the destination's
 /// permissions when it exists) and syncs it; returns its path.
-pub fn write_temp(destination: &Path, content: &[u8]) -> Result<PathBuf, String> {
+pub fn write_temp(destination: &Path, content: &[u8]) -> Result<PathBuf, ActionError> {
     let temp = temp_path(destination);
     if let Some(dir) = destination.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| ActionError::File {
+            doing: "create",
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
-    let mut file = std::fs::File::create(&temp)
-        .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+    let write_error = |source| ActionError::File {
+        doing: "write",
+        path: temp.clone(),
+        source,
+    };
+    let mut file = std::fs::File::create(&temp).map_err(write_error)?;
     file.write_all(content)
         .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+        .map_err(write_error)?;
     if let Ok(meta) = std::fs::metadata(destination) {
         let _ = std::fs::set_permissions(&temp, meta.permissions());
     }
@@ -38,13 +47,11 @@ pub fn write_temp(destination: &Path, content: &[u8]) -> Result<PathBuf, String>
 }
 
 /// Moves the checked temporary file over the destination.
-pub fn commit(temp: &Path, destination: &Path) -> Result<(), String> {
-    std::fs::rename(temp, destination).map_err(|e| {
-        format!(
-            "cannot rename {} to {}: {e}",
-            temp.display(),
-            destination.display()
-        )
+pub fn commit(temp: &Path, destination: &Path) -> Result<(), ActionError> {
+    std::fs::rename(temp, destination).map_err(|source| ActionError::Rename {
+        from: temp.to_path_buf(),
+        to: destination.to_path_buf(),
+        source,
     })
 }
 
@@ -54,7 +61,7 @@ pub fn discard(temp: &Path) {
 }
 
 /// Writes `content` to `destination` atomically (temporary file + rename).
-pub fn write_atomic(destination: &Path, content: &[u8]) -> Result<(), String> {
+pub fn write_atomic(destination: &Path, content: &[u8]) -> Result<(), ActionError> {
     let temp = write_temp(destination, content)?;
     commit(&temp, destination).inspect_err(|_| discard(&temp))
 }

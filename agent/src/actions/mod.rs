@@ -7,11 +7,14 @@
 
 pub mod address;
 pub mod command;
+mod error;
 pub mod files;
 pub mod haproxy;
 pub mod render;
 pub mod template;
 pub mod varnish;
+
+pub use error::ActionError;
 
 use crate::config::{ActionConfig, ActionType};
 use crate::status::Metrics;
@@ -71,7 +74,11 @@ pub struct Action {
 
 impl Action {
     /// Builds the action (compiles its template).
-    pub fn new(config: &ActionConfig, watch: &str, metrics: Metrics) -> Result<Action, String> {
+    pub fn new(
+        config: &ActionConfig,
+        watch: &str,
+        metrics: Metrics,
+    ) -> Result<Action, ActionError> {
         let inner = match config.kind {
             ActionType::Template => {
                 Kind::Template(template::TemplateAction::new(config, watch, metrics)?)

@@ -7,6 +7,7 @@
 //! `vars` table), and whatever the action adds (`backends` for HAProxy and Varnish). Filters
 //! besides Jinja's: `ident` (`task.http.lb` → `task_http_lb`, for VCL and HAProxy names).
 
+use crate::actions::ActionError;
 use std::collections::BTreeMap;
 
 use minijinja::{Environment, UndefinedBehavior};
@@ -20,7 +21,7 @@ use crate::watch::View;
 const TEMPLATE: &str = "template";
 
 /// Builds an environment holding the template `source` (named `name` in errors).
-pub fn compile(name: &str, source: &str) -> Result<Environment<'static>, String> {
+pub fn compile(name: &str, source: &str) -> Result<Environment<'static>, ActionError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -28,15 +29,19 @@ pub fn compile(name: &str, source: &str) -> Result<Environment<'static>, String>
     env.set_lstrip_blocks(true);
     env.add_filter("ident", ident);
     env.add_template_owned(TEMPLATE.to_string(), source.to_string())
-        .map_err(|e| describe(name, &e))?;
+        .map_err(|e| ActionError::Template(describe(name, &e)))?;
     Ok(env)
 }
 
 /// Renders the environment's template with `context`.
-pub fn render(env: &Environment<'static>, name: &str, context: &Value) -> Result<String, String> {
+pub fn render(
+    env: &Environment<'static>,
+    name: &str,
+    context: &Value,
+) -> Result<String, ActionError> {
     env.get_template(TEMPLATE)
         .and_then(|t| t.render(context))
-        .map_err(|e| describe(name, &e))
+        .map_err(|e| ActionError::Template(describe(name, &e)))
 }
 
 /// `NAME:LINE: what went wrong` with minijinja's causes.
@@ -94,7 +99,8 @@ impl View {
                     .iter()
                     .all(|name| address::is_plain_name(name));
                 if matches!(address, Some(None)) || !plain {
-                    tracing::warn!(%key, http = ?endpoint.http, group = %endpoint.group, "an endpoint with a malformed address or name is left out");
+                    tracing::warn!(%key, http = ?endpoint.http, group = %endpoint.group,
+                        "an endpoint with a malformed address or name is left out");
                     return None;
                 }
                 let (host, port) = match address.flatten() {
@@ -220,10 +226,14 @@ mod tests {
 
     #[test]
     fn compile_and_render_errors_name_the_line() {
-        let err = compile("t.j2", "a\n{% for x in %}").unwrap_err();
+        let err = compile("t.j2", "a\n{% for x in %}")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("t.j2:2: syntax error"), "{err}");
         let env = compile("t.j2", "a\n{{ nope.x }}").unwrap();
-        let err = render(&env, "t.j2", &serde_json::json!({})).unwrap_err();
+        let err = render(&env, "t.j2", &serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("t.j2:2: undefined value"), "{err}");
     }
 }

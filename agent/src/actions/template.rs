@@ -2,6 +2,7 @@
 //! on it (`{file}`) → rename over the destination → `reload`. A rejected render leaves the live
 //! file alone; a failed reload is retried even when the next render is unchanged.
 
+use crate::actions::ActionError;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ pub struct TemplateAction {
 }
 
 impl TemplateAction {
-    pub fn new(config: &ActionConfig, watch: &str, metrics: Metrics) -> Result<Self, String> {
+    pub fn new(config: &ActionConfig, watch: &str, metrics: Metrics) -> Result<Self, ActionError> {
         let template = config.template.display().to_string();
         Ok(TemplateAction {
             env: render::compile(&template, &config.template_source)?,
@@ -62,7 +63,7 @@ impl TemplateAction {
         }
         let temp = match files::write_temp(&self.destination, rendered.as_bytes()) {
             Ok(temp) => temp,
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return Outcome::Failed(e.to_string()),
         };
         if let Some(check) = &self.check {
             let check = command::expand(check, Some(&temp));
@@ -75,7 +76,7 @@ impl TemplateAction {
         }
         if let Err(e) = files::commit(&temp, &self.destination) {
             files::discard(&temp);
-            return Outcome::Failed(e);
+            return Outcome::Failed(e.to_string());
         }
         self.reload_pending = self.reload.is_some();
         self.reload(format!("wrote {destination} ({} bytes)", rendered.len()))

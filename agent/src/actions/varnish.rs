@@ -1,12 +1,13 @@
 //! `type = "varnish"`: render VCL (backends and a director from groups' endpoints) → unchanged?
 //! done → backends of the VCL in use that are gone: `backend.set_health NAME sick` (directors
-//! skip them at once, before the slower compile) → write `<vcl_dir>/<name>.vcl` → `varnishd -C -f` → `varnishadm vcl.load NAME FILE` →
-//! `vcl.use NAME` → `vcl.discard` every older `lathe_*` VCL. Varnish keeps serving the old VCL
-//! until the new one is in use, so nothing is dropped.
+//! skip them at once, before the slower compile) → write `<vcl_dir>/<name>.vcl` → `varnishd -C -f`
+//! → `varnishadm vcl.load NAME FILE` → `vcl.use NAME` → `vcl.discard` every older `lathe_*` VCL.
+//! Varnish keeps serving the old VCL until the new one is in use, so nothing is dropped.
 //!
 //! Template data on top of the common one: `backends`, a list of `{name, group, index, host,
 //! port}` (names are VCL identifiers), limited to `groups` when the action lists them.
 
+use crate::actions::ActionError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub struct VarnishAction {
 }
 
 impl VarnishAction {
-    pub fn new(config: &ActionConfig, watch: &str, metrics: Metrics) -> Result<Self, String> {
+    pub fn new(config: &ActionConfig, watch: &str, metrics: Metrics) -> Result<Self, ActionError> {
         let template = config.template.display().to_string();
         Ok(VarnishAction {
             env: render::compile(&template, &config.template_source)?,
@@ -95,7 +96,7 @@ impl VarnishAction {
             .collect()
     }
 
-    async fn adm(&self, args: &[&str]) -> Result<String, String> {
+    async fn adm(&self, args: &[&str]) -> Result<String, ActionError> {
         let mut all = vec!["-T", self.admin.as_str(), "-S", self.secret.as_str()];
         all.extend_from_slice(args);
         let shown = format!("varnishadm {}", args.join(" "));
@@ -157,7 +158,7 @@ impl VarnishAction {
         );
         let file = self.vcl_dir.join(format!("{name}.vcl"));
         if let Err(e) = files::write_atomic(&file, vcl.as_bytes()) {
-            return Outcome::Failed(e);
+            return Outcome::Failed(e.to_string());
         }
         if let Some(check) = &self.check {
             if let Err(e) = command::run(&command::expand(check, Some(&file)), self.timeout).await {
@@ -168,16 +169,16 @@ impl VarnishAction {
         let path = file.display().to_string();
         if let Err(e) = self.adm(&["vcl.load", &name, &path]).await {
             files::discard(&file);
-            return if e.contains("VCC-compiler") {
+            return if e.to_string().contains("VCC-compiler") {
                 Outcome::Rejected(format!(
                     "varnish refused the VCL, the one in use stays: {e}"
                 ))
             } else {
-                Outcome::Failed(e)
+                Outcome::Failed(e.to_string())
             };
         }
         if let Err(e) = self.adm(&["vcl.use", &name]).await {
-            return Outcome::Failed(e);
+            return Outcome::Failed(e.to_string());
         }
         self.active = Some(vcl);
         self.active_name = Some(name.clone());

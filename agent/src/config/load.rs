@@ -117,7 +117,12 @@ fn apply_env(
             }
             "LATHE_AGENT_PEERS" => config.peers = addr_list(&name, &value)?,
             "LATHE_AGENT_STATUS_LISTEN" => {
-                config.status.listen = parse_addr(&value).map_err(|e| ConfigError(format!("{name}: {e}")))?
+                config.status.listen = parse_addr(&value).map_err(|e| {
+                    ConfigError(format!(
+                        "{name}: \
+                    {e}"
+                    ))
+                })?
             }
             "LATHE_AGENT_MODE" => {
                 config.mode = match value.as_str() {
@@ -135,7 +140,8 @@ fn apply_env(
             other if other.starts_with("LATHE_AGENT_") => {
                 return Err(ConfigError(format!(
                     "{other}: unknown variable (known: LATHE_AGENT_CONFIG, LATHE_AGENT_NAME, \
-                     LATHE_AGENT_REGISTRY, LATHE_AGENT_PEERS, LATHE_AGENT_STATUS_LISTEN, LATHE_AGENT_MODE)"
+                     LATHE_AGENT_REGISTRY, LATHE_AGENT_PEERS, LATHE_AGENT_STATUS_LISTEN, \
+                         LATHE_AGENT_MODE)"
                 )))
             }
             _ => {}

@@ -215,7 +215,8 @@ mod properties {
         #[test]
         fn edited_configs_parse_or_name_the_problem(
             line in 0usize..12,
-            key in "(registry|prefix|type|template|destination|mode|name|peers|retry|wait|[a-z]{1,6})",
+            key in "(registry|prefix|type|template|destination|mode|name|peers|retry|wait\
+                    |[a-z]{1,6})",
             value in odd_value(),
         ) {
             let mut lines: Vec<String> = MINIMAL.lines().map(str::to_string).collect();

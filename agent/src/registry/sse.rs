@@ -187,7 +187,8 @@ mod tests {
         )
         .unwrap();
         assert!(
-            matches!(snapshot, StreamEvent::Snapshot { index: 9, ref entries } if entries.len() == 1)
+            matches!(snapshot, StreamEvent::Snapshot { index: 9, ref entries }
+                if entries.len() == 1)
         );
         assert!(parse_event(r#"{"op":"what"}"#).is_err());
     }

@@ -202,7 +202,8 @@ impl WatcherState {
             stall_timeout: self.args.stall_timeout,
             poll_wait: self.args.poll_wait,
         };
-        tracing::debug!(addr = %session.addr, from = session.from, transport = session.transport.as_str(), "registry session");
+        tracing::debug!(addr = %session.addr, from = session.from,
+            transport = session.transport.as_str(), "registry session");
         self.args
             .board
             .set_registry(&session.addr.0, session.transport.as_str(), false);

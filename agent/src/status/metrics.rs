@@ -12,7 +12,7 @@
 //! | `lathe_agent_action_seconds{watch,action}` | how long runs took (histogram) |
 //! | `lathe_agent_reloads_total{watch,action}` | reloads of the served program (HAProxy, a reload command) |
 //! | `lathe_agent_runtime_updates_total{watch,action}` | HAProxy runtime API changes applied without a reload |
-//! | `lathe_agent_gossip_messages_total{direction}` | gossip `sent`, `received`, `failed`, `unconfirmed` (a claim no registry node confirmed) |
+//! | `lathe_agent_gossip_messages_total{direction}` | gossip `sent`, `received`, `failed`, `refused` (a body that is not a digest), `unconfirmed` (a claim no registry node confirmed) |
 
 use std::sync::Arc;
 

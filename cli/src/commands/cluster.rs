@@ -138,11 +138,14 @@ mod tests {
 
     fn sample_members() -> Vec<Value> {
         vec![
-            json!({"name": "node-0", "pid": 101, "cluster_addr": "127.0.0.1:7400", "http_addr": "127.0.0.1:7500",
-                   "tags": ["lb", "net"], "status": "alive", "leader": true,
-                   "catalog": [{"crate": "http_loadbalancer", "version": "0.8.2", "task": "my::LoadBalancer"}]}),
-            json!({"name": "node-1", "pid": 102, "cluster_addr": "127.0.0.1:7401", "http_addr": "127.0.0.1:7501",
-                   "tags": [], "status": "suspect", "leader": false, "catalog": [], "max_instances": 4}),
+            json!({"name": "node-0", "pid": 101, "cluster_addr": "127.0.0.1:7400",
+            "http_addr": "127.0.0.1:7500", "tags": ["lb", "net"], "status": "alive",
+            "leader": true, "catalog": [
+                {"crate": "http_loadbalancer", "version": "0.8.2", "task": "my::LoadBalancer"}
+            ]}),
+            json!({"name": "node-1", "pid": 102, "cluster_addr": "127.0.0.1:7401",
+                   "http_addr": "127.0.0.1:7501", "tags": [], "status": "suspect", "leader": false,
+                   "catalog": [], "max_instances": 4}),
         ]
     }
 
@@ -154,7 +157,11 @@ mod tests {
             lines[0],
             "NAME    STATUS   LEADER  PID  CLUSTER-ADDR    HTTP-ADDR       TAGS    MAX  CATALOG"
         );
-        assert_eq!(lines[1], "node-0  alive    *       101  127.0.0.1:7400  127.0.0.1:7500  lb,net  -    http_loadbalancer@0.8.2");
+        assert_eq!(
+            lines[1],
+            "node-0  alive    *       101  127.0.0.1:7400  127.0.0.1:7500  lb,net  -    \
+             http_loadbalancer@0.8.2"
+        );
         assert_eq!(
             lines[2],
             "node-1  suspect          102  127.0.0.1:7401  127.0.0.1:7501  -       4    -"
@@ -171,7 +178,8 @@ mod tests {
         .render();
         assert_eq!(
             rendered,
-            "node     node-0 at 127.0.0.1:7500 (healthy)\nmembers  2: 1 alive, 1 suspect, 0 dead\nleader   node-0\n"
+            "node     node-0 at 127.0.0.1:7500 (healthy)\nmembers  2: 1 alive, 1 suspect, 0 dead\n\
+                leader   node-0\n"
         );
         let rendered = status_table("h:1", &Value::Null, &[]).render();
         assert!(

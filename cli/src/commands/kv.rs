@@ -171,7 +171,8 @@ mod tests {
         ];
         assert_eq!(
             entries_table(&entries).render(),
-            "KEY                  VERSION  VALUE\n/a                   3        \"x\"\n/task/http/lb/tasks  12       3\n"
+            "KEY                  VERSION  VALUE\n/a                   3        \"x\"\n\
+                /task/http/lb/tasks  12       3\n"
         );
         assert_eq!(display_key("a/b/"), "/a/b");
     }

@@ -1,5 +1,5 @@
-//! The commands: each makes its REST calls through [`Client`] and prints a human table or, with `--json`, the
-//! server's JSON.
+//! The commands: each makes its REST calls through [`Client`] and prints a human table or, with
+//! `--json`, the server's JSON.
 
 mod acl;
 mod cluster;

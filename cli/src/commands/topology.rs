@@ -11,7 +11,8 @@ use crate::table::{cell, field, Table};
 const TOPOLOGY_ROUTE: &str = "/v1/topology";
 const TASKS_ROUTE: &str = "/v1/tasks";
 
-/// `lathe deploy FILE`: `PUT /v1/topology` with the file's TOML; errors are prefixed with the file's name.
+/// `lathe deploy FILE`: `PUT /v1/topology` with the file's TOML; errors are prefixed with the
+/// file's name.
 pub(super) fn deploy(client: &Client, out: &Output, file: &Path) -> Result<(), CliError> {
     let toml = std::fs::read_to_string(file)
         .map_err(|err| CliError::Local(format!("cannot read {}: {err}", file.display())))?;
@@ -84,8 +85,8 @@ pub(crate) fn tasks_table(instances: &[Value]) -> Table {
     table
 }
 
-/// A server message about the file, located compiler-style: `FILE:LINE:COLUMN: ...` when the message starts with
-/// `LINE:COLUMN`, else `FILE: ...`.
+/// A server message about the file, located compiler-style: `FILE:LINE:COLUMN: ...` when the
+/// message starts with `LINE:COLUMN`, else `FILE: ...`.
 pub(crate) fn located_message(file: &str, message: &str) -> String {
     let starts_with_position = message
         .split(':')
@@ -119,12 +120,17 @@ mod tests {
     #[test]
     fn tasks_render_one_row_per_instance() {
         let instances = [
-            json!({"group": "task.http.lb", "index": 0, "node": "node-0", "crate": "http_loadbalancer",
-            "version": "0.8.2", "status": "running", "endpoint": "127.0.0.1:8000", "restarts": 0}),
+            json!({"group": "task.http.lb", "index": 0, "node": "node-0",
+            "crate": "http_loadbalancer", "version": "0.8.2", "status": "running",
+            "endpoint": "127.0.0.1:8000", "restarts": 0}),
         ];
         let rendered = tasks_table(&instances).render();
         let lines: Vec<&str> = rendered.lines().collect();
-        assert_eq!(lines[0], "GROUP         INDEX  NODE    CRATE              VERSION  STATUS   ENDPOINT        RESTARTS");
+        assert_eq!(
+            lines[0],
+            "GROUP         INDEX  NODE    CRATE              VERSION  STATUS   ENDPOINT        \
+             RESTARTS"
+        );
         assert_eq!(
             lines[1],
             "task.http.lb  0      node-0  http_loadbalancer  0.8.2    running  127.0.0.1:8000  0"

@@ -1,8 +1,9 @@
 //! `lathe tree [--node NAME]`: the cluster's supervision tree, drawn with one line per actor.
 //!
-//! The answer of `GET /v1/tree` may nest actors (`{"name", "status", "restarts", "children": [...]}`), list them
-//! flat with a `parent` path (as the `lathe_actor_info` metric does), and group them by node (`{"nodes": [{"name",
-//! ...}]}`); all three are drawn. Anything else is printed as JSON.
+//! The answer of `GET /v1/tree` may nest actors (`{"name", "status", "restarts", "children":
+//! [...]}`), list them flat with a `parent` path (as the `lathe_actor_info` metric does), and group
+//! them by node (`{"nodes": [{"name", ...}]}`); all three are drawn. Anything else is printed as
+//! JSON.
 
 use std::collections::BTreeMap;
 
@@ -74,8 +75,8 @@ fn is_actor(value: &Value) -> bool {
             && (value.get("path").is_some() || value.get("name").is_some()))
 }
 
-/// The line of an actor (`name  kind  status  restarts=N`) or of a named group (a node); `None` for anything
-/// that is drawn only through its children.
+/// The line of an actor (`name  kind  status  restarts=N`) or of a named group (a node); `None` for
+/// anything that is drawn only through its children.
 fn label(value: &Value) -> Option<String> {
     let name = ["name", "path", "id", "node"]
         .iter()
@@ -95,8 +96,8 @@ fn label(value: &Value) -> Option<String> {
     Some(parts.join("  "))
 }
 
-/// The nodes drawn under `value`: an actor's children, or the labelled values found in a group's fields and
-/// arrays (unlabelled containers are looked through).
+/// The nodes drawn under `value`: an actor's children, or the labelled values found in a group's
+/// fields and arrays (unlabelled containers are looked through).
 fn visible_children(value: &Value) -> Vec<&Value> {
     let direct: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
@@ -123,7 +124,8 @@ fn visible_children(value: &Value) -> Vec<&Value> {
         .collect()
 }
 
-/// Turns every array of actors that name their `parent` (and have no `children`) into nested actors.
+/// Turns every array of actors that name their `parent` (and have no `children`) into nested
+/// actors.
 fn nest_flat_lists(value: &Value) -> Value {
     match value {
         Value::Array(items) if !items.is_empty() && items.iter().all(is_flat_actor) => nest(items),
@@ -191,14 +193,17 @@ mod tests {
 
     #[test]
     fn nested_actors_grouped_by_node_are_drawn() {
-        let answer = json!({"nodes": [{"name": "node-0", "tree": {"name": "NodeSupervisor", "status": "running",
-            "restarts": 0, "children": [
-                {"name": "Membership", "status": "running", "restarts": 1, "children": []},
-                {"name": "TaskSupervisor", "status": "running", "children": [
-                    {"name": "task.http.lb/0", "kind": "task", "status": "failed", "restarts": 3}]}]}}]});
+        let answer = json!({"nodes": [{"name": "node-0", "tree": {
+        "name": "NodeSupervisor", "status": "running", "restarts": 0, "children": [
+            {"name": "Membership", "status": "running", "restarts": 1, "children": []},
+            {"name": "TaskSupervisor", "status": "running", "children": [
+                {"name": "task.http.lb/0", "kind": "task", "status": "failed", "restarts": 3}
+            ]}
+        ]}}]});
         assert_eq!(
             render_tree(&answer).unwrap(),
-            "node-0\n└─ NodeSupervisor  running  restarts=0\n   ├─ Membership  running  restarts=1\n   \
+            "node-0\n└─ NodeSupervisor  running  restarts=0\n   ├─ \
+                Membership  running  restarts=1\n   \
              └─ TaskSupervisor  running\n      └─ task.http.lb/0  task  failed  restarts=3\n"
         );
     }

@@ -1,5 +1,6 @@
-//! `lathe kv watch PATH [--index N]`: follows the Server-Sent Events of `GET /v1/watch/PATH`, one line per change,
-//! resuming after the last seen index when the stream breaks (e.g. the node restarted).
+//! `lathe kv watch PATH [--index N]`: follows the Server-Sent Events of `GET /v1/watch/PATH`, one
+//! line per change, resuming after the last seen index when the stream breaks (e.g. the node
+//! restarted).
 
 use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
@@ -17,7 +18,8 @@ const RECONNECT_ATTEMPTS: u32 = 10;
 /// The pause between two reconnection attempts.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
-/// Prints every change under `path` until interrupted; with `--json`, each event's JSON on one line.
+/// Prints every change under `path` until interrupted; with `--json`, each event's JSON on one
+/// line.
 pub(super) fn watch(
     client: &Client,
     out: &Output,
@@ -147,7 +149,8 @@ fn change_line(version: Option<&Value>, op: &str, key: &Value, value: Option<&Va
     line.trim_end().to_string()
 }
 
-/// Moves `last_index` to the newest index an event carries (its `version`, or a snapshot's `index`).
+/// Moves `last_index` to the newest index an event carries (its `version`, or a snapshot's
+/// `index`).
 fn advance(last_index: &mut Option<u64>, change: &Value) {
     let seen = ["version", "index"]
         .iter()

@@ -1,7 +1,7 @@
-//! `lathe up --topology FILE`, once every node serves: wait until node 0 lists them all alive, deploy the file
-//! (`PUT /v1/topology`), wait until every instance runs (or say which do not, and why), then hand over to
-//! `endpoints.rs` (print them, and report the entry points that move). Runs on its own thread, so the supervisor
-//! keeps restarting nodes meanwhile; `stop` ends it.
+//! `lathe up --topology FILE`, once every node serves: wait until node 0 lists them all alive,
+//! deploy the file (`PUT /v1/topology`), wait until every instance runs (or say which do not, and
+//! why), then hand over to `endpoints.rs` (print them, and report the entry points that move). Runs
+//! on its own thread, so the supervisor keeps restarting nodes meanwhile; `stop` ends it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +37,8 @@ pub(crate) struct Deployer {
 }
 
 impl Deployer {
-    /// Deploys, calls `ready` with the entry points' `curl` lines, then reports entry points that move until
-    /// the stop flag is raised (`Err(Interrupted)`).
+    /// Deploys, calls `ready` with the entry points' `curl` lines, then reports entry points that
+    /// move until the stop flag is raised (`Err(Interrupted)`).
     pub(crate) fn run(self, ready: impl FnOnce(&[String])) -> Result<(), UpError> {
         self.wait_all_alive()?;
         self.deploy()?;
@@ -137,7 +137,8 @@ impl Deployer {
         }
     }
 
-    /// Waits until every wanted instance runs; after the deadline prints those that do not, and goes on.
+    /// Waits until every wanted instance runs; after the deadline prints those that do not, and
+    /// goes on.
     fn wait_running(&self, groups: &[GroupInfo]) -> Result<(), UpError> {
         let wanted: u64 = groups.iter().map(|g| g.tasks).sum();
         let outcome = self.poll(self.tasks_deadline, || {
@@ -155,7 +156,8 @@ impl Deployer {
             Err(observed) => {
                 let count = observed.lines().count();
                 say!(
-                    "lathe up: after {} s, {count} of {wanted} instances are not running (going on):",
+                    "lathe up: after {} s, {count} of {wanted} instances are not running (going \
+                        on):",
                     self.tasks_deadline.as_secs()
                 );
                 observed.lines().for_each(|line| say!("  {line}"));
@@ -165,8 +167,8 @@ impl Deployer {
     }
 }
 
-/// Polls `check` every [`POLL`] until it gives `Ok`, the deadline passes (`Ok(Err(last observed))`) or `stop` is
-/// raised (`Err(Interrupted)`).
+/// Polls `check` every [`POLL`] until it gives `Ok`, the deadline passes (`Ok(Err(last observed))`)
+/// or `stop` is raised (`Err(Interrupted)`).
 pub(crate) fn poll<T>(
     stop: &AtomicBool,
     deadline: Duration,
@@ -212,8 +214,8 @@ fn not_running(groups: &[GroupInfo], instances: &[Value]) -> Vec<String> {
     lines
 }
 
-/// The server's refusal of `file`, sent as `name`: its errors start with `name:` (then line:column), which
-/// becomes the path the user gave.
+/// The server's refusal of `file`, sent as `name`: its errors start with `name:` (then
+/// line:column), which becomes the path the user gave.
 fn refusal(file: &Path, name: &str, message: &str) -> String {
     let path = file.display().to_string();
     match message

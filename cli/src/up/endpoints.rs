@@ -1,6 +1,7 @@
-//! Where a deployed topology answers: the HTTP endpoints of every group (`GET /v1/services/...`), a `curl` line
-//! for each entry point (an HTTP group no other group names in its metadata: the seed's load balancer), and,
-//! while `lathe up` runs, the entry points again whenever they move (instances re-placed after a node died).
+//! Where a deployed topology answers: the HTTP endpoints of every group (`GET /v1/services/...`), a
+//! `curl` line for each entry point (an HTTP group no other group names in its metadata: the seed's
+//! load balancer), and, while `lathe up` runs, the entry points again whenever they move (instances
+//! re-placed after a node died).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -29,8 +30,8 @@ pub(crate) struct Endpoints<'a> {
 }
 
 impl Endpoints<'_> {
-    /// Prints `group: http://a http://b ...` for every HTTP group (waiting briefly until each wanted instance is
-    /// registered) and returns what it printed.
+    /// Prints `group: http://a http://b ...` for every HTTP group (waiting briefly until each
+    /// wanted instance is registered) and returns what it printed.
     pub(crate) fn print_all(&self) -> Result<Urls, UpError> {
         let mut shown = Urls::new();
         for group in self.groups {
@@ -59,8 +60,8 @@ impl Endpoints<'_> {
             .collect()
     }
 
-    /// Until the stop flag rises (`Err(Interrupted)`): re-reads the entry points every [`WATCH_INTERVAL`] and
-    /// prints them again once they changed and read the same twice in a row.
+    /// Until the stop flag rises (`Err(Interrupted)`): re-reads the entry points every
+    /// [`WATCH_INTERVAL`] and prints them again once they changed and read the same twice in a row.
     pub(crate) fn watch_entry_points(&self, mut shown: Urls) -> Result<(), UpError> {
         let entries: Vec<String> = self
             .entry_points(&shown)
@@ -97,7 +98,8 @@ impl Endpoints<'_> {
         format!("entry point {name}: curl {}{}", urls[0], self.try_path)
     }
 
-    /// `http://HOST:PORT` of every HTTP endpoint of `group`, sorted; `None` if the node does not answer.
+    /// `http://HOST:PORT` of every HTTP endpoint of `group`, sorted; `None` if the node does not
+    /// answer.
     fn urls(&self, group: &GroupInfo) -> Option<Vec<String>> {
         let reply = self.client.get(&group.services_route()).ok()?;
         let mut urls: Vec<String> = reply

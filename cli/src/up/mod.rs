@@ -1,5 +1,5 @@
-//! `lathe up`: a local cluster of N `lathe-node` processes on loopback, kept running until Ctrl-C or SIGTERM
-//! (CONTRACT.md, "`lathe up`"). The local process backend of the resource manager.
+//! `lathe up`: a local cluster of N `lathe-node` processes on loopback, kept running until Ctrl-C
+//! or SIGTERM (CONTRACT.md, "`lathe up`"). The local process backend of the resource manager.
 //!
 //! ```text
 //! lathe up ── plan.rs ──────── ports free? binary? cookie? ── one NodeSpec per node (fixed ports, data dir)
@@ -15,12 +15,12 @@
 //!                               local-0's /v1/prometheus/targets; stopped with the nodes
 //! ```
 //!
-//! Exit codes: 0 stopped by a signal; 1 the cluster failed (a node that never serves, a deploy that never goes
-//! through); 2 bad usage (a port in use, no `lathe-node`, a topology the server refuses), after stopping
-//! whatever was started.
+//! Exit codes: 0 stopped by a signal; 1 the cluster failed (a node that never serves, a deploy that
+//! never goes through); 2 bad usage (a port in use, no `lathe-node`, a topology the server
+//! refuses), after stopping whatever was started.
 
-/// `println!` that never panics: `lathe up` goes on supervising (or stopping) its nodes when its terminal or the
-/// pipe it writes to is gone. Defined before the modules so they all see it.
+/// `println!` that never panics: `lathe up` goes on supervising (or stopping) its nodes when its
+/// terminal or the pipe it writes to is gone. Defined before the modules so they all see it.
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -71,8 +71,8 @@ pub(crate) struct UpArgs {
     /// How many lathe-node processes to start
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
     pub(crate) nodes: u16,
-    /// ZooKeeper ensemble HOST:PORT[,...][/CHROOT] for every node; without it the registry is node 0's embedded
-    /// store
+    /// ZooKeeper ensemble HOST:PORT[,...][/CHROOT] for every node; without it the registry is node
+    /// 0's embedded store
     #[arg(long, value_name = "ZK")]
     pub(crate) zookeeper: Option<String>,
     /// A topology file to deploy once every node is alive
@@ -81,7 +81,8 @@ pub(crate) struct UpArgs {
     /// Node i serves REST (and /metrics) on 127.0.0.1:(PORT+i)
     #[arg(long, value_name = "PORT", default_value_t = 7500)]
     pub(crate) http_base: u16,
-    /// Node i listens for the cluster on 127.0.0.1:(PORT+i): fixed, so a restarted node rejoins at its address
+    /// Node i listens for the cluster on 127.0.0.1:(PORT+i): fixed, so a restarted node rejoins at
+    /// its address
     #[arg(long, value_name = "PORT", default_value_t = 7400)]
     pub(crate) cluster_base: u16,
     /// Shared secret of the nodes (default: a random one per run)
@@ -231,7 +232,8 @@ pub(crate) fn run(args: &UpArgs, token: Option<&str>) -> ExitCode {
 /// A topology file: its path and its TOML.
 type TopologyFile = (PathBuf, String);
 
-/// Everything checked before a process starts: signals, the binary, the cookie, free ports, the topology file.
+/// Everything checked before a process starts: signals, the binary, the cookie, free ports, the
+/// topology file.
 fn prepare(args: &UpArgs) -> Result<(Signals, ClusterPlan, Option<TopologyFile>), UpError> {
     let signals = Signals::install()?;
     let binary = plan::find_node_binary(args.node_bin.as_deref())?;
@@ -256,8 +258,8 @@ fn prepare(args: &UpArgs) -> Result<(Signals, ClusterPlan, Option<TopologyFile>)
     Ok((signals, plan, topology))
 }
 
-/// The supervision loop: starts node 0, then the others once it serves, then (once all serve) the deploy thread
-/// or the summary; until a signal.
+/// The supervision loop: starts node 0, then the others once it serves, then (once all serve) the
+/// deploy thread or the summary; until a signal.
 fn drive(
     supervisor: &mut Supervisor,
     signals: &Signals,

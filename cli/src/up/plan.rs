@@ -1,5 +1,6 @@
-//! What `lathe up` will start, decided before anything runs: one [`NodeSpec`] per node (name, fixed ports, data
-//! dir, command line), the `lathe-node` binary, the cookie, and the check that every port is free.
+//! What `lathe up` will start, decided before anything runs: one [`NodeSpec`] per node (name, fixed
+//! ports, data dir, command line), the `lathe-node` binary, the cookie, and the check that every
+//! port is free.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -19,11 +20,13 @@ pub(crate) struct NodeSpec {
     pub(crate) name: String,
     /// REST, metrics (`--http`).
     pub(crate) http_addr: SocketAddr,
-    /// The ractor_cluster listen address (`--bind`): fixed, so a restarted node comes back at the same address.
+    /// The ractor_cluster listen address (`--bind`): fixed, so a restarted node comes back at the
+    /// same address.
     pub(crate) cluster_addr: SocketAddr,
     /// `<data-dir>/local-<i>`: the node's `--data-dir`, and where its `node.log` goes.
     pub(crate) data_dir: PathBuf,
-    /// The arguments after the binary (the cookie travels in the environment, not on the command line).
+    /// The arguments after the binary (the cookie travels in the environment, not on the command
+    /// line).
     pub(crate) args: Vec<String>,
 }
 
@@ -52,7 +55,8 @@ impl ClusterPlan {
         let cluster_ports = port_range("--cluster-base", args.cluster_base, count)?;
         if let Some(port) = http_ports.iter().find(|p| cluster_ports.contains(p)) {
             return Err(UpError::Usage(format!(
-                "--http-base and --cluster-base overlap at port {port}: give ranges {count} ports apart"
+                "--http-base and --cluster-base overlap at port {port}: give ranges {count} ports \
+                    apart"
             )));
         }
         let data_dir = std::path::absolute(&args.data_dir).map_err(|err| {
@@ -114,7 +118,8 @@ impl ClusterPlan {
             for (addr, role) in ports {
                 TcpListener::bind(addr).map_err(|err| {
                     UpError::Usage(format!(
-                        "port {} is not free ({err}): it is the {role} port of {}; stop what uses it or pick \
+                        "port {} is not free ({err}): it is the {role} port of {}; stop what uses \
+                            it or pick \
                          another base",
                         addr.port(),
                         node.name
@@ -137,8 +142,8 @@ fn port_range(flag: &str, base: u16, count: usize) -> Result<Vec<u16>, UpError> 
     Ok((0..count).map(|i| base + i as u16).collect())
 }
 
-/// The `lathe-node` to run: `--node-bin` if given, else the one beside this `lathe` executable, else the first on
-/// `PATH`.
+/// The `lathe-node` to run: `--node-bin` if given, else the one beside this `lathe` executable,
+/// else the first on `PATH`.
 pub(crate) fn find_node_binary(explicit: Option<&Path>) -> Result<PathBuf, UpError> {
     if let Some(path) = explicit {
         return if is_executable(path) {
@@ -163,7 +168,8 @@ pub(crate) fn find_node_binary(explicit: Option<&Path>) -> Result<PathBuf, UpErr
         .find(|candidate| is_executable(candidate))
         .ok_or_else(|| {
             UpError::Usage(format!(
-                "cannot find {NODE_BINARY} beside this lathe executable nor on PATH: build it (cargo build \
+                "cannot find {NODE_BINARY} beside this lathe executable nor on PATH: build it \
+                    (cargo build \
                  --workspace --bins) or pass --node-bin PATH"
             ))
         })
@@ -174,7 +180,8 @@ pub(crate) fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// A fresh secret for one `lathe up` run: 128 bits from the standard library's randomly seeded hasher keys.
+/// A fresh secret for one `lathe up` run: 128 bits from the standard library's randomly seeded
+/// hasher keys.
 pub(crate) fn random_cookie() -> String {
     let half = || {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

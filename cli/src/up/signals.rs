@@ -1,5 +1,6 @@
-//! The signals that stop `lathe up`: SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed), noted in a flag
-//! that the supervision loop polls; a second one while the nodes drain makes `lathe up` SIGKILL them at once.
+//! The signals that stop `lathe up`: SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed),
+//! noted in a flag that the supervision loop polls; a second one while the nodes drain makes `lathe
+//! up` SIGKILL them at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,8 @@
-//! Keeps the local cluster's node processes running: restarts a node whose process exits (crash, SIGKILL) with
-//! the same arguments, backing off while it keeps dying, and prints each node's REST address once it answers
-//! `GET /v1/health` (again after every restart). The processes are started and watched through the resource
-//! manager trait, by its local process backend (`lathe_resources::local`).
+//! Keeps the local cluster's node processes running: restarts a node whose process exits (crash,
+//! SIGKILL) with the same arguments, backing off while it keeps dying, and prints each node's REST
+//! address once it answers `GET /v1/health` (again after every restart). The processes are started
+//! and watched through the resource manager trait, by its local process backend
+//! (`lathe_resources::local`).
 //!
 //! ```text
 //! Supervisor ──tick──> LocalProcesses::poll ──ended──> Backoff ──due──> LocalProcesses::request(local-<i>)
@@ -25,8 +26,8 @@ const RESTART_DELAY_MIN: Duration = Duration::from_millis(500);
 const RESTART_DELAY_MAX: Duration = Duration::from_secs(10);
 /// A process that ran this long before exiting starts the back-off over.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// A node that exits this many times in a row without ever serving is given up on (a bad flag, a data dir
-/// locked by another process...): `lathe up` stops and says why.
+/// A node that exits this many times in a row without ever serving is given up on (a bad flag, a
+/// data dir locked by another process...): `lathe up` stops and says why.
 const MAX_STARTS_WITHOUT_SERVING: u32 = 3;
 /// Health checks of a starting node: loopback, so short.
 const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
@@ -185,7 +186,8 @@ impl Supervisor {
         self.backend.running_count()
     }
 
-    /// Stops every node (SIGTERM, then SIGKILL after `grace` or once `hurry()`); returns the killed ones.
+    /// Stops every node (SIGTERM, then SIGKILL after `grace` or once `hurry()`); returns the killed
+    /// ones.
     pub(crate) fn stop_all(&mut self, grace: Duration, hurry: impl Fn() -> bool) -> Vec<String> {
         self.nodes.iter_mut().for_each(|n| n.restart_at = None);
         self.backend.stop_all(grace, hurry)

@@ -1,7 +1,8 @@
-//! What `lathe up` needs to know about the topology it deploys, read from the TOML itself (the server validates
-//! it): the functional groups (tables with a `crate` key), how many instances each wants, and which groups other
-//! groups name in their metadata (the LB's `backend_distribution` names the front pages), so the groups nobody
-//! names are the entry points a user sends requests to.
+//! What `lathe up` needs to know about the topology it deploys, read from the TOML itself (the
+//! server validates it): the functional groups (tables with a `crate` key), how many instances each
+//! wants, and which groups other groups name in their metadata (the LB's `backend_distribution`
+//! names the front pages), so the groups nobody names are the entry points a user sends requests
+//! to.
 
 use std::collections::BTreeSet;
 

@@ -388,8 +388,9 @@ pub mod my {
 
 /// The task types of this crate, for a node's catalog: the load balancer, `my::Crasher` for
 /// failure drills, `my::Flaky`, which fails a share of its requests, `my::Counter`, which keeps a
-/// count in its persistent state, and `my::Cached`, which serves values through the group's distributed cache, and a flow: `my::Emitter` sends what
-/// it is POSTed to a stream, `my::Tally` counts each key's messages of its input streams.
+/// count in its persistent state, and `my::Cached`, which serves values through the group's
+/// distributed cache, and a flow: `my::Emitter` sends what it is POSTed to a stream, `my::Tally`
+/// counts each key's messages of its input streams.
 pub fn tasks() -> Vec<lathe::TaskDescriptor> {
     vec![
         lathe::http_task!("my::LoadBalancer", my::LoadBalancer::default),

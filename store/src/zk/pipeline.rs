@@ -224,7 +224,8 @@ impl Pipeline {
                         }
                         Err(Interrupt::Failed(err)) => {
                             // The notifications drained for this batch are lost.
-                            tracing::warn!(error = %err, "reading registry changes failed; re-syncing");
+                            tracing::warn!(error = %err,
+                                "reading registry changes failed; re-syncing");
                             view.gap = true;
                         }
                     }

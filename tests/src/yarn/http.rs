@@ -111,7 +111,8 @@ fn answer_one(mut stream: TcpStream, handle: &impl Fn(Request) -> Answer) -> std
         serde_json::to_vec(&answer.body).unwrap_or_default()
     };
     let mut head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+            Connection: close\r\n",
         answer.status,
         body.len()
     );

@@ -449,7 +449,8 @@ impl App {
         let stderr = tail(&log_dir.join("stderr"), STDERR_LINES);
         let reason = format!(
             "AM Container for {} exited with exitCode: {exit_code}\nFailing this attempt. \
-             Diagnostics: Exception from container-launch.\nLast {STDERR_LINES} lines of stderr:\n{stderr}",
+             Diagnostics: Exception from container-launch.\nLast {STDERR_LINES} lines of stderr:\n\
+                 {stderr}",
             self.attempt_id()
         );
         self.attempt_failed(&reason);

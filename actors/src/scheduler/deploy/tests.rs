@@ -66,7 +66,8 @@ impl Store for FailingStore {
 
 fn source(one: i64, two: i64) -> String {
     format!(
-        "[task.x]\ncrate = \"http_frontpage\"\nversion = \"4.2.1\"\ntask = \"my::FrontPage\"\ntasks = 1\none = {one}\ntwo = {two}\n"
+        "[task.x]\ncrate = \"http_frontpage\"\nversion = \"4.2.1\"\ntask = \"my::FrontPage\"\n\
+            tasks = 1\none = {one}\ntwo = {two}\n"
     )
 }
 

@@ -122,19 +122,23 @@ fn judgements_name_the_figure_over_its_threshold() {
 
 #[test]
 fn promql_answers_give_the_same_counters_as_the_nodes_text() {
-    let requests = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [
+    let vector = |result| {
+        serde_json::json!({"status": "success",
+                           "data": {"resultType": "vector", "result": result}})
+    };
+    let requests = vector(serde_json::json!([
         {"metric": {"group": "task.web", "code": "200"}, "value": [1.7e9, "80"]},
         {"metric": {"group": "task.web", "code": "500"}, "value": [1.7e9, "15"]},
         {"metric": {"group": "task.web", "code": "503"}, "value": [1.7e9, "5"]},
         {"metric": {"group": "task.web", "code": "400"}, "value": [1.7e9, "3"]},
         {"metric": {"group": "taskXweb", "code": "500"}, "value": [1.7e9, "99"]},
-    ]}});
-    let buckets = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [
+    ]));
+    let buckets = vector(serde_json::json!([
         {"metric": {"group": "task.web", "le": "+Inf"}, "value": [1.7e9, "103"]},
         {"metric": {"group": "task.web", "le": "0.001"}, "value": [1.7e9, "50"]},
         {"metric": {"group": "task.web", "le": "0.1"}, "value": [1.7e9, "102"]},
         {"metric": {"group": "task.web", "le": "0.01"}, "value": [1.7e9, "90"]},
-    ]}});
+    ]));
     let from_prometheus = parse_prometheus(&requests, &buckets, &web()).unwrap();
     assert_eq!(from_prometheus, parse_metrics(NODE_METRICS, &web()));
     assert_eq!(promql_selector(&web()), "{group=~\"task.web\"}");
@@ -177,7 +181,8 @@ proptest! {
 
     #[test]
     fn p99_lies_within_the_histograms_finite_bounds(window in traffic()) {
-        let highest = window.buckets.iter().rev().find(|(b, _)| *b != u64::MAX).map(|(b, _)| *b).unwrap();
+        let finite = window.buckets.iter().map(|(b, _)| *b).filter(|b| *b != u64::MAX);
+        let highest = finite.max().unwrap();
         if let Some(p99) = quantile_ms(0.99, &window) {
             prop_assert!(p99 >= 0.0 && p99 <= highest as f64 / 1000.0, "{p99}");
             let p50 = quantile_ms(0.5, &window).unwrap();
@@ -190,7 +195,11 @@ proptest! {
         window in traffic(), max in 0.0f64..1.0, extra in 0u64..100,
     ) {
         let policy = gated(Some(max), None);
-        let worse = Traffic { requests: window.requests + extra, errors: window.errors + extra, ..window.clone() };
+        let worse = Traffic {
+            requests: window.requests + extra,
+            errors: window.errors + extra,
+            ..window.clone()
+        };
         if matches!(judge(&policy, &window), Judgement::Over(_)) {
             prop_assert!(matches!(judge(&policy, &worse), Judgement::Over(_)));
         }

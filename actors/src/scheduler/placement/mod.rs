@@ -21,8 +21,8 @@
 //! 4. **Score.** Each instance goes to the candidate node with the highest score:
 //!    `Σ score(tag) × (instances on the node carrying tag)` over the group's `biases`, minus
 //!    [`LOAD_PENALTY`] per instance already on the node (of any group). A node's own tags
-//!    (`lathe-node --tag`) count as one instance carrying them, so `biases = [["ssd"], [5]]` draws a
-//!    group to nodes started with `--tag ssd`. Ties go to the node whose name sorts first.
+//!    (`lathe-node --tag`) count as one instance carrying them, so `biases = [["ssd"], [5]]` draws
+//!    a group to nodes started with `--tag ssd`. Ties go to the node whose name sorts first.
 //! 5. **Order.** Groups are placed after the groups carrying the tags their biases name (the
 //!    seed's load balancers after the frontpages, so the LB's +7 sees them), then by name; groups
 //!    whose biases refer to each other in a cycle go by name. Instances of a group go by index.

@@ -204,7 +204,8 @@ proptest! {
         groups in groups(), nodes in nodes(), current in current(), moves in 0..6usize
     ) {
         let placement = place(&groups, &nodes, &current);
-        let (moved, _) = rebalance(&groups, &nodes, &placement.assignments, &BTreeSet::new(), moves);
+        let (moved, _) = rebalance(&groups, &nodes, &placement.assignments, &BTreeSet::new(),
+            moves);
         let after = Placement { assignments: moved, pending: Vec::new() };
         let loads = load_of(&after);
         for node in &nodes {
@@ -216,7 +217,8 @@ proptest! {
         }
         for a in &after.assignments {
             let node = nodes.iter().find(|n| n.name == a.node).expect("a live node");
-            prop_assert!(node.catalog.contains(&a.task_type), "{:?} moved where its type does not run", a);
+            prop_assert!(node.catalog.contains(&a.task_type),
+                "{:?} moved where its type does not run", a);
         }
     }
 

@@ -4,6 +4,7 @@
 mod discovery;
 mod lifecycle;
 mod limits;
+mod restore;
 mod strategies;
 mod tasks;
 

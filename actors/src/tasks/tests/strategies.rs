@@ -208,7 +208,8 @@ async fn policies_come_from_the_deployed_topology() {
     let source = |strategy: &str| {
         format!(
             "[t.g]\ncrate = \"test_tasks\"\nversion = \"1.0.0\"\ntask = \"t::Counted\"\ntasks = 3\n\
-             restart = {{ strategy = \"{strategy}\", max_restarts = 7, within_seconds = 20, backoff_ms = 5 }}\n"
+             restart = {{ strategy = \"{strategy}\", max_restarts = 7, within_seconds = 20, \
+                 backoff_ms = 5 }}\n"
         )
     };
     deploy::deploy(&node.registry, "t.toml", &source("rest-for-one"))

@@ -11,6 +11,7 @@
 pub mod slots;
 pub mod socket;
 
+use crate::actions::ActionError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub struct HaproxyAction {
 }
 
 impl HaproxyAction {
-    pub fn new(config: &ActionConfig, watch: &str, metrics: Metrics) -> Result<Self, String> {
+    pub fn new(config: &ActionConfig, watch: &str, metrics: Metrics) -> Result<Self, ActionError> {
         let template = config.template.display().to_string();
         Ok(HaproxyAction {
             env: render::compile(&template, &config.template_source)?,
@@ -90,7 +91,7 @@ impl HaproxyAction {
     }
 
     /// The live slots of every backend; `Ok(None)` for a backend HAProxy does not have.
-    async fn live(&self) -> Result<BTreeMap<String, Option<Vec<Slot>>>, String> {
+    async fn live(&self) -> Result<BTreeMap<String, Option<Vec<Slot>>>, ActionError> {
         let mut live = BTreeMap::new();
         for backend in self.backends.keys() {
             let servers = socket::servers(&self.admin_socket, backend).await?;
@@ -145,7 +146,7 @@ impl HaproxyAction {
             .flat_map(|(b, p)| p.changes.iter().map(move |c| (b.clone(), c.clone())))
             .collect();
         if let Err(e) = self.apply(&changes).await {
-            return Outcome::Failed(e);
+            return Outcome::Failed(e.to_string());
         }
         match self.verify(&desired).await {
             Ok(()) if changes.is_empty() => {
@@ -155,7 +156,7 @@ impl HaproxyAction {
                 "runtime API, {} changes, no reload: {summary}",
                 changes.len()
             )),
-            Err(e) => Outcome::Failed(e),
+            Err(e) => Outcome::Failed(e.to_string()),
         }
     }
 
@@ -186,8 +187,8 @@ impl HaproxyAction {
         if files::is_same(&self.destination, rendered.as_bytes()) {
             return Ok(false);
         }
-        let temp =
-            files::write_temp(&self.destination, rendered.as_bytes()).map_err(Outcome::Failed)?;
+        let temp = files::write_temp(&self.destination, rendered.as_bytes())
+            .map_err(|e| Outcome::Failed(e.to_string()))?;
         if let Some(check) = &self.check {
             if let Err(e) = command::run(&command::expand(check, Some(&temp)), self.timeout).await {
                 files::discard(&temp);
@@ -197,11 +198,11 @@ impl HaproxyAction {
                 )));
             }
         }
-        files::commit(&temp, &self.destination).map_err(Outcome::Failed)?;
+        files::commit(&temp, &self.destination).map_err(|e| Outcome::Failed(e.to_string()))?;
         Ok(true)
     }
 
-    async fn reload(&self) -> Result<(), String> {
+    async fn reload(&self) -> Result<(), ActionError> {
         match (&self.master_socket, &self.reload) {
             (Some(master), _) => socket::master_reload(master).await,
             (None, Some(reload)) => command::run(
@@ -210,24 +211,29 @@ impl HaproxyAction {
             )
             .await
             .map(|_| ()),
-            (None, None) => Err("neither master_socket nor reload is configured".to_string()),
+            (None, None) => Err(ActionError::Config(
+                "neither master_socket nor reload is configured".to_string(),
+            )),
         }
     }
 
     /// Runtime commands: fills first (capacity never drops), then frees.
-    async fn apply(&self, changes: &[(String, SlotChange)]) -> Result<(), String> {
+    async fn apply(&self, changes: &[(String, SlotChange)]) -> Result<(), ActionError> {
         let mut ordered: Vec<&(String, SlotChange)> = changes.iter().collect();
         ordered.sort_by_key(|(_, c)| matches!(c, SlotChange::Free { .. }));
         for (backend, change) in ordered {
             if let SlotChange::Fill { target, .. } = change {
                 // Endpoints are checked when read; a runtime line must never chain a command.
                 if address::host_port(&format!("{}:{}", target.0, target.1)).is_none() {
-                    return Err(format!("refusing the malformed address {target:?}"));
+                    return Err(ActionError::Haproxy(format!(
+                        "refusing the malformed address {target:?}"
+                    )));
                 }
             }
             let line = match change {
                 SlotChange::Fill { name, target } => format!(
-                    "set server {backend}/{name} addr {} port {}; set server {backend}/{name} state ready",
+                    "set server {backend}/{name} addr {} port {}; set server {backend}/{name} \
+                        state ready",
                     target.0, target.1
                 ),
                 SlotChange::Free { name } => format!("set server {backend}/{name} state maint"),
@@ -240,7 +246,10 @@ impl HaproxyAction {
     }
 
     /// Checks that every backend serves exactly its endpoints.
-    async fn verify(&self, desired: &BTreeMap<String, BTreeSet<Target>>) -> Result<(), String> {
+    async fn verify(
+        &self,
+        desired: &BTreeMap<String, BTreeSet<Target>>,
+    ) -> Result<(), ActionError> {
         let live = self.live().await?;
         for (backend, targets) in desired {
             let serving: BTreeSet<Target> = live
@@ -252,16 +261,19 @@ impl HaproxyAction {
                 .filter_map(Slot::target)
                 .collect();
             if &serving != targets {
-                return Err(format!(
+                return Err(ActionError::Haproxy(format!(
                     "backend {backend} serves {serving:?}, expected {targets:?}"
-                ));
+                )));
             }
         }
         Ok(())
     }
 
     /// After a reload: the new worker should serve the file's slots; fix any difference at runtime.
-    async fn converge(&self, desired: &BTreeMap<String, BTreeSet<Target>>) -> Result<(), String> {
+    async fn converge(
+        &self,
+        desired: &BTreeMap<String, BTreeSet<Target>>,
+    ) -> Result<(), ActionError> {
         let mut deadline = 100;
         loop {
             match self.live().await {
@@ -271,7 +283,9 @@ impl HaproxyAction {
                         let current = live.get(backend).cloned().flatten().unwrap_or_default();
                         let p = plan(&current, targets, self.spare);
                         if p.grew {
-                            return Err(format!("backend {backend} still lacks slots"));
+                            return Err(ActionError::Haproxy(format!(
+                                "backend {backend} still lacks slots"
+                            )));
                         }
                         changes.extend(p.changes.into_iter().map(|c| (backend.clone(), c)));
                     }
@@ -279,7 +293,9 @@ impl HaproxyAction {
                     return self.verify(desired).await;
                 }
                 _ if deadline == 0 => {
-                    return Err("the new worker does not answer on the admin socket".into())
+                    return Err(ActionError::Haproxy(
+                        "the new worker does not answer on the admin socket".to_string(),
+                    ))
                 }
                 _ => {
                     deadline -= 1;
