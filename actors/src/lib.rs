@@ -4,6 +4,7 @@
 //! Each actor lives in its own file beside its message enum; callers use the typed handles
 //! ([`registry::RegistryHandle`], [`membership::MembershipHandle`]) rather than messages.
 
+pub mod acl;
 pub mod cache;
 pub mod flow;
 mod follow;

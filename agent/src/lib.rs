@@ -77,6 +77,7 @@ pub async fn run(
             name.clone(),
             addr,
             config.registry.clone(),
+            config.registry_headers(),
             async move {
                 let _ = register_stopped.await;
             },

@@ -31,6 +31,10 @@ struct Args {
     /// PEM private key of --cert
     #[arg(long, env = "LATHE_KEY", requires = "cert")]
     key: Option<PathBuf>,
+    /// The ACL token for registry nodes started with --acl (a policy with agent:read, and
+    /// agent:write to register, plus key:PREFIX:read for watched keys outside /lathe/endpoints)
+    #[arg(long, env = "LATHE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match lathe_agent::config::load(&args.config, std::env::vars()) {
+    let mut config = match lathe_agent::config::load(&args.config, std::env::vars()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("lathe-agent: {e}");
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         eprintln!("lathe-agent: {e}");
         return ExitCode::from(2);
     }
+    config.token = args.token;
     if args.check {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;

@@ -33,9 +33,11 @@ pub async fn run(
     name: String,
     addr: SocketAddr,
     registry: Vec<Addr>,
+    headers: reqwest::header::HeaderMap,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let http = match crate::tls::client_builder()
+        .default_headers(headers)
         .connect_timeout(REQUEST_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .build()

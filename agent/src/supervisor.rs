@@ -182,6 +182,7 @@ async fn spawn_watcher(
         retry: config.retry,
         board: args.board.clone(),
         metrics: args.metrics.clone(),
+        headers: config.registry_headers(),
     };
     let (watcher, _) =
         Actor::spawn_linked(None, RegistryWatcher, watcher_args, myself.get_cell()).await?;

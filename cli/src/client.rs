@@ -95,6 +95,8 @@ pub(crate) struct Client {
     scheme: &'static str,
     agent: ureq::Agent,
     stream_agent: ureq::Agent,
+    /// `--token`: sent as `Authorization: Bearer` with every request.
+    token: Option<String>,
 }
 
 impl Client {
@@ -126,7 +128,17 @@ impl Client {
             scheme,
             agent: builder().timeout(request).build(),
             stream_agent: builder().build(),
+            token: None,
         }
+    }
+
+    /// The same client, sending `token` (an ACL token) with every request.
+    pub(crate) fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        self
     }
 
     pub(crate) fn addr(&self) -> &str {
@@ -135,14 +147,13 @@ impl Client {
 
     /// `GET path` (path includes the query, e.g. `/v1/kv/a?recurse=true`).
     pub(crate) fn get(&self, path: &str) -> Result<Reply, CliError> {
-        self.finish(self.agent.get(&self.url(path)).call())
+        self.finish(self.authorized(self.agent.get(&self.url(path))).call())
     }
 
     /// `PUT path` with a JSON body.
     pub(crate) fn put_json(&self, path: &str, body: &Value) -> Result<Reply, CliError> {
         let request = self
-            .agent
-            .put(&self.url(path))
+            .authorized(self.agent.put(&self.url(path)))
             .set("Content-Type", "application/json");
         self.finish(request.send_string(&body.to_string()))
     }
@@ -155,8 +166,7 @@ impl Client {
         body: &str,
     ) -> Result<Reply, CliError> {
         self.finish(
-            self.agent
-                .put(&self.url(path))
+            self.authorized(self.agent.put(&self.url(path)))
                 .set("Content-Type", content_type)
                 .send_string(body),
         )
@@ -165,31 +175,36 @@ impl Client {
     /// `POST path` with a JSON body.
     pub(crate) fn post_json(&self, path: &str, body: &Value) -> Result<Reply, CliError> {
         let request = self
-            .agent
-            .post(&self.url(path))
+            .authorized(self.agent.post(&self.url(path)))
             .set("Content-Type", "application/json");
         self.finish(request.send_string(&body.to_string()))
     }
 
     /// `POST path` with no body (a command such as `/v1/rollouts/{group}/pause`).
     pub(crate) fn post(&self, path: &str) -> Result<Reply, CliError> {
-        self.finish(self.agent.post(&self.url(path)).call())
+        self.finish(self.authorized(self.agent.post(&self.url(path))).call())
     }
 
     pub(crate) fn delete(&self, path: &str) -> Result<Reply, CliError> {
-        self.finish(self.agent.delete(&self.url(path)).call())
+        self.finish(self.authorized(self.agent.delete(&self.url(path))).call())
     }
 
     /// `GET path` answered by a stream (Server-Sent Events): the body, read as it arrives, with no
     /// read timeout.
     pub(crate) fn stream(&self, path: &str) -> Result<Box<dyn Read + Send + Sync>, CliError> {
         let request = self
-            .stream_agent
-            .get(&self.url(path))
+            .authorized(self.stream_agent.get(&self.url(path)))
             .set("Accept", "text/event-stream");
         match request.call() {
             Ok(response) => Ok(response.into_reader()),
             Err(err) => Err(self.map_error(err)),
+        }
+    }
+
+    fn authorized(&self, request: ureq::Request) -> ureq::Request {
+        match &self.token {
+            Some(token) => request.set("Authorization", &format!("Bearer {token}")),
+            None => request,
         }
     }
 

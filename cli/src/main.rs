@@ -73,6 +73,16 @@ pub(crate) struct Cli {
     )]
     pub(crate) key: Option<PathBuf>,
 
+    /// The ACL token sent with every request (Authorization: Bearer), for nodes started with --acl
+    #[arg(
+        long,
+        global = true,
+        env = "LATHE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -116,9 +126,61 @@ pub(crate) enum Command {
     /// Follow and steer the slow roll-out of a group to a new version
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Access control of a cluster whose nodes run with --acl: bootstrap, policies, tokens
+    #[command(subcommand)]
+    Acl(AclCommand),
     /// Start a local cluster: N lathe-node processes on loopback, restarted when they die, until
     /// Ctrl-C
     Up(Box<up::UpArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclCommand {
+    /// Make the cluster's management token (works once per cluster); prints it this once
+    Bootstrap,
+    /// Named policies: lists of rules
+    #[command(subcommand)]
+    Policy(AclPolicyCommand),
+    /// Tokens: each carries policies; its secret is shown once, at creation
+    #[command(subcommand)]
+    Token(AclTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclPolicyCommand {
+    /// Create or replace policy NAME from FILE (JSON {"rules": [...]}) and/or --rule flags
+    Put {
+        name: String,
+        /// A JSON file: {"rules": [{"resource": "key", "prefix": "/app", "access": "write"}]}
+        file: Option<PathBuf>,
+        /// A rule RESOURCE[:PREFIX]:ACCESS: key:/app:write, cluster:read, topology:write,
+        /// operator:write, agent:read|write, acl:read|write
+        #[arg(long = "rule", value_name = "RULE")]
+        rules: Vec<String>,
+    },
+    /// Every policy and its rules
+    List,
+    /// Delete policy NAME (tokens that name it lose its rules)
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclTokenCommand {
+    /// Make a token with the given policies; prints its secret this once
+    Create {
+        /// A policy the token carries (repeat for more)
+        #[arg(long = "policy", value_name = "NAME")]
+        policies: Vec<String>,
+        /// A management token, allowed everything
+        #[arg(long)]
+        management: bool,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Every token (accessor, policies; never secrets)
+    List,
+    /// Revoke the token ACCESSOR (on every node within seconds)
+    Delete { accessor: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,7 +294,7 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(2);
         }
-        return up::run(args);
+        return up::run(args, cli.token.as_deref());
     }
     match commands::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -334,6 +396,30 @@ mod tests {
         for args in [&["up"][..], &["up", "--nodes", "0"]] {
             assert_eq!(parse(args).unwrap_err().exit_code(), 2, "args {args:?}");
         }
+    }
+
+    #[test]
+    fn acl_commands_and_the_token_parse() {
+        let cli = parse(&[
+            "acl", "token", "create", "--policy", "a", "--policy", "b", "--token", "s",
+        ])
+        .unwrap();
+        assert_eq!(cli.token.as_deref(), Some("s"));
+        assert!(matches!(
+            cli.command,
+            Command::Acl(AclCommand::Token(AclTokenCommand::Create { ref policies, management: false, .. }))
+                if policies == &["a", "b"]
+        ));
+        let cli = parse(&["acl", "policy", "put", "ro", "--rule", "key:/:read"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Acl(AclCommand::Policy(AclPolicyCommand::Put { file: None, ref rules, .. }))
+                if rules == &["key:/:read"]
+        ));
+        assert!(matches!(
+            parse(&["acl", "bootstrap"]).unwrap().command,
+            Command::Acl(AclCommand::Bootstrap)
+        ));
     }
 
     #[test]

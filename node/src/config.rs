@@ -131,6 +131,10 @@ pub(crate) struct Args {
     /// Accept failure drills: POST /v1/actors/kill kills any actor of this node as if it crashed
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     enable_chaos: bool,
+    /// Access control: every REST route but /v1/health, /metrics, /ui and POST /v1/acl/bootstrap
+    /// needs a token (Authorization: Bearer or X-Lathe-Token) whose policies allow it
+    #[arg(long, env = "LATHE_ACL")]
+    acl: bool,
     /// A Prometheus that scrapes the nodes (http://HOST:PORT): roll-out and shift metric gates
     /// read response counters from it with PromQL instead of from every node's /metrics
     #[arg(long, env = "LATHE_PROMETHEUS_URL")]
@@ -191,10 +195,6 @@ pub(crate) struct Args {
     /// PEM CA certificate every cluster peer's certificate must be signed by
     #[arg(long, env = "LATHE_CLUSTER_TLS_CA", value_name = "PEM")]
     cluster_tls_ca: Option<PathBuf>,
-    /// Access control on the REST API (the flag is read here so that safe defaults can count
-    /// it; the tokens themselves are another change's)
-    #[arg(long, env = "LATHE_ACL")]
-    acl: bool,
     /// Start even where the defaults are unsafe: REST on a non-loopback address without TLS or
     /// --acl, the cluster port on a non-loopback address, or the built-in cookie
     #[arg(long, env = "LATHE_INSECURE")]
@@ -230,6 +230,8 @@ pub(crate) struct NodeConfig {
     pub(crate) task_http_max_connections: usize,
     /// Whether failure drills (`POST /v1/actors/kill`) are accepted.
     pub(crate) enable_chaos: bool,
+    /// `--acl`: default-deny REST access by token.
+    pub(crate) acl: bool,
     /// `--prometheus-url`, without a trailing `/`: where metric gates read counters.
     pub(crate) prometheus_url: Option<String>,
     /// Whether `forward` calls instances of this node in-process (not `--no-local-forward`).
@@ -496,6 +498,7 @@ impl Args {
             max_keys: self.max_keys,
             max_registry_bytes: self.max_registry_bytes,
             enable_chaos: self.enable_chaos,
+            acl: self.acl,
             prometheus_url,
             local_forward: !self.no_local_forward,
             topology,
@@ -1094,6 +1097,8 @@ mod tests {
     #[test]
     fn failure_drills_are_off_unless_enabled() {
         assert!(parse(&["--enable-chaos"]).unwrap().enable_chaos);
+        assert!(parse(&["--acl"]).unwrap().acl);
+        assert!(!parse(&[]).unwrap().acl);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::time::Duration;
 use crate::supervisor::{NodeSupervisor, NodeSupervisorArgs};
 use clap::Parser;
 use lathe::Catalog;
+use lathe_actors::acl::writer::WriteGate;
 use lathe_actors::membership::MembershipConfig;
 use lathe_actors::registry::remote::{start_store_server, RemoteStore};
 use lathe_actors::registry::RegistryConfig;
@@ -121,7 +122,9 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
     let metrics = prometheus::Registry::new();
     metrics::register_workers(&metrics)?;
     let tree = ActorTree::new(&name);
-    let (store, store_keeper) = open_store(&config, &name, &metrics, &tree).await?;
+    let write_gate = WriteGate::default();
+    let (store, store_keeper) =
+        open_store(&config, &name, &metrics, &tree, write_gate.clone()).await?;
     let mut membership = MembershipConfig::new(&name, cluster_addr, http_addr, &config.cookie);
     membership.join = config.join.clone();
     membership.tags = config.tags.clone();
@@ -173,6 +176,8 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
         catalog,
         topology: config.topology.clone(),
         enable_chaos: config.enable_chaos,
+        acl: config.acl,
+        write_gate,
         traffic_source: config
             .prometheus_url
             .clone()
@@ -214,6 +219,7 @@ async fn open_store(
     name: &str,
     metrics: &prometheus::Registry,
     tree: &ActorTree,
+    write_gate: WriteGate,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<ActorCell>)> {
     let scope = tree.scope("node/registry");
     use anyhow::Context;
@@ -242,7 +248,7 @@ async fn open_store(
         )
     })?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let keeper = start_store_server(store.clone(), &scope, None)
+    let keeper = start_store_server(store.clone(), write_gate, &scope, None)
         .await
         .context("cannot serve the embedded registry to joining nodes")?;
     Ok((store, Some(keeper.get_cell())))

@@ -31,6 +31,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lathe_actors::acl::writer::WriteGate;
+use lathe_actors::acl::Acl;
 use lathe_actors::http::{serve_tls, ApiContext, RestTls};
 use lathe_actors::membership::{start_membership, MembershipConfig, MembershipHandle};
 use lathe_actors::registry::{start_registry_in, RegistryConfig, RegistryHandle};
@@ -89,6 +91,10 @@ pub(crate) struct NodeSupervisorArgs {
     pub(crate) topology: Option<(String, String)>,
     /// Accept failure drills (`POST /v1/actors/kill`, `--enable-chaos`).
     pub(crate) enable_chaos: bool,
+    /// Default-deny REST access by token (`--acl`).
+    pub(crate) acl: bool,
+    /// Where the embedded registry's store server (founding node) checks forwarded writes.
+    pub(crate) write_gate: WriteGate,
     /// Call instances of this node in-process from `forward` (not `--no-local-forward`).
     pub(crate) local_forward: bool,
     /// A resource manager backend (`--yarn-rm`): asks for more nodes when the cluster is full.
@@ -210,7 +216,15 @@ impl Actor for NodeSupervisor {
         )
         .await?;
         root.started("tasks", ActorKind::TaskSupervisor, &tasks.actor());
+        let acl = if args.acl {
+            tracing::info!("acl on: REST requests need a token");
+            Acl::enabled(registry.clone()).await
+        } else {
+            Acl::disabled()
+        };
+        args.write_gate.install(acl.clone());
         let context = ApiContext {
+            acl,
             node_name: args.name.clone(),
             registry: registry.clone(),
             members: Arc::new(Members(membership.clone())),

@@ -111,6 +111,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("registry store failed: {0}")]
     Internal(String),
+    /// The store's owner refused the write (a joined node's write whose caller the ACL denies).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// A registry backend. Implementations are cheap to share (`Arc<dyn Store>`).

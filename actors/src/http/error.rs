@@ -56,6 +56,7 @@ impl From<RegistryError> for ApiError {
         let status = match &error {
             RegistryError::Store(StoreError::CasMismatch { .. }) => StatusCode::CONFLICT,
             RegistryError::Store(StoreError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            RegistryError::Store(StoreError::Forbidden(_)) => StatusCode::FORBIDDEN,
             RegistryError::Store(StoreError::Unavailable(_)) | RegistryError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -116,6 +116,7 @@ fn rest_requests_are_answered_or_refused_with_a_4xx_naming_the_problem() {
             tree: ActorTree::new("fuzz"),
             enable_chaos: false,
             limits: ApiLimits::default(),
+            acl: crate::acl::Acl::disabled(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();

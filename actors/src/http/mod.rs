@@ -9,14 +9,19 @@
 //! (`requests.rs`); a handler that panics answers 500 with a JSON error and is counted in
 //! `lathe_api_panics_total`.
 //!
+//! `/v1/acl` (tokens and policies) and `guard.rs` add access control with `--acl`, and refuse
+//! cross-origin state changes from browsers always.
+//!
 //! [`serve`] takes an already-bound listener and a shutdown future (tests bind port 0).
 
+mod acl;
 mod agents;
 mod chaos;
 mod discovery;
 mod error;
 #[cfg(test)]
 mod fuzz;
+mod guard;
 mod idle;
 mod kv;
 mod limits;
@@ -50,6 +55,7 @@ pub use limits::{
 };
 pub use tls::RestTls;
 
+use crate::acl::{writer, Acl};
 use crate::registry::RegistryHandle;
 use crate::tree::ActorTree;
 
@@ -75,6 +81,8 @@ pub struct ApiContext {
     pub enable_chaos: bool,
     /// Timeouts and caps of the port (`limits.rs`).
     pub limits: ApiLimits,
+    /// Access control (`--acl`); `Acl::disabled()` serves everyone as before.
+    pub acl: Acl,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
@@ -100,6 +108,7 @@ pub async fn serve_tls(
         tracing::warn!(%error, "cannot set TCP_NODELAY on the REST listener");
     }
     let requests = requests::ApiRequests::register(&context.metrics);
+    let denials = guard::Denials::register(&context.metrics);
     let state_metrics = state_metrics::StateMetrics::register(&context.metrics);
     context.limits.register(&context.metrics);
     if let Some(tls) = &tls {
@@ -110,29 +119,38 @@ pub async fn serve_tls(
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
         .and(warp::body::stream().map(BodyStream::new))
         .and(warp::any().map(move || context.clone()))
         .and(warp::any().map(move || requests.clone()))
         .and(warp::any().map(move || state_metrics.clone()))
+        .and(warp::any().map(move || denials.clone()))
         .then(
             |method: Method,
              path: warp::path::FullPath,
              query: String,
+             headers: warp::http::HeaderMap,
              body: BodyStream,
              context: Arc<ApiContext>,
              requests: requests::ApiRequests,
-             state_metrics: state_metrics::StateMetrics| async move {
+             state_metrics: state_metrics::StateMetrics,
+             denials: guard::Denials| async move {
+                let writer =
+                    match guard::admit(&context.acl, &denials, &method, path.as_str(), &headers) {
+                        Ok(writer) => writer,
+                        Err(denied) => {
+                            let response = error_response(&method, denied);
+                            requests.count(&method, path.as_str(), &query, response.status());
+                            return response;
+                        }
+                    };
                 if path.as_str() == "/metrics" {
                     state_metrics.refresh(&context.registry).await;
                 }
-                let handled = crate::panics::caught(route(
-                    method.clone(),
-                    path.as_str(),
-                    &query,
-                    body,
-                    context,
-                ))
-                .await;
+                let token = guard::presented_token(&headers).map(str::to_string);
+                let routed = route(method.clone(), path.as_str(), &query, body, context);
+                let routed = tree::CALLER_TOKEN.scope(token, writer::scope(writer, routed));
+                let handled = crate::panics::caught(routed).await;
                 let response = handled.unwrap_or_else(|panic| {
                     requests.panicked();
                     tracing::error!(%method, path = path.as_str(), %panic,
@@ -169,6 +187,7 @@ async fn route(
         ("/v1/tree", &Method::GET) => tree::tree(&context, query).await,
         (discovery::TARGETS_PATH, &Method::GET) => discovery::targets(&context, query).await,
         ("/v1/actors/kill", &Method::POST) => chaos::kill(&context, query, body).await,
+        _ if acl::is_acl_path(path) => acl::handle(&context, &method, path, query, body).await,
         _ if ui::is_ui_path(path) && method == Method::GET => Ok(ui::page()),
         _ if rollout::is_rollouts_path(path) => {
             rollout::handle(&context, &method, path, query).await
@@ -195,18 +214,20 @@ async fn route(
             format!("no such route: {method} {path}"),
         )),
     };
-    result.unwrap_or_else(|error| {
-        let mut response = error.into_response();
-        if !matches!(method, Method::GET | Method::HEAD) {
-            // The body may be unread (refused as too large, or before looking at it): say the
-            // connection closes, so a keep-alive client does not send its next request into it.
-            response.headers_mut().insert(
-                warp::http::header::CONNECTION,
-                warp::http::HeaderValue::from_static("close"),
-            );
-        }
-        response
-    })
+    result.unwrap_or_else(|error| error_response(&method, error))
+}
+
+fn error_response(method: &Method, error: ApiError) -> Response {
+    let mut response = error.into_response();
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        // The body may be unread (refused as too large, or before looking at it): say the
+        // connection closes, so a keep-alive client does not send its next request into it.
+        response.headers_mut().insert(
+            warp::http::header::CONNECTION,
+            warp::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The answer to a request whose handler panicked: a 500 that says so (the panic is logged and

@@ -12,7 +12,7 @@ const NAME: &str = "lathe_api_requests_total";
 const HELP: &str =
     "Requests answered by this node's REST API, by route (kv, kv-blocking, kv-write, \
                     watch, tasks, services, topology, members, metrics, health, tree, kill, \
-                        rollouts, prometheus, agents, \
+                        rollouts, prometheus, agents, acl, \
                     ui, other)";
 
 const PANICS: &str = "lathe_api_panics_total";
@@ -66,6 +66,8 @@ fn route(method: &Method, path: &str, query: &str) -> &'static str {
         "services"
     } else if super::rollout::is_rollouts_path(path) || super::shift::is_shifts_path(path) {
         "rollouts"
+    } else if super::acl::is_acl_path(path) {
+        "acl"
     } else if super::agents::is_agents_path(path) {
         "agents"
     } else if super::ui::is_ui_path(path) {

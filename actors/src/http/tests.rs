@@ -46,6 +46,7 @@ async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
         tree: ActorTree::new("n1"),
         enable_chaos: false,
         limits: super::ApiLimits::default(),
+        acl: crate::acl::Acl::disabled(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -101,6 +102,7 @@ async fn writes_past_the_registry_quota_are_refused() {
         tree: ActorTree::new("n1"),
         enable_chaos: false,
         limits: super::ApiLimits::default().with_quota(2, 1000),
+        acl: crate::acl::Acl::disabled(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();

@@ -24,6 +24,11 @@ use warp::Reply;
 
 use super::{ApiContext, ApiError};
 
+// The token the caller presented (with `--acl`), passed on when asking the other members.
+tokio::task_local! {
+    pub(crate) static CALLER_TOKEN: Option<String>;
+}
+
 /// How long the tree of another node may take to arrive.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest tree answer read from another node.
@@ -94,7 +99,14 @@ async fn fetch_tree(member: &Member) -> Result<Value, String> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let request = async {
         let uri: http::Uri = uri.parse().map_err(|e| format!("bad address {uri}: {e}"))?;
-        let response = client.get(uri).await.map_err(|e| e.to_string())?;
+        let mut request = http::Request::get(uri);
+        if let Some(token) = CALLER_TOKEN.try_with(Clone::clone).ok().flatten() {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| format!("bad request: {e}"))?;
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), MAX_TREE_BYTES)
             .collect()

@@ -137,11 +137,13 @@ impl RegistryHandle {
     ) -> Result<u64, RegistryError> {
         let shard = self.slices.shard_of(key);
         let key = key.clone();
+        let writer = crate::acl::writer::current();
         let result: Result<u64, StoreError> = self
             .ask_shard(shard, move |reply| ShardMsg::Put {
                 key: key.clone(),
                 value: value.clone(),
                 cas,
+                writer: writer.clone(),
                 reply,
             })
             .await?;
@@ -158,11 +160,13 @@ impl RegistryHandle {
     ) -> Result<Option<u64>, RegistryError> {
         let shard = self.slices.shard_of(key);
         let key = key.clone();
+        let writer = crate::acl::writer::current();
         let result: Result<Option<u64>, StoreError> = self
             .ask_shard(shard, move |reply| ShardMsg::Delete {
                 key: key.clone(),
                 cas,
                 recurse,
+                writer: writer.clone(),
                 reply,
             })
             .await?;

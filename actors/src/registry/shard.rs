@@ -23,6 +23,7 @@ use super::feed::FeedMsg;
 use super::metrics::RegistryMetrics;
 use super::replica::{Replica, DEFAULT_RING_CAPACITY};
 use super::subscription::{attach, Subscriber, SubscriberSet, SubscriptionEvent};
+use crate::acl::writer::{scope, Writer};
 
 /// How long a write waits for its change to come back through the feed before it is
 /// acknowledged anyway (the store already made it durable).
@@ -58,12 +59,15 @@ pub(crate) enum ShardMsg {
         key: KeyPath,
         value: serde_json::Value,
         cas: Option<u64>,
+        /// The REST caller behind the write (`acl::writer`), carried to the store.
+        writer: Option<Writer>,
         reply: RpcReplyPort<Result<u64, StoreError>>,
     },
     Delete {
         key: KeyPath,
         cas: Option<u64>,
         recurse: bool,
+        writer: Option<Writer>,
         reply: RpcReplyPort<Result<Option<u64>, StoreError>>,
     },
     /// The store finished a write; acknowledge it once `version` is applied here.
@@ -173,12 +177,13 @@ impl Actor for RegistryShard {
                 key,
                 value,
                 cas,
+                writer,
                 reply,
             } => {
                 let store = state.store.clone();
                 spawn_write(
                     myself,
-                    async move { store.put(&key, &value, cas).await },
+                    scope(writer, async move { store.put(&key, &value, cas).await }),
                     reply,
                     Some,
                 );
@@ -187,12 +192,16 @@ impl Actor for RegistryShard {
                 key,
                 cas,
                 recurse,
+                writer,
                 reply,
             } => {
                 let store = state.store.clone();
                 spawn_write(
                     myself,
-                    async move { store.delete(&key, cas, recurse).await },
+                    scope(
+                        writer,
+                        async move { store.delete(&key, cas, recurse).await },
+                    ),
                     reply,
                     |v| v,
                 );

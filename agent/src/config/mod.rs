@@ -73,9 +73,30 @@ pub struct AgentConfig {
     pub status: StatusConfig,
     #[serde(rename = "watch", deserialize_with = "nonempty_watches")]
     pub watches: Vec<WatchConfig>,
+    /// The ACL token sent to registry nodes started with `--acl` (`--token` or `LATHE_TOKEN`,
+    /// never from the file, so the file can be shared).
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 impl AgentConfig {
+    /// The headers every request to a registry node carries: the token, if any.
+    pub fn registry_headers(&self) -> reqwest::header::HeaderMap {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let token = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        if let Some(Ok(mut value)) =
+            token.map(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")))
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        headers
+    }
+
     /// The configured name, or `agent-<status port>`.
     pub fn agent_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {

@@ -89,6 +89,7 @@ async fn skips_dead_nodes_and_polls_a_node_that_cannot_stream() {
         retry: Window::new(Duration::from_millis(10), Duration::from_millis(50)),
         board: board.clone(),
         metrics: Metrics::new(),
+        headers: Default::default(),
     };
     let (watcher, _) = Actor::spawn(None, RegistryWatcher, args).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), snapshots.recv()).await;

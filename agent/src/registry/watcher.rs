@@ -67,6 +67,8 @@ pub struct WatcherArgs {
     pub retry: Window,
     pub board: Board,
     pub metrics: Metrics,
+    /// Sent with every request (the ACL token).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 pub struct WatcherState {
@@ -97,6 +99,7 @@ impl Actor for RegistryWatcher {
         args: WatcherArgs,
     ) -> Result<WatcherState, ActorProcessingErr> {
         let http = crate::tls::client_builder()
+            .default_headers(args.headers.clone())
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .build()?;

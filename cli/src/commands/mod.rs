@@ -1,6 +1,7 @@
 //! The commands: each makes its REST calls through [`Client`] and prints a human table or, with
 //! `--json`, the server's JSON.
 
+mod acl;
 mod cluster;
 mod kv;
 mod rollout;
@@ -13,11 +14,13 @@ use std::io::{self, Write};
 use serde_json::Value;
 
 use crate::client::{CliError, Client};
-use crate::{Cli, Command, KvCommand, RolloutCommand};
+use crate::{
+    AclCommand, AclPolicyCommand, AclTokenCommand, Cli, Command, KvCommand, RolloutCommand,
+};
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
-    let client = Client::new(&cli.addr);
+    let client = Client::new(&cli.addr).with_token(cli.token.as_deref());
     let out = Output { json: cli.json };
     match &cli.command {
         Command::Deploy { file } => topology::deploy(&client, &out, file),
@@ -53,6 +56,31 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
             every,
         }) => rollout::start_shift(&client, &out, key, to, *step, *every),
         Command::Rollout(RolloutCommand::Shifts) => rollout::shifts(&client, &out),
+        Command::Acl(AclCommand::Bootstrap) => acl::bootstrap(&client, &out),
+        Command::Acl(AclCommand::Policy(AclPolicyCommand::Put { name, file, rules })) => {
+            acl::put_policy(&client, &out, name, file.as_deref(), rules)
+        }
+        Command::Acl(AclCommand::Policy(AclPolicyCommand::List)) => {
+            acl::list_policies(&client, &out)
+        }
+        Command::Acl(AclCommand::Policy(AclPolicyCommand::Delete { name })) => acl::delete(
+            &client,
+            &out,
+            &format!("/v1/acl/policies/{name}"),
+            &format!("policy {name}"),
+        ),
+        Command::Acl(AclCommand::Token(AclTokenCommand::Create {
+            policies,
+            management,
+            description,
+        })) => acl::create_token(&client, &out, policies, *management, description.as_deref()),
+        Command::Acl(AclCommand::Token(AclTokenCommand::List)) => acl::list_tokens(&client, &out),
+        Command::Acl(AclCommand::Token(AclTokenCommand::Delete { accessor })) => acl::delete(
+            &client,
+            &out,
+            &format!("/v1/acl/tokens/{accessor}"),
+            &format!("token {accessor}"),
+        ),
         // `lathe up` has exit codes of its own: main runs it directly.
         Command::Up(_) => Err(CliError::Local("lathe up runs from main".into())),
     }

@@ -108,6 +108,11 @@ pub(crate) struct UpArgs {
     /// Start every node with --enable-chaos (failure drills: POST /v1/actors/kill)
     #[arg(long, env = "LATHE_ENABLE_CHAOS")]
     pub(crate) enable_chaos: bool,
+    /// Start every node with --acl (REST access by token). Once the nodes serve, `lathe up`
+    /// bootstraps the ACL and prints the management token (once), or, when the cluster was
+    /// bootstrapped before (a reused --data-dir), uses --token / LATHE_TOKEN
+    #[arg(long, env = "LATHE_ACL")]
+    pub(crate) acl: bool,
     /// Also start Prometheus (Debian's `prometheus`) on a free loopback port, scraping every node
     /// (http_sd through local-0), with the alert rules and the console of --prometheus-config
     #[arg(long)]
@@ -168,8 +173,8 @@ impl fmt::Display for UpError {
     }
 }
 
-/// Runs `lathe up` to the end and returns its exit code.
-pub(crate) fn run(args: &UpArgs) -> ExitCode {
+/// Runs `lathe up` to the end and returns its exit code; `token` is the global `--token`.
+pub(crate) fn run(args: &UpArgs, token: Option<&str>) -> ExitCode {
     let (signals, plan, topology) = match prepare(args) {
         Ok(prepared) => prepared,
         Err(err) => {
@@ -203,7 +208,15 @@ pub(crate) fn run(args: &UpArgs) -> ExitCode {
     }
     let prometheus_url = prometheus.as_ref().map(|p| p.url.clone());
     let mut supervisor = Supervisor::new(plan);
-    let outcome = drive(&mut supervisor, &signals, args, topology, prometheus_url);
+    let token = token.map(str::to_string);
+    let outcome = drive(
+        &mut supervisor,
+        &signals,
+        args,
+        topology,
+        prometheus_url,
+        token,
+    );
     if let Err(err) = &outcome {
         if !matches!(err, UpError::Interrupted) {
             say_err!("lathe up: {err}");
@@ -269,6 +282,7 @@ fn drive(
     args: &UpArgs,
     topology: Option<TopologyFile>,
     prometheus_url: Option<String>,
+    token: Option<String>,
 ) -> Result<(), UpError> {
     let started = Instant::now();
     let count = supervisor.plan().nodes.len();
@@ -298,10 +312,14 @@ fn drive(
         if supervisor.all_served() && !handed_over {
             handed_over = true;
             let plan = supervisor.plan().clone();
+            let token = match args.acl {
+                true => Some(acl_token(&plan, token.as_deref())?),
+                false => token.clone(),
+            };
             match topology.take() {
                 Some((file, source)) => {
                     let deployer = Deployer {
-                        client: Client::new(&plan.nodes[0].rest_url()),
+                        client: Client::new(&plan.nodes[0].rest_url()).with_token(token.as_deref()),
                         names: plan.nodes.iter().map(|n| n.name.clone()).collect(),
                         file,
                         source,
@@ -325,6 +343,37 @@ fn drive(
             }
         }
         std::thread::sleep(TICK);
+    }
+}
+
+/// With `--acl`: bootstraps the cluster's ACL through node 0 and prints the management token,
+/// or, when it was bootstrapped before, goes on with `--token`.
+fn acl_token(plan: &ClusterPlan, token: Option<&str>) -> Result<String, UpError> {
+    let client = Client::new(&plan.nodes[0].http_addr.to_string());
+    match client.post_json("/v1/acl/bootstrap", &serde_json::json!({})) {
+        Ok(reply) => {
+            let secret = reply
+                .body
+                .get("secret")
+                .and_then(|s| s.as_str())
+                .unwrap_or("?");
+            say!("lathe up: acl on; management token: {secret}");
+            say!("lathe up: it is shown this once: keep it, and pass it as --token or LATHE_TOKEN");
+            Ok(secret.to_string())
+        }
+        Err(crate::client::CliError::Server { status: 409, .. }) => {
+            token.map(str::to_string).ok_or_else(|| {
+                UpError::Usage(
+                    "--acl: this cluster's acl was bootstrapped before (its data dir is reused): \
+                     pass its management token with --token or LATHE_TOKEN"
+                        .into(),
+                )
+            })
+        }
+        Err(err) => Err(UpError::Failed(format!(
+            "--acl: cannot bootstrap: {}",
+            err.one_line()
+        ))),
     }
 }
 

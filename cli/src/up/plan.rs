@@ -98,6 +98,9 @@ impl ClusterPlan {
                     node_args.push("--enable-chaos".to_string());
                 }
                 node_args.extend(tls_args.iter().cloned());
+                if args.acl {
+                    node_args.push("--acl".to_string());
+                }
                 NodeSpec {
                     name,
                     http_addr,

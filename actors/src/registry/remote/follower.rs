@@ -141,6 +141,7 @@ impl Store for RemoteStore {
             key: key.clone(),
             value: value.clone(),
             cas,
+            writer: crate::acl::writer::current(),
         };
         call(|reply| StoreRequest::Put(request, reply)).await
     }
@@ -155,6 +156,7 @@ impl Store for RemoteStore {
             key: key.clone(),
             cas,
             recurse,
+            writer: crate::acl::writer::current(),
         };
         call(|reply| StoreRequest::Delete(request, reply)).await
     }

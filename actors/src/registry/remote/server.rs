@@ -14,12 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use super::follower::FollowerMsg;
 use super::{FOLLOWER_GROUP, STORE_SERVER_GROUP};
+use crate::acl::writer::{WriteGate, Writer};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PutRequest {
     pub(crate) key: KeyPath,
     pub(crate) value: serde_json::Value,
     pub(crate) cas: Option<u64>,
+    /// The REST caller the joined node wrote for, checked again here (`acl::writer`).
+    #[serde(default)]
+    pub(crate) writer: Option<Writer>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +31,8 @@ pub(crate) struct DeleteRequest {
     pub(crate) key: KeyPath,
     pub(crate) cas: Option<u64>,
     pub(crate) recurse: bool,
+    #[serde(default)]
+    pub(crate) writer: Option<Writer>,
 }
 
 /// What joined nodes ask the founding node's store.
@@ -45,14 +51,17 @@ pub(crate) struct StoreServer;
 
 pub(crate) struct ServerState {
     store: Arc<dyn Store>,
+    gate: WriteGate,
     pusher: tokio::task::JoinHandle<()>,
 }
 
 /// Starts the store server for `store` on the founding node, kept running at
 /// `<scope>/store-server` under `parent`; returns its keeper. A restarted server rejoins its
-/// process group, and the followers re-sync from a snapshot when it does.
+/// process group, and the followers re-sync from a snapshot when it does. Writes joined nodes
+/// make for a REST caller are checked against `gate` (see `acl::writer`).
 pub async fn start_store_server(
     store: Arc<dyn Store>,
+    gate: WriteGate,
     scope: &TreeScope,
     parent: Option<ActorCell>,
 ) -> anyhow::Result<ActorRef<KeeperMsg>> {
@@ -61,7 +70,7 @@ pub async fn start_store_server(
         name: "store-server".to_string(),
         kind: ActorKind::StoreServer,
         limits: SERVER_RESTARTS,
-        factory: factory(StoreServer, store),
+        factory: factory(StoreServer, (store, gate)),
     };
     Ok(spawn_supervised(spec, parent).await?)
 }
@@ -69,12 +78,12 @@ pub async fn start_store_server(
 impl Actor for StoreServer {
     type Msg = StoreRequest;
     type State = ServerState;
-    type Arguments = Arc<dyn Store>;
+    type Arguments = (Arc<dyn Store>, WriteGate);
 
     async fn pre_start(
         &self,
         myself: ActorRef<StoreRequest>,
-        store: Arc<dyn Store>,
+        (store, gate): (Arc<dyn Store>, WriteGate),
     ) -> Result<ServerState, ActorProcessingErr> {
         let mut events = store.events();
         // Followers re-sync from a snapshot on their own, so only changes are pushed.
@@ -86,7 +95,11 @@ impl Actor for StoreServer {
             }
         });
         pg::join(STORE_SERVER_GROUP.to_string(), vec![myself.get_cell()]);
-        Ok(ServerState { store, pusher })
+        Ok(ServerState {
+            store,
+            gate,
+            pusher,
+        })
     }
 
     async fn handle(
@@ -95,7 +108,12 @@ impl Actor for StoreServer {
         request: StoreRequest,
         state: &mut ServerState,
     ) -> Result<(), ActorProcessingErr> {
-        let store = state.store.clone();
+        let (store, gate) = (state.store.clone(), state.gate.clone());
+        let refused = move |key: &KeyPath, writer: Option<&Writer>| {
+            let refusal = gate.check(key, writer).err()?;
+            tracing::warn!(%key, %refusal, "refused a write forwarded by a joined node");
+            Some(StoreError::Forbidden(refusal))
+        };
         // Store calls run off the handler: RocksDB syncs to disk on every write.
         tokio::spawn(async move {
             match request {
@@ -103,10 +121,17 @@ impl Actor for StoreServer {
                     let _ = reply.send(store.snapshot().await);
                 }
                 StoreRequest::Put(put, reply) => {
-                    let _ = reply.send(store.put(&put.key, &put.value, put.cas).await);
+                    let result = match refused(&put.key, put.writer.as_ref()) {
+                        Some(refusal) => Err(refusal),
+                        None => store.put(&put.key, &put.value, put.cas).await,
+                    };
+                    let _ = reply.send(result);
                 }
                 StoreRequest::Delete(delete, reply) => {
-                    let result = store.delete(&delete.key, delete.cas, delete.recurse).await;
+                    let result = match refused(&delete.key, delete.writer.as_ref()) {
+                        Some(refusal) => Err(refusal),
+                        None => store.delete(&delete.key, delete.cas, delete.recurse).await,
+                    };
                     let _ = reply.send(result);
                 }
             }
