@@ -38,6 +38,7 @@ test: build
 
 lint: deps
 	$(CARGO) fmt --all -- --check
+	git ls-files '*.rs' | xargs python3 .ci/line_width.py --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # A local cluster: `lathe up` starts three lathe-node processes with the embedded registry store (no

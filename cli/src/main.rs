@@ -407,8 +407,11 @@ mod tests {
         assert_eq!(cli.token.as_deref(), Some("s"));
         assert!(matches!(
             cli.command,
-            Command::Acl(AclCommand::Token(AclTokenCommand::Create { ref policies, management: false, .. }))
-                if policies == &["a", "b"]
+            Command::Acl(AclCommand::Token(AclTokenCommand::Create {
+                ref policies,
+                management: false,
+                ..
+            })) if policies == &["a", "b"]
         ));
         let cli = parse(&["acl", "policy", "put", "ro", "--rule", "key:/:read"]).unwrap();
         assert!(matches!(

@@ -6,8 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use lathe_actors::http::{
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BLOCKING_QUERIES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_KEYS, DEFAULT_MAX_REGISTRY_BYTES, DEFAULT_MAX_WATCHERS,
+};
 use lathe_actors::membership::DEFAULT_HANDSHAKE_TIMEOUT;
 use lathe_actors::tasks::DEFAULT_TASK_MAX_CONNECTIONS;
+use lathe_actors::tasks::{DEFAULT_TASK_HEADER_TIMEOUT, DEFAULT_TASK_MAX_BODY_BYTES};
+use lathe_store::zk::ZK_DEFAULT_MAX_PACKET;
+use lathe_store::DEFAULT_MAX_VALUE_BYTES;
 
 /// The default shared secret, for one-machine clusters; real clusters pass their own.
 pub(crate) const DEFAULT_COOKIE: &str = "lathe-local-cookie";
@@ -77,33 +84,37 @@ pub(crate) struct Args {
     #[arg(long, env = "LATHE_REGISTRY_SHARDS", default_value_t = 4)]
     registry_shards: usize,
     /// The largest registry value accepted, in bytes
-    #[arg(long, env = "LATHE_MAX_VALUE_BYTES", default_value_t = lathe_store::DEFAULT_MAX_VALUE_BYTES)]
+    #[arg(long, env = "LATHE_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
     max_value_bytes: usize,
     /// The ZooKeeper ensemble's jute.maxbuffer, in bytes: writes whose request would be larger
     /// are refused (413) before they are sent, as ZooKeeper drops the connection of a client
     /// sending one
-    #[arg(long, env = "LATHE_ZOOKEEPER_MAX_REQUEST_BYTES", default_value_t = lathe_store::zk::ZK_DEFAULT_MAX_PACKET)]
+    #[arg(long, env = "LATHE_ZOOKEEPER_MAX_REQUEST_BYTES", default_value_t = ZK_DEFAULT_MAX_PACKET)]
     zookeeper_max_request_bytes: usize,
     /// Seconds a REST connection may take to send a complete request head, when new or idle
     /// between requests, before it is closed
-    #[arg(long, env = "LATHE_HTTP_HEADER_TIMEOUT", default_value_t = lathe_actors::http::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    #[arg(
+        long,
+        env = "LATHE_HTTP_HEADER_TIMEOUT",
+        default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs()
+    )]
     http_header_timeout: u64,
     /// The most REST connections open at once; past it a connection gets 503 and Retry-After
-    #[arg(long, env = "LATHE_HTTP_MAX_CONNECTIONS", default_value_t = lathe_actors::http::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "LATHE_HTTP_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     http_max_connections: usize,
     /// The most /v1/watch streams open at once on this node (503 and Retry-After past it)
-    #[arg(long, env = "LATHE_MAX_WATCHERS", default_value_t = lathe_actors::http::DEFAULT_MAX_WATCHERS)]
+    #[arg(long, env = "LATHE_MAX_WATCHERS", default_value_t = DEFAULT_MAX_WATCHERS)]
     max_watchers: usize,
     /// The most blocking queries (?index=) waiting at once on this node (503 and Retry-After
     /// past it)
-    #[arg(long, env = "LATHE_MAX_BLOCKING_QUERIES", default_value_t = lathe_actors::http::DEFAULT_MAX_BLOCKING_QUERIES)]
+    #[arg(long, env = "LATHE_MAX_BLOCKING_QUERIES", default_value_t = DEFAULT_MAX_BLOCKING_QUERIES)]
     max_blocking_queries: usize,
     /// Registry quota: the most keys a REST write may bring the registry to (507 past it)
-    #[arg(long, env = "LATHE_MAX_KEYS", default_value_t = lathe_actors::http::DEFAULT_MAX_KEYS)]
+    #[arg(long, env = "LATHE_MAX_KEYS", default_value_t = DEFAULT_MAX_KEYS)]
     max_keys: usize,
     /// Registry quota: the most bytes of values a REST write may bring the registry to (507
     /// past it, 413 for a value larger than the whole quota)
-    #[arg(long, env = "LATHE_MAX_REGISTRY_BYTES", default_value_t = lathe_actors::http::DEFAULT_MAX_REGISTRY_BYTES)]
+    #[arg(long, env = "LATHE_MAX_REGISTRY_BYTES", default_value_t = DEFAULT_MAX_REGISTRY_BYTES)]
     max_registry_bytes: usize,
     /// Seconds a cluster connection (in or out) may take to authenticate (the cookie
     /// challenge) before it is closed
@@ -115,10 +126,14 @@ pub(crate) struct Args {
     cluster_handshake_timeout: u64,
     /// Seconds a connection to a task instance may take to send a complete request head, when
     /// new or idle between requests, before it is closed
-    #[arg(long, env = "LATHE_TASK_HTTP_HEADER_TIMEOUT", default_value_t = lathe_actors::tasks::DEFAULT_TASK_HEADER_TIMEOUT.as_secs())]
+    #[arg(
+        long,
+        env = "LATHE_TASK_HTTP_HEADER_TIMEOUT",
+        default_value_t = DEFAULT_TASK_HEADER_TIMEOUT.as_secs()
+    )]
     task_http_header_timeout: u64,
     /// The largest request body a task instance's HTTP server reads, in bytes (413 above)
-    #[arg(long, env = "LATHE_TASK_MAX_BODY_BYTES", default_value_t = lathe_actors::tasks::DEFAULT_TASK_MAX_BODY_BYTES)]
+    #[arg(long, env = "LATHE_TASK_MAX_BODY_BYTES", default_value_t = DEFAULT_TASK_MAX_BODY_BYTES)]
     task_max_body_bytes: usize,
     /// The most connections open at once to one HTTP task instance; past it a connection gets
     /// 503 and is closed

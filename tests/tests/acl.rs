@@ -528,8 +528,10 @@ fn an_agent_with_a_token_follows_endpoints() {
     let output = dir.path().join("endpoints");
     let status = agent_support::free_addr();
     let config = format!(
-        "registry = {}\n[status]\nlisten = {}\n[[watch]]\nname = \"fp\"\nprefix = \"/lathe/endpoints/task/http/frontpage\"\n\
-         wait = {{ min = \"50ms\", max = \"500ms\" }}\n[[watch.action]]\ntype = \"template\"\ntemplate = {}\ndestination = {}\n",
+        "registry = {}\n[status]\nlisten = {}\n[[watch]]\nname = \"fp\"\n\
+            prefix = \"/lathe/endpoints/task/http/frontpage\"\n\
+         wait = {{ min = \"50ms\", max = \"500ms\" }}\n[[watch.action]]\ntype = \"template\"\n\
+             template = {}\ndestination = {}\n",
         agent_support::registry_list(&[addr.to_string()]),
         agent_support::toml_str(&status),
         agent_support::toml_str(template.display().to_string()),

@@ -96,7 +96,10 @@ impl Rule {
             _ => return Err(format!("rule {text:?}: expected RESOURCE[:PREFIX]:ACCESS")),
         };
         let resource: Resource = serde_json::from_value(resource.into()).map_err(|_| {
-            format!("rule {text:?}: unknown resource {resource:?} (key, cluster, topology, operator, agent, acl)")
+            format!(
+                "rule {text:?}: unknown resource {resource:?} (key, cluster, topology, \
+                operator, agent, acl)"
+            )
         })?;
         let access: Access = serde_json::from_value(access.into())
             .map_err(|_| format!("rule {text:?}: access must be read or write, not {access:?}"))?;
@@ -317,7 +320,8 @@ mod tests {
         /// A key rule grants exactly the keys at or under its prefix, segment-wise, and write
         /// never without a write rule.
         #[test]
-        fn key_rules_grant_exactly_their_subtree(prefix in path(), target in path(), write in any::<bool>()) {
+        fn key_rules_grant_exactly_their_subtree(prefix in path(), target in path(),
+            write in any::<bool>()) {
             let access = if write { Access::Write } else { Access::Read };
             let rule = Rule { resource: Resource::Key, prefix: Some(prefix.clone()), access };
             let under = target.as_str() == prefix.as_str()

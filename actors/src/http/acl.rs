@@ -159,7 +159,8 @@ async fn put_policy(
     let body = body.read_limited(MAX_BODY).await?;
     let body: PolicyBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "bad policy: {e} (expected {{\"rules\": [{{\"resource\": \"key\", \"prefix\": \"/app\", \"access\": \"read\"}}]}})"
+            "bad policy: {e} (expected {{\"rules\": \
+                [{{\"resource\": \"key\", \"prefix\": \"/app\", \"access\": \"read\"}}]}})"
         ))
     })?;
     for rule in &body.rules {

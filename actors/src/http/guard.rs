@@ -185,7 +185,8 @@ fn check_browser(method: &Method, headers: &HeaderMap) -> Result<(), (&'static s
                 ApiError::new(
                     StatusCode::FORBIDDEN,
                     format!(
-                        "cross-origin request refused: {method} from Origin {origin} to a node at {host}"
+                        "cross-origin request refused: {method} from Origin {origin} to a node at \
+                            {host}"
                     ),
                 ),
             ));
@@ -216,7 +217,9 @@ fn check_browser(method: &Method, headers: &HeaderMap) -> Result<(), (&'static s
                 ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     format!(
-                        "content type {media} is refused on {method} (a browser sends it cross-origin without asking): send application/json, or application/toml for a topology"
+                        "content type {media} is refused on {method} (a browser sends it \
+                            cross-origin without asking): send application/json, or \
+                                application/toml for a topology"
                     ),
                 ),
             ));

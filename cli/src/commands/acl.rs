@@ -149,7 +149,8 @@ fn print_new_token(out: &Output, route: &str, body: &Value) -> Result<(), CliErr
         .and_then(Value::as_str)
         .ok_or_else(|| unexpected_answer(route, body))?;
     out.line(&format!(
-        "token:    {secret}\naccessor: {}\nThe token is shown this once; pass it as --token or LATHE_TOKEN.",
+        "token:    {secret}\naccessor: {}\n\
+            The token is shown this once; pass it as --token or LATHE_TOKEN.",
         field(body, "accessor")
     ))
 }
