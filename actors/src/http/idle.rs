@@ -1,5 +1,6 @@
-//! The REST connections that have not sent a request yet, oldest first. When the port is at its
-//! connection cap, the oldest of them is closed to let a new connection in: clients that open
+//! The connections that have not sent a request yet, oldest first (of the REST port, or of one
+//! task instance's HTTP server). When the port is at its connection cap, the oldest of them is
+//! closed to let a new connection in: clients that open
 //! connections and send nothing, or half a request head (slowloris), cannot lock others out —
 //! they only take each other's places. A connection leaves the list at its first request; one
 //! idle between requests is closed by the header timeout instead.
@@ -13,14 +14,14 @@ use tokio::sync::Notify;
 
 /// The connections without a request yet, by age.
 #[derive(Default)]
-pub(super) struct Unproven {
+pub(crate) struct Unproven {
     waiting: Mutex<BTreeMap<u64, Arc<Notify>>>,
     next: AtomicU64,
 }
 
 impl Unproven {
     /// A new connection: its mark, and what tells it to close when it is evicted.
-    pub(super) fn admit(self: &Arc<Self>) -> (Mark, Arc<Notify>) {
+    pub(crate) fn admit(self: &Arc<Self>) -> (Mark, Arc<Notify>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
         self.lock().insert(id, close.clone());
@@ -33,7 +34,7 @@ impl Unproven {
     }
 
     /// Tells the oldest connection without a request to close; whether there was one.
-    pub(super) fn evict_oldest(&self) -> bool {
+    pub(crate) fn evict_oldest(&self) -> bool {
         let oldest = self.lock().pop_first();
         match oldest {
             Some((_, close)) => {
@@ -45,7 +46,7 @@ impl Unproven {
     }
 
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
@@ -56,7 +57,7 @@ impl Unproven {
 
 /// One connection's place in [`Unproven`] until its first request (or its end).
 #[derive(Clone)]
-pub(super) struct Mark {
+pub(crate) struct Mark {
     id: u64,
     set: Arc<Unproven>,
     proven: Arc<AtomicBool>,
@@ -64,23 +65,23 @@ pub(super) struct Mark {
 
 impl Mark {
     /// The connection sent a request: it is no longer evicted.
-    pub(super) fn proven(&self) {
+    pub(crate) fn proven(&self) {
         if !self.proven.swap(true, Ordering::Relaxed) {
             self.set.lock().remove(&self.id);
         }
     }
 
     /// The connection ended.
-    pub(super) fn gone(&self) {
+    pub(crate) fn gone(&self) {
         self.proven();
     }
 }
 
 /// `service` that marks its connection proven at the first request.
 #[derive(Clone)]
-pub(super) struct Marking<S> {
-    pub(super) inner: S,
-    pub(super) mark: Mark,
+pub(crate) struct Marking<S> {
+    pub(crate) inner: S,
+    pub(crate) mark: Mark,
 }
 
 impl<S, R> tower_service::Service<R> for Marking<S>

@@ -22,7 +22,7 @@ mod error;
 #[cfg(test)]
 mod fuzz;
 mod guard;
-mod idle;
+pub(crate) mod idle;
 mod kv;
 mod limits;
 mod query;

@@ -24,11 +24,12 @@ use lathe::TaskContext;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::local::LocalRegistration;
 use super::metrics::TaskMetrics;
+use crate::http::idle::Unproven;
 
 /// Default of the largest request body an instance reads (`--task-max-body-bytes`).
 pub const DEFAULT_TASK_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -38,6 +39,8 @@ pub const DEFAULT_TASK_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TASK_MAX_CONNECTIONS: usize = 1024;
 /// How long a refused connection may take to receive its 503 and close.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+/// How long a new connection at the cap waits for the place of the connection it evicted.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// What every HTTP instance's server lets a client do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +255,7 @@ async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let unproven = Arc::new(Unproven::default());
     let deadline = loop {
         let (stream, _) = tokio::select! {
             deadline = &mut stopped => break deadline.unwrap_or(Duration::ZERO),
@@ -265,15 +269,25 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            instance.refused.inc();
-            tokio::spawn(refuse(stream, limits.max_connections));
-            continue;
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            // At the cap: the oldest connection without a request makes room (see http/idle.rs).
+            Err(_) => match evict_for(&unproven, &permits).await {
+                Some(permit) => permit,
+                None => {
+                    instance.refused.inc();
+                    tokio::spawn(refuse(stream, limits.max_connections));
+                    continue;
+                }
+            },
         };
+        let (mark, evicted) = unproven.admit();
         let open = instance.connections.clone();
         open.inc();
         let instance = instance.clone();
+        let proven = mark.clone();
         let service = service_fn(move |request| {
+            proven.proven();
             let instance = instance.clone();
             async move {
                 let response = instance.answer(request).await;
@@ -288,11 +302,16 @@ async fn accept_loop(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _permit = permit;
-            let result = connection.await;
-            open.dec();
-            if let Err(error) = result {
-                tracing::debug!(%error, "task http connection ended with an error");
+            tokio::select! {
+                result = connection => if let Err(error) = result {
+                    tracing::debug!(%error, "task http connection ended with an error");
+                },
+                _ = evicted.notified() => {
+                    tracing::debug!("task http connection without a request closed to make room");
+                }
             }
+            open.dec();
+            mark.gone();
         });
     };
     drop(listener);
@@ -305,6 +324,16 @@ async fn accept_loop(
             "task http server: connections still open after the drain deadline"
         );
     }
+}
+
+/// At the connection cap: closes the oldest connection that sent no request, if there is one, and
+/// waits for its place.
+async fn evict_for(unproven: &Unproven, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    if !unproven.evict_oldest() {
+        return None;
+    }
+    let freed = tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await;
+    freed.ok().and_then(Result::ok)
 }
 
 /// Answers a connection past the cap with a 503 and closes it, without reading its request.

@@ -121,3 +121,34 @@ async fn connections_past_the_cap_are_refused_with_503() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn at_the_cap_a_connection_without_a_request_makes_room() {
+    let node = start_node_with("limits-n3", catalog(&Probes::default()), vec![], |config| {
+        config.http_limits = TaskHttpLimits {
+            max_connections: 2,
+            ..TaskHttpLimits::default()
+        };
+    })
+    .await;
+    node.assign("t.echo", 0, &echo_type()).await;
+    let addr = node.serving("t.echo", 0).await;
+
+    // Two connections hold the cap without a request: half a head, and nothing at all.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let silent = TcpStream::connect(addr).await.unwrap();
+    // Seen failing before: 503 until the header timeout (10 s) closed them.
+    let answer = http_get(addr, "/a").await.expect("an answer");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // The oldest of them (the slow one) was closed to make room.
+    let (took, _) = until_closed(&mut slow).await;
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    assert_eq!(
+        node.metric("lathe_task_http_refused_total", &[("group", "t.echo")]),
+        Some(0.0)
+    );
+    drop(silent);
+}
