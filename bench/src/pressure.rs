@@ -3,9 +3,10 @@
 //!
 //! - **Idle half-open connections.** 10,000 connections that each send part of a request head
 //!   and then nothing (slowloris), first to node 0's REST port, then to a load balancer instance:
-//!   `GET /v1/health` and `GET /` through the LB, each on a new connection, before and while they
-//!   are held — how many answered, and how fast.
-//! - **Memory.** Node RSS after 100 PUTs of a value just under the 1 MiB limit.
+//!   `GET /v1/health` and `GET /get/index` through the LB, each on a new connection, before and
+//!   while they are held — how many answered, and how fast.
+//! - **Memory.** Node RSS after 100 PUTs of a value just under the 1 MiB limit (one node with the
+//!   embedded store).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lathe_tests::http;
+use lathe_tests::node::NodeBuilder;
 use lathe_tests::wait::try_wait_until;
 
 use crate::report::Report;
@@ -41,7 +43,7 @@ pub(crate) fn pressure_phase(plan: &Plan, report: &mut Report) {
     let held = plan.pressure_connections;
     for (measurement, target, path) in [
         ("11. idle connections, REST", &rest_addr, "/v1/health"),
-        ("11. idle connections, LB", &lb_addr, "/"),
+        ("11. idle connections, LB", &lb_addr, "/get/index"),
     ] {
         let setup = format!(
             "{held} connections to {target} each sent part of a request head, then nothing; \
@@ -50,16 +52,26 @@ pub(crate) fn pressure_phase(plan: &Plan, report: &mut Report) {
         );
         match attempt(|| held_while_probing(target, path, held, plan.pressure_probes)) {
             Ok(result) => {
-                let met = result.during_answered == plan.pressure_probes;
+                let met = result.during_answered == plan.pressure_probes
+                    && result.before_answered == plan.pressure_probes;
                 report.goal(measurement, &setup, result.describe(), ANSWER_GOAL, met);
             }
             Err(why) => report.failed(measurement, &setup, &why, ANSWER_GOAL),
         }
     }
-    let setup = "100 PUTs to node 0 of a JSON string value just under the 1 MiB limit, \
-                 different keys; largest VmRSS of the 3 nodes";
-    let nodes = seed.http_addrs();
-    match attempt(|| rss_after_large_puts(&rest_addr, &nodes, &seed.node_pids())) {
+    drop(seed);
+    // One node with the embedded store: the node's own memory, without a ZooKeeper in the way
+    // (the harness's ZooKeeper, -Xmx256m, lost its client connections around the 49th 1 MiB
+    // write in this phase's first runs).
+    let setup = "1 node, embedded store: 100 PUTs of a JSON string value just under the 1 MiB \
+                 limit, different keys; VmRSS";
+    progress("pressure phase: starting 1 lathe-node with the embedded store");
+    let measured = attempt(|| {
+        let node = NodeBuilder::new().name("bench-rss").start();
+        let addr = node.http_addr().to_string();
+        rss_after_large_puts(&addr, std::slice::from_ref(&addr), &[node.pid()])
+    });
+    match measured {
         Ok((before, after)) => report.goal(
             "11. RSS after 100 × 1 MiB PUTs",
             setup,
@@ -69,12 +81,14 @@ pub(crate) fn pressure_phase(plan: &Plan, report: &mut Report) {
         ),
         Err(why) => report.failed("11. RSS after 100 × 1 MiB PUTs", setup, &why, RSS_GOAL),
     }
-    progress("pressure phase: stopping the cluster");
 }
 
 struct Held {
     opened: usize,
     before: Option<Summary>,
+    before_answered: usize,
+    /// What the first probe before the connections were opened got, if not a 200.
+    before_other: Option<String>,
     during: Option<Summary>,
     during_answered: usize,
     probes: usize,
@@ -87,17 +101,22 @@ impl Held {
     fn describe(&self) -> String {
         let summary = |s: &Option<Summary>| s.map(|s| s.describe()).unwrap_or("—".into());
         let mut text = format!(
-            "{} held ({} still open after the probes); before: {}; while held: {}/{} answered \
-             200, {}",
+            "{} held ({} still open after the probes); before: {}/{} answered 200, {}; while \
+             held: {}/{} answered 200, {}",
             self.opened,
             self.still_open,
+            self.before_answered,
+            self.probes,
             summary(&self.before),
             self.during_answered,
             self.probes,
             summary(&self.during)
         );
+        if let Some(other) = &self.before_other {
+            text.push_str(&format!("; first other answer before: {other}"));
+        }
         if let Some(refusal) = &self.refusal {
-            text.push_str(&format!("; first other answer: {refusal}"));
+            text.push_str(&format!("; first other answer while held: {refusal}"));
         }
         text
     }
@@ -132,7 +151,9 @@ fn held_while_probing(
     let still_open = held.iter_mut().map(is_open).filter(|open| *open).count();
     Ok(Held {
         opened,
+        before_answered: before.answered.len(),
         before: Summary::of(before.answered),
+        before_other: before.other,
         during_answered: during.answered.len(),
         during: Summary::of(during.answered),
         probes,
@@ -201,8 +222,9 @@ fn rss_after_large_puts(addr: &str, nodes: &[String], pids: &[u32]) -> anyhow::R
     };
     let before = largest()?;
     progress("pressure phase: 100 PUTs of 1 MiB");
-    // A JSON string: its encoding is the text plus two quotes, under the limit with room to spare.
-    let body = serde_json::to_string(&"x".repeat(1024 * 1024 - 64))?;
+    // A JSON string: its encoding is the text plus two quotes. The limit counts the stored record
+    // (and in ZooKeeper mode the whole request), a little more than the value: 8 KiB under it.
+    let body = serde_json::to_string(&"x".repeat(1024 * 1024 - 8 * 1024))?;
     let agent = rest::agent();
     for i in 0..100 {
         rest::put(&agent, addr, &format!("bench/large/{i}"), &body)?;
