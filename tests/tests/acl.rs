@@ -467,12 +467,20 @@ fn browsers_cannot_change_state_cross_origin_even_without_acl() {
         403,
         "cross-site fetch",
     );
-    // A simple (preflight-free) request body: refused whatever its origin.
+    // A simple (preflight-free) request body from a browser: refused whatever its origin.
     let form = Some(("text/plain", r#"{"to": "x"}"#));
+    let browser = [("User-Agent", "Mozilla/5.0 (X11; Linux x86_64)")];
     assert_error(
-        &call("POST", addr, "/v1/shifts/app/x", &[], form),
+        &call("POST", addr, "/v1/shifts/app/x", &browser, form),
         415,
         "text/plain POST",
+    );
+    // curl -d labels its body a form: outside a browser that is not refused (a JSON body).
+    let curl = [("User-Agent", "curl/7.88.1")];
+    let curl_form = Some(("application/x-www-form-urlencoded", "7"));
+    assert_eq!(
+        call("PUT", addr, "/v1/kv/app/y", &curl, curl_form).status,
+        200
     );
     // The node's own origin (the dashboard) and clients without Origin are served; reads too.
     let own = format!("http://{addr}");

@@ -4,9 +4,11 @@
 //! Browsers: a web page can make a browser send a cross-origin POST without asking first (a
 //! "simple" request: form or `text/plain` body). So a state-changing request (POST, PUT, DELETE,
 //! PATCH) is refused with 403 when it carries an `Origin` that is not this node's own (compared
-//! with its `Host`), or `Sec-Fetch-Site: cross-site|same-site`; and with 415 when its body is
-//! typed as a form or `text/plain`, which no Lathe endpoint takes. Clients outside browsers
-//! (the CLI, curl, agents) send no `Origin`; the dashboard is same-origin and only reads.
+//! with its `Host`), or `Sec-Fetch-Site: cross-site|same-site`; and, when it comes from a browser
+//! (`Origin`, `Referer`, a `Sec-Fetch-*` header or a `Mozilla/` user agent), with 415 when its
+//! body is typed as a form or `text/plain`, which no Lathe endpoint takes. Clients outside
+//! browsers (the CLI, agents, `curl -d`, which labels any body a form) send none of those and are
+//! not held to the content type; the dashboard is same-origin and only reads.
 //!
 //! Tokens: `Authorization: Bearer <secret>` or `X-Lathe-Token: <secret>`. Missing or unknown →
 //! 401; known without the permission the route needs → 403 naming it. `/v1/health`, `/metrics`,
@@ -201,7 +203,13 @@ fn check_browser(method: &Method, headers: &HeaderMap) -> Result<(), (&'static s
             ),
         ));
     }
-    if let Some(content_type) = text(CONTENT_TYPE.as_str()) {
+    let browser = headers.contains_key(ORIGIN)
+        || headers.contains_key("referer")
+        || headers
+            .keys()
+            .any(|name| name.as_str().starts_with("sec-fetch-"))
+        || text("user-agent").is_some_and(|agent| agent.starts_with("Mozilla/"));
+    if let Some(content_type) = text(CONTENT_TYPE.as_str()).filter(|_| browser) {
         let media = content_type
             .split(';')
             .next()
@@ -371,19 +379,34 @@ mod tests {
             refused(Method::POST, &[host, ("sec-fetch-site", "same-origin")]),
             None
         );
+        let browser = ("user-agent", "Mozilla/5.0 (X11; Linux x86_64)");
         assert_eq!(
             refused(
                 Method::POST,
-                &[("content-type", "text/plain;charset=UTF-8")]
+                &[browser, ("content-type", "text/plain;charset=UTF-8")]
             ),
             Some("content-type")
         );
         assert_eq!(
             refused(
                 Method::PUT,
-                &[("content-type", "application/x-www-form-urlencoded")]
+                &[
+                    ("referer", "http://evil.example/"),
+                    ("content-type", "application/x-www-form-urlencoded")
+                ]
             ),
             Some("content-type")
+        );
+        // curl -d labels any body a form; outside a browser the content type is not held.
+        assert_eq!(
+            refused(
+                Method::PUT,
+                &[
+                    ("user-agent", "curl/7.88.1"),
+                    ("content-type", "application/x-www-form-urlencoded")
+                ]
+            ),
+            None
         );
         assert_eq!(
             refused(Method::PUT, &[("content-type", "application/json")]),
