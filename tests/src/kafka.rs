@@ -21,12 +21,12 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use crate::node::free_port;
+use crate::wait::try_wait_until;
 
 /// The package `make deps` installs, and the binary inside it.
 pub const PACKAGE: &str = "noida-db==0.2.3";
@@ -36,7 +36,6 @@ const BINARY: &str = "noida-db";
 const START_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a SIGTERM may take before the process is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(50);
 /// Fresh ports tried when the one picked was taken in the meantime.
 const PORT_ATTEMPTS: usize = 5;
 
@@ -99,47 +98,24 @@ impl KafkaBroker {
 
     /// Takes the broker down: SIGTERM (it saves its data), SIGKILL after a deadline.
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
-        let terminated = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + STOP_DEADLINE;
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            if terminated.is_err() || Instant::now() >= deadline {
-                child.kill().ok();
-                child
-                    .wait()
-                    .context("failed to wait for the kafka broker")?;
-                return Ok(());
-            }
-            thread::sleep(POLL);
-        }
+        crate::process::terminate(child, "the kafka broker", STOP_DEADLINE)
     }
 
     /// Brings a stopped broker back (a running one is stopped first) on the same port with the same
     /// data.
     pub fn start(&mut self) -> anyhow::Result<()> {
         self.stop()?;
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            match self.run_process() {
-                Ok(()) => return Ok(()),
-                // The old socket may linger a moment: retry while the port is busy.
-                Err(error) if Instant::now() >= deadline => return Err(error),
-                Err(_) => {
-                    self.kill_quietly();
-                    thread::sleep(POLL);
-                }
-            }
-        }
+        // The old socket may linger a moment: retry while the port is busy.
+        try_wait_until(START_DEADLINE, || {
+            self.run_process().map_err(|error| {
+                self.kill_quietly();
+                format!("{error:#}")
+            })
+        })
+        .map_err(|error| anyhow::anyhow!(error))
     }
 
     fn log_path(&self) -> PathBuf {
@@ -165,27 +141,25 @@ impl KafkaBroker {
             .spawn()
             .with_context(|| format!("failed to run {}", self.binary.display()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok()?) {
-                bail!(
-                    "the kafka broker exited with {status} while starting on port {}; log:\n{}",
-                    self.port,
-                    self.log_tail()
-                );
+        // Answering, or exited (then waiting longer is useless).
+        let started = try_wait_until(START_DEADLINE, || {
+            match self.child.as_mut().and_then(|c| c.try_wait().ok()?) {
+                Some(status) => Some(Err(status)),
+                None => api_versions(self.port).is_ok().then_some(Ok(())),
             }
-            if api_versions(self.port).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "the kafka broker did not answer on port {} within {START_DEADLINE:?}; log:\n\
-                        {}",
-                    self.port,
-                    self.log_tail()
-                );
-            }
-            thread::sleep(POLL);
+        });
+        match started {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => bail!(
+                "the kafka broker exited with {status} while starting on port {}; log:\n{}",
+                self.port,
+                self.log_tail()
+            ),
+            Err(_) => bail!(
+                "the kafka broker did not answer on port {} within {START_DEADLINE:?}; log:\n{}",
+                self.port,
+                self.log_tail()
+            ),
         }
     }
 

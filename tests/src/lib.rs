@@ -23,6 +23,7 @@ pub mod haproxy;
 pub mod http;
 pub mod kafka;
 pub mod node;
+pub mod process;
 pub mod prometheus;
 pub mod promql;
 pub mod proxy;

@@ -116,27 +116,10 @@ impl ZkServer {
 
     /// Stops the server with SIGTERM and waits for it to exit (SIGKILL after a deadline).
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
-        let terminated = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + STOP_DEADLINE;
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            if terminated.is_err() || Instant::now() >= deadline {
-                child.kill().ok();
-                child.wait().context("failed to wait for zookeeper")?;
-                return Ok(());
-            }
-            thread::sleep(POLL);
-        }
+        crate::process::terminate(child, "zookeeper", STOP_DEADLINE)
     }
 
     /// Stops the server, then starts it again on the same port with the same data.
