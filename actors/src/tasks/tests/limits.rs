@@ -1,13 +1,14 @@
 //! An HTTP instance's server within its limits: a connection that never finishes its request
 //! head, or sends nothing, is closed after the header timeout; a body over the limit is a 413.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::tasks::{catalog, echo_type, Probes};
-use super::{eventually, http_get, start_node_with, PATIENCE};
+use super::{eventually, http_get, start_node_with, TestNode, PATIENCE};
 use crate::tasks::TaskHttpLimits;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -26,18 +27,28 @@ async fn until_closed(socket: &mut TcpStream) -> (Duration, Vec<u8>) {
     (started.elapsed(), answer)
 }
 
-#[tokio::test]
-async fn half_open_connections_are_closed_and_big_bodies_refused() {
-    let node = start_node_with("limits-n1", catalog(&Probes::default()), vec![], |config| {
-        config.http_limits = TaskHttpLimits {
-            header_timeout: HEADER_TIMEOUT,
-            max_body_bytes: 64,
-            ..TaskHttpLimits::default()
-        };
+/// A node running one echo instance whose HTTP server has `limits`, and where it serves.
+async fn echo_within(name: &str, limits: TaskHttpLimits) -> (TestNode, SocketAddr) {
+    let node = start_node_with(name, catalog(&Probes::default()), vec![], |config| {
+        config.http_limits = limits;
     })
     .await;
     node.assign("t.echo", 0, &echo_type()).await;
     let addr = node.serving("t.echo", 0).await;
+    (node, addr)
+}
+
+#[tokio::test]
+async fn half_open_connections_are_closed_and_big_bodies_refused() {
+    let (_node, addr) = echo_within(
+        "limits-n1",
+        TaskHttpLimits {
+            header_timeout: HEADER_TIMEOUT,
+            max_body_bytes: 64,
+            ..TaskHttpLimits::default()
+        },
+    )
+    .await;
 
     // Seen failing before the fix: with no timer, both stayed open for good.
     let mut slow = TcpStream::connect(addr).await.unwrap();
@@ -71,15 +82,14 @@ async fn half_open_connections_are_closed_and_big_bodies_refused() {
 
 #[tokio::test]
 async fn connections_past_the_cap_are_refused_with_503() {
-    let node = start_node_with("limits-n2", catalog(&Probes::default()), vec![], |config| {
-        config.http_limits = TaskHttpLimits {
+    let (node, addr) = echo_within(
+        "limits-n2",
+        TaskHttpLimits {
             max_connections: 2,
             ..TaskHttpLimits::default()
-        };
-    })
+        },
+    )
     .await;
-    node.assign("t.echo", 0, &echo_type()).await;
-    let addr = node.serving("t.echo", 0).await;
 
     // Two idle keep-alive connections hold the cap (each answered once, so both are accepted).
     let mut held = Vec::new();
@@ -124,15 +134,14 @@ async fn connections_past_the_cap_are_refused_with_503() {
 
 #[tokio::test]
 async fn at_the_cap_a_connection_without_a_request_makes_room() {
-    let node = start_node_with("limits-n3", catalog(&Probes::default()), vec![], |config| {
-        config.http_limits = TaskHttpLimits {
+    let (node, addr) = echo_within(
+        "limits-n3",
+        TaskHttpLimits {
             max_connections: 2,
             ..TaskHttpLimits::default()
-        };
-    })
+        },
+    )
     .await;
-    node.assign("t.echo", 0, &echo_type()).await;
-    let addr = node.serving("t.echo", 0).await;
 
     // Two connections hold the cap without a request: half a head, and nothing at all.
     let mut slow = TcpStream::connect(addr).await.unwrap();
