@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// How long a new connection at the cap waits for the place of the connection it evicted.
+const EVICTION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The connections without a request yet, by age.
 #[derive(Default)]
@@ -43,6 +46,16 @@ impl Unproven {
             }
             None => false,
         }
+    }
+
+    /// At the cap of `permits`: closes the oldest connection without a request, if there is one,
+    /// and waits (a moment) for its permit.
+    pub(crate) async fn make_room(&self, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        if !self.evict_oldest() {
+            return None;
+        }
+        let freed = tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await;
+        freed.ok().and_then(Result::ok)
     }
 
     #[cfg(test)]

@@ -11,6 +11,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::http::StatusCode;
 
+use super::idle::Unproven;
 use super::ApiError;
 
 /// Default of `--http-header-timeout`.
@@ -129,23 +130,15 @@ impl ApiLimits {
         self.connections.try_take_quietly()
     }
 
-    /// At the connection cap: `evict` closes a connection if it finds one to close, and the new
-    /// connection waits up to `wait` for its place. `None` (counted as refused) when nothing
-    /// was evicted or its place did not come free in time.
-    pub(crate) async fn connection_after_eviction(
-        &self,
-        evict: impl FnOnce() -> bool,
-        wait: Duration,
-    ) -> Option<Permit> {
-        if evict() {
+    /// At the connection cap: the oldest connection without a request in `unproven` makes room
+    /// (counted as evicted). `None` (counted as refused) when there is none or its place did not
+    /// come free in time.
+    pub(crate) async fn connection_after_eviction(&self, unproven: &Unproven) -> Option<Permit> {
+        if let Some(permit) = unproven.make_room(&self.connections.permits).await {
             if let Some(evicted) = self.evicted.get() {
                 evicted.inc();
             }
-            let freed =
-                tokio::time::timeout(wait, self.connections.permits.clone().acquire_owned());
-            if let Ok(Ok(permit)) = freed.await {
-                return Some(self.connections.permit(permit));
-            }
+            return Some(self.connections.permit(permit));
         }
         self.connections.try_take()
     }

@@ -27,8 +27,6 @@ use super::tls::RestTls;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long a refused connection may take to receive its 503 and close.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-/// How long a new connection at the cap waits for the place of the connection it evicted.
-const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// Serves `service` on `listener` within `limits` (over TLS when `tls` is given) until
 /// `shutdown` resolves, then drains.
@@ -65,10 +63,7 @@ pub(super) async fn run<S>(
         };
         let permit = match limits.connection() {
             Some(permit) => permit,
-            None => match limits
-                .connection_after_eviction(|| unproven.evict_oldest(), EVICTION_WAIT)
-                .await
-            {
+            None => match limits.connection_after_eviction(&unproven).await {
                 Some(permit) => permit,
                 None => {
                     tokio::spawn(refuse(stream, limits.max_connections()));

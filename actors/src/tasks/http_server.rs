@@ -24,7 +24,7 @@ use lathe::TaskContext;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::local::LocalRegistration;
@@ -39,8 +39,6 @@ pub const DEFAULT_TASK_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TASK_MAX_CONNECTIONS: usize = 1024;
 /// How long a refused connection may take to receive its 503 and close.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-/// How long a new connection at the cap waits for the place of the connection it evicted.
-const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// What every HTTP instance's server lets a client do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,7 +270,7 @@ async fn accept_loop(
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             // At the cap: the oldest connection without a request makes room (see http/idle.rs).
-            Err(_) => match evict_for(&unproven, &permits).await {
+            Err(_) => match unproven.make_room(&permits).await {
                 Some(permit) => permit,
                 None => {
                     instance.refused.inc();
@@ -324,16 +322,6 @@ async fn accept_loop(
             "task http server: connections still open after the drain deadline"
         );
     }
-}
-
-/// At the connection cap: closes the oldest connection that sent no request, if there is one, and
-/// waits for its place.
-async fn evict_for(unproven: &Unproven, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
-    if !unproven.evict_oldest() {
-        return None;
-    }
-    let freed = tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await;
-    freed.ok().and_then(Result::ok)
 }
 
 /// Answers a connection past the cap with a 503 and closes it, without reading its request.
