@@ -332,6 +332,46 @@ async fn a_zookeeper_restart_keeps_data_and_everything_resumes() {
     zk.stop().unwrap();
 }
 
+/// A snapshot asked for while ZooKeeper is away waits for it (within the session timeout)
+/// instead of failing at the first sign of a disconnect: a restart is a blip, not an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_during_a_zookeeper_restart_waits_for_it() {
+    let mut zk = start_zk().await;
+    // A long session, so that a slow JVM start on a busy machine stays within it.
+    let store = std::sync::Arc::new(
+        ZkStore::connect(&zk.connect_string(), Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    let written = store.put(&key("/b/kept"), &json!(1), None).await.unwrap();
+    zk = tokio::task::spawn_blocking(move || {
+        zk.stop().unwrap();
+        zk
+    })
+    .await
+    .unwrap();
+    eventually("the store to see the disconnect", PATIENCE, || async {
+        (store.connection() != ZkConnection::Connected).then_some(())
+    })
+    .await;
+    let asked = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move { store.snapshot().await }
+    });
+    let zk = tokio::task::spawn_blocking(move || {
+        zk.restart().expect("zookeeper starts again");
+        zk
+    })
+    .await
+    .unwrap();
+    let snapshot = asked
+        .await
+        .unwrap()
+        .expect("the snapshot waits for the restart");
+    assert_eq!(find(&snapshot, "/b/kept").unwrap().version, written);
+    drop(zk);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_session_is_replaced_and_the_stream_resyncs() {
     let mut zk = start_zk().await;

@@ -72,7 +72,15 @@ pub(super) struct Pipeline {
     hub: Hub,
     /// The highest version sent to consumers (or covered by a snapshot they got).
     emitted: u64,
-    waiting: Vec<oneshot::Sender<Result<Snapshot, StoreError>>>,
+    waiting: Vec<Waiter>,
+}
+
+/// A `snapshot()` caller. A disconnect or a failed listing does not fail it at once: ZooKeeper
+/// restarts and connection blips are usually over within a session timeout, so the caller waits
+/// for the next listing until its deadline and only then gets the error.
+struct Waiter {
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Snapshot, StoreError>>,
 }
 
 /// Where one session stands.
@@ -132,9 +140,7 @@ impl Pipeline {
                 Err(err) => {
                     tracing::warn!(error = %err, "zookeeper unavailable; retrying");
                     let why = format!("no zookeeper session: {err}");
-                    for reply in self.waiting.drain(..) {
-                        let _ = reply.send(Err(StoreError::Unavailable(why.clone())));
-                    }
+                    self.fail_overdue(&StoreError::Unavailable(why));
                 }
             }
             self.alongside_commands(tokio::time::sleep(delay)).await?;
@@ -156,7 +162,23 @@ impl Pipeline {
     fn take(&mut self, command: Command) {
         match command {
             Command::Subscribe(sender) => self.hub.add(sender),
-            Command::Snapshot(reply) => self.waiting.push(reply),
+            Command::Snapshot(reply) => self.waiting.push(Waiter {
+                deadline: Instant::now() + self.shared.call_timeout,
+                reply,
+            }),
+        }
+    }
+
+    /// Answers `err` to the `snapshot()` callers whose deadline has passed; the others keep
+    /// waiting for the next listing.
+    fn fail_overdue(&mut self, err: &StoreError) {
+        let now = Instant::now();
+        let (overdue, patient) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|waiter| waiter.deadline <= now);
+        self.waiting = patient;
+        for waiter in overdue {
+            let _ = waiter.reply.send(Err(err.clone()));
         }
     }
 
@@ -178,10 +200,8 @@ impl Pipeline {
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !view.connected {
-                for reply in self.waiting.drain(..) {
-                    let why = "disconnected from zookeeper".to_string();
-                    let _ = reply.send(Err(StoreError::Unavailable(why)));
-                }
+                let why = "disconnected from zookeeper".to_string();
+                self.fail_overdue(&StoreError::Unavailable(why));
             }
             let wanted = view.gap || !self.waiting.is_empty() || self.hub.wants_snapshot();
             if wanted && view.connected && Instant::now() >= view.next_listing {
@@ -197,10 +217,7 @@ impl Pipeline {
                         tracing::warn!(error = %err, "listing the registry in zookeeper failed");
                         // Notifications drained while listing are lost with it.
                         view.gap = true;
-                        let err = super::session::store_error(err);
-                        for reply in self.waiting.drain(..) {
-                            let _ = reply.send(Err(err.clone()));
-                        }
+                        self.fail_overdue(&super::session::store_error(err));
                         view.next_listing = Instant::now() + RETRY_TICK;
                     }
                 }
@@ -387,8 +404,8 @@ impl Pipeline {
         self.hub.resync(&snapshot);
         self.emitted = index;
         tracing::debug!(index, entries = snapshot.entries.len(), "registry listed");
-        for reply in self.waiting.drain(..) {
-            let _ = reply.send(Ok(snapshot.clone()));
+        for waiter in self.waiting.drain(..) {
+            let _ = waiter.reply.send(Ok(snapshot.clone()));
         }
         Ok(())
     }
