@@ -82,7 +82,9 @@ pub enum FlowError {
     /// refused it.
     #[error("group {group} did not take the message: {reason}")]
     NotTaken { group: String, reason: String },
-    /// Kafka did not acknowledge the message (brokers down, timeout, refused).
+    /// Kafka did not acknowledge the message (brokers down, timeout, refused). Like any Kafka
+    /// producer error after a timeout, it may still have been written: re-emitting relies on
+    /// idempotent handling.
     #[error("kafka did not acknowledge the message to stream {stream:?}: {reason}")]
     NotAcknowledged { stream: String, reason: String },
 }

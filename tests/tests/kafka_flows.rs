@@ -173,10 +173,12 @@ fn emit_fails_clearly_when_kafka_stays_away_past_its_timeout_and_works_again_aft
             .ok_or(format!("{now:?}"))
     });
     assert_eq!(now.get("before"), Some(&1), "{now:?}");
-    assert_eq!(
-        now.get("during"),
-        None,
-        "the refused message is not counted: {now:?}"
+    // A refused emit is not a promise that the message is absent: as with any Kafka producer,
+    // a message that timed out may still have been written (librdkafka's INTRODUCTION.md,
+    // "Message timeout considerations"). What must hold is that it is counted at most once.
+    assert!(
+        now.get("during").is_none_or(|n| *n == 1),
+        "the refused message is counted at most once: {now:?}"
     );
 }
 
