@@ -13,17 +13,17 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use lathe::{Change, Entry, KeyPath};
+use lathe::{Entry, KeyPath};
 use lathe_store::{Store, StoreEvent, StoredEntry, TOMBSTONE_TTL};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use tokio::sync::{mpsc, watch};
 
 use super::metrics::RegistryMetrics;
-use super::replica::{History, Replica, DEFAULT_RING_CAPACITY};
+use super::replica::{shared, History, Replica, DEFAULT_RING_CAPACITY};
 use super::shard::ShardMsg;
 use super::slice::SliceMap;
-use super::subscription::{attach, Subscriber, SubscriberSet, SubscriptionEvent};
+use super::subscription::{attach, SharedChange, Subscriber, SubscriberSet, SubscriptionEvent};
 
 const TICK: Duration = Duration::from_millis(250);
 
@@ -41,7 +41,7 @@ pub(crate) enum FeedMsg {
     AttachShard {
         number: usize,
         shard: ActorRef<ShardMsg>,
-        reply: RpcReplyPort<(Vec<StoredEntry>, u64, History)>,
+        reply: RpcReplyPort<(Vec<Arc<SharedChange>>, u64, History)>,
     },
     Get {
         key: KeyPath,
@@ -101,7 +101,7 @@ impl Actor for RegistryFeed {
         match events.recv().await {
             Some(StoreEvent::Resync(snapshot)) => {
                 let index = snapshot.index;
-                replica.load(snapshot.entries, index);
+                replica.load(snapshot.entries.into_iter().map(shared), index);
             }
             Some(StoreEvent::Changes(_)) => {
                 return Err("registry store stream did not open with a snapshot".into())
@@ -161,8 +161,8 @@ impl Actor for RegistryFeed {
                 shard,
                 reply,
             } => {
-                let entries = state.slice_entries(number);
                 let slices = state.slices;
+                let entries = state.replica.live(|key| slices.shard_of(key) == number);
                 let history = state.replica.history(|key| slices.shard_of(key) == number);
                 if reply
                     .send((entries, state.replica.index(), history))
@@ -214,7 +214,7 @@ impl FeedState {
     /// Applies store entries in order, fans out the resulting changes and routes them to shards.
     fn apply(&mut self, entries: Vec<StoredEntry>, at_least: Option<u64>) {
         let received = Instant::now();
-        let mut per_shard: Vec<Vec<Change>> = vec![Vec::new(); self.shards.len()];
+        let mut per_shard: Vec<Vec<Arc<SharedChange>>> = vec![Vec::new(); self.shards.len()];
         for entry in entries {
             let Some(change) = self.replica.apply(entry) else {
                 continue;
@@ -248,19 +248,6 @@ impl FeedState {
                 }
             }
         }
-    }
-
-    fn slice_entries(&self, number: usize) -> Vec<StoredEntry> {
-        self.replica
-            .list(&KeyPath::root())
-            .into_iter()
-            .filter(|e| self.slices.shard_of(&e.key) == number)
-            .map(|e| StoredEntry {
-                key: e.key,
-                value: Some(e.value),
-                version: e.version,
-            })
-            .collect()
     }
 
     fn set_shard(&mut self, number: usize, shard: Option<ActorRef<ShardMsg>>) {

@@ -4,13 +4,20 @@
 //! slice. Every mutation goes through [`Replica::apply`], which drops anything not newer than what
 //! the replica already has for that key, so the same change arriving twice (an event after a
 //! re-list, a coalesced read) is applied and fanned out once.
+//!
+//! **One copy of each value.** A change becomes one [`SharedChange`] when the feed applies it;
+//! the feed's slot and ring, the shard's slot and ring and every subscriber hold that same
+//! allocation. Only reads (`get`, `list`) copy a value out.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lathe::{Change, Entry, KeyPath};
 use lathe_store::{Snapshot, StoredEntry};
+
+use super::subscription::SharedChange;
 
 /// How many recent changes a replica keeps for subscribers resuming from an index.
 pub(crate) const DEFAULT_RING_CAPACITY: usize = 8192;
@@ -21,8 +28,9 @@ pub(crate) const DEFAULT_RING_MAX_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Debug, Clone)]
 struct Slot {
     version: u64,
-    /// `None`: a tombstone, kept so an older write arriving late is recognised as old.
-    value: Option<serde_json::Value>,
+    /// The put that set the value, shared with the rings and subscribers. `None`: a tombstone,
+    /// kept so an older write arriving late is recognised as old.
+    put: Option<Arc<SharedChange>>,
     tombstone_since: Option<Instant>,
 }
 
@@ -30,7 +38,7 @@ struct Slot {
 #[derive(Debug, Default)]
 pub(crate) struct History {
     /// In version order.
-    pub(crate) changes: Vec<Change>,
+    pub(crate) changes: Vec<Arc<SharedChange>>,
     /// Every change of that part above this version is in `changes`.
     pub(crate) floor: u64,
 }
@@ -39,7 +47,7 @@ pub(crate) struct History {
 #[derive(Debug)]
 pub(crate) struct Replica {
     slots: BTreeMap<String, Slot>,
-    ring: VecDeque<Change>,
+    ring: VecDeque<Arc<SharedChange>>,
     ring_capacity: usize,
     /// The approximate size of the values in the ring, and its cap.
     ring_bytes: usize,
@@ -76,20 +84,24 @@ impl Replica {
 
     /// Replaces the contents with `entries` (a listing consistent with `index`). The ring starts
     /// empty: subscribers resuming from before `index` get a snapshot.
-    pub(crate) fn load(&mut self, entries: impl IntoIterator<Item = StoredEntry>, index: u64) {
+    pub(crate) fn load(
+        &mut self,
+        entries: impl IntoIterator<Item = Arc<SharedChange>>,
+        index: u64,
+    ) {
         self.slots.clear();
         self.ring.clear();
         self.ring_bytes = 0;
         let now = Instant::now();
         let mut max = index;
-        for entry in entries {
-            max = max.max(entry.version);
-            let tombstone_since = entry.value.is_none().then_some(now);
+        for change in entries {
+            max = max.max(change.version);
+            let tombstone_since = change.value.is_none().then_some(now);
             self.slots.insert(
-                entry.key.as_str().to_string(),
+                change.key.as_str().to_string(),
                 Slot {
-                    version: entry.version,
-                    value: entry.value,
+                    version: change.version,
+                    put: change.value.is_some().then_some(change),
                     tombstone_since,
                 },
             );
@@ -98,11 +110,9 @@ impl Replica {
         self.floor = max;
         self.live = 0;
         self.live_bytes = 0;
-        for slot in self.slots.values() {
-            if let Some(value) = &slot.value {
-                self.live += 1;
-                self.live_bytes += value_bytes(value);
-            }
+        for value in self.slots.values().filter_map(Slot::value) {
+            self.live += 1;
+            self.live_bytes += value_bytes(value);
         }
     }
 
@@ -111,12 +121,12 @@ impl Replica {
     /// rather than a snapshot — a restarted shard's watchers see no difference.
     pub(crate) fn load_with_history(
         &mut self,
-        entries: impl IntoIterator<Item = StoredEntry>,
+        entries: impl IntoIterator<Item = Arc<SharedChange>>,
         index: u64,
         history: History,
     ) {
         self.load(entries, index);
-        let changes: Vec<Change> = history
+        let changes: Vec<Arc<SharedChange>> = history
             .changes
             .into_iter()
             .filter(|c| c.version <= self.index)
@@ -127,7 +137,7 @@ impl Replica {
             n => changes[n - 1].version.max(history.floor),
         };
         self.ring = changes.into_iter().skip(skip).collect();
-        self.ring_bytes = self.ring.iter().map(change_bytes).sum();
+        self.ring_bytes = self.ring.iter().map(|c| change_bytes(c)).sum();
         self.floor = floor.min(self.floor);
         self.trim_ring();
     }
@@ -138,6 +148,17 @@ impl Replica {
             changes: self.ring.iter().filter(|c| keep(&c.key)).cloned().collect(),
             floor: self.floor,
         }
+    }
+
+    /// The live values whose key `keep` accepts (shared, not copied), for a shard taking over
+    /// that part.
+    pub(crate) fn live(&self, keep: impl Fn(&KeyPath) -> bool) -> Vec<Arc<SharedChange>> {
+        self.slots
+            .values()
+            .filter_map(|slot| slot.put.as_ref())
+            .filter(|put| keep(&put.key))
+            .cloned()
+            .collect()
     }
 
     /// The global index this replica has seen up to.
@@ -152,44 +173,53 @@ impl Replica {
 
     /// Applies one write or tombstone. Returns the change to fan out, or `None` when it is not
     /// newer than what the replica holds, or deletes a key that held no value.
-    pub(crate) fn apply(&mut self, entry: StoredEntry) -> Option<Change> {
+    pub(crate) fn apply(&mut self, entry: StoredEntry) -> Option<Arc<SharedChange>> {
         let key = entry.key.as_str();
+        if self
+            .slots
+            .get(key)
+            .is_some_and(|slot| slot.version >= entry.version)
+        {
+            return None;
+        }
+        self.apply_shared(shared(entry))
+    }
+
+    /// [`apply`](Self::apply) for a change another replica already made shared: this replica
+    /// keeps the same allocation.
+    pub(crate) fn apply_shared(&mut self, change: Arc<SharedChange>) -> Option<Arc<SharedChange>> {
+        let key = change.key.as_str();
         let previous_live = match self.slots.get(key) {
-            Some(slot) if slot.version >= entry.version => return None,
-            Some(slot) => slot.value.is_some(),
+            Some(slot) if slot.version >= change.version => return None,
+            Some(slot) => slot.put.is_some(),
             None => false,
         };
-        self.index = self.index.max(entry.version);
-        if let Some(old) = self.slots.get(key).and_then(|slot| slot.value.as_ref()) {
+        self.index = self.index.max(change.version);
+        if let Some(old) = self.slots.get(key).and_then(Slot::value) {
             self.live -= 1;
             self.live_bytes = self.live_bytes.saturating_sub(value_bytes(old));
         }
-        if let Some(new) = &entry.value {
+        if let Some(new) = &change.value {
             self.live += 1;
             self.live_bytes += value_bytes(new);
         }
-        let is_delete = entry.value.is_none();
+        let is_delete = change.value.is_none();
         self.slots.insert(
             key.to_string(),
             Slot {
-                version: entry.version,
-                value: entry.value.clone(),
+                version: change.version,
+                put: (!is_delete).then(|| Arc::clone(&change)),
                 tombstone_since: is_delete.then(Instant::now),
             },
         );
         if is_delete && !previous_live {
             return None;
         }
-        let change = Change {
-            key: entry.key,
-            value: entry.value,
-            version: entry.version,
-        };
-        self.remember(change.clone());
+        self.remember(Arc::clone(&change));
         Some(change)
     }
 
-    fn remember(&mut self, change: Change) {
+    fn remember(&mut self, change: Arc<SharedChange>) {
         self.ring_bytes += change_bytes(&change);
         self.ring.push_back(change);
         self.trim_ring();
@@ -225,7 +255,7 @@ impl Replica {
             }
         }
         for (key, slot) in &self.slots {
-            if slot.value.is_some() && !listed.contains(key) && slot.version <= snapshot.index {
+            if slot.put.is_some() && !listed.contains(key) && slot.version <= snapshot.index {
                 if let Ok(key) = KeyPath::parse(key) {
                     updates.push(StoredEntry {
                         key,
@@ -245,7 +275,7 @@ impl Replica {
         let slot = self.slots.get(key.as_str())?;
         Some(Entry {
             key: key.clone(),
-            value: slot.value.clone()?,
+            value: slot.value()?.clone(),
             version: slot.version,
         })
     }
@@ -253,7 +283,7 @@ impl Replica {
     /// Every live entry at or under `prefix`, in key order.
     pub(crate) fn list(&self, prefix: &KeyPath) -> Vec<Entry> {
         let live = |(key, slot): (&String, &Slot)| {
-            let value = slot.value.clone()?;
+            let value = slot.value()?.clone();
             Some(Entry {
                 key: KeyPath::parse(key).ok()?,
                 value,
@@ -275,7 +305,11 @@ impl Replica {
     }
 
     /// The changes under `prefix` after `from`, or `None` when `from` is older than the ring.
-    pub(crate) fn changes_since(&self, prefix: &KeyPath, from: u64) -> Option<Vec<Change>> {
+    pub(crate) fn changes_since(
+        &self,
+        prefix: &KeyPath,
+        from: u64,
+    ) -> Option<Vec<Arc<SharedChange>>> {
         if from < self.floor {
             return None;
         }
@@ -304,8 +338,24 @@ impl Replica {
     }
 
     pub(crate) fn live_keys(&self) -> usize {
-        self.slots.values().filter(|s| s.value.is_some()).count()
+        self.slots.values().filter(|s| s.put.is_some()).count()
     }
+}
+
+impl Slot {
+    /// The live value; `None` for a tombstone.
+    fn value(&self) -> Option<&serde_json::Value> {
+        self.put.as_ref()?.value.as_ref()
+    }
+}
+
+/// A store entry as a change ready to share.
+pub(crate) fn shared(entry: StoredEntry) -> Arc<SharedChange> {
+    SharedChange::new(Change {
+        key: entry.key,
+        value: entry.value,
+        version: entry.version,
+    })
 }
 
 /// Roughly the memory a change holds: its key and value.
@@ -337,7 +387,12 @@ mod tests {
     #[test]
     fn usage_counts_live_keys_and_their_bytes() {
         let mut replica = Replica::new(16);
-        replica.load(vec![put("/a", json!("x".repeat(100)), 1), tomb("/t", 2)], 2);
+        replica.load(
+            vec![put("/a", json!("x".repeat(100)), 1), tomb("/t", 2)]
+                .into_iter()
+                .map(shared),
+            2,
+        );
         assert_eq!(replica.usage(), (1, 116));
         replica.apply(put("/b", json!("y".repeat(50)), 3));
         replica.apply(put("/a", json!(1), 4));
@@ -405,7 +460,7 @@ mod tests {
         let history = feed.history(|key| key.as_str().starts_with("/a"));
         let mut shard = Replica::new(16);
         let entries = vec![put("/a/x", json!(1), 1), put("/a/z", json!(3), 3)];
-        shard.load_with_history(entries, 4, history);
+        shard.load_with_history(entries.into_iter().map(shared), 4, history);
         let a = KeyPath::parse("/a").unwrap();
         let versions = |from| {
             shard
@@ -416,8 +471,31 @@ mod tests {
         assert_eq!(versions(0), Some(vec![1, 3]));
         // Without history, anything before the load is too old.
         let mut bare = Replica::new(16);
-        bare.load(vec![put("/a/x", json!(1), 1)], 4);
+        bare.load(vec![put("/a/x", json!(1), 1)].into_iter().map(shared), 4);
         assert_eq!(bare.changes_since(&a, 1), None);
+    }
+
+    /// The feed's replica, a shard's replica and their rings hold one allocation of a value: a
+    /// 1 MiB PUT costs 1 MiB, not four.
+    #[test]
+    fn a_value_is_held_once_by_both_replicas_and_their_rings() {
+        let mut feed = Replica::new(16);
+        let mut shard = Replica::new(16);
+        let change = feed
+            .apply(put("/big", json!("b".repeat(1024)), 1))
+            .expect("applied");
+        let kept = shard.apply_shared(Arc::clone(&change)).expect("applied");
+        assert!(Arc::ptr_eq(&change, &kept));
+        let all = |_: &KeyPath| true;
+        assert!(Arc::ptr_eq(&feed.live(all)[0], &shard.live(all)[0]));
+        let ring = shard.changes_since(&KeyPath::root(), 0).unwrap();
+        assert!(Arc::ptr_eq(&ring[0], &change));
+        // Two slots, two rings, the ring copy just taken and `change`, `kept`: one value.
+        assert_eq!(Arc::strong_count(&change), 7);
+        // A shard loaded from the feed shares too.
+        let mut restarted = Replica::new(16);
+        restarted.load_with_history(feed.live(all), 1, feed.history(all));
+        assert!(Arc::ptr_eq(&restarted.live(all)[0], &change));
     }
 
     #[test]
@@ -460,7 +538,7 @@ mod tests {
     #[test]
     fn resumes_from_the_ring_or_says_too_old() {
         let mut r = Replica::new(3);
-        r.load(vec![put("/x", json!(0), 10)], 10);
+        r.load(vec![put("/x", json!(0), 10)].into_iter().map(shared), 10);
         assert_eq!(r.changes_since(&KeyPath::root(), 9), None);
         for v in 11..=14 {
             r.apply(put("/y", json!(v), v));
@@ -479,7 +557,12 @@ mod tests {
     #[test]
     fn resync_reports_new_and_vanished_keys_in_order() {
         let mut r = Replica::new(16);
-        r.load(vec![put("/a", json!(1), 1), put("/b", json!(2), 2)], 2);
+        r.load(
+            vec![put("/a", json!(1), 1), put("/b", json!(2), 2)]
+                .into_iter()
+                .map(shared),
+            2,
+        );
         let snapshot = Snapshot {
             entries: vec![put("/a", json!(1), 1), put("/c", json!(3), 5)],
             index: 7,

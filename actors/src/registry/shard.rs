@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lathe::{Change, Entry, KeyPath};
-use lathe_store::{Store, StoreError, StoredEntry, TOMBSTONE_TTL};
+use lathe::{Entry, KeyPath};
+use lathe_store::{Store, StoreError, TOMBSTONE_TTL};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use tokio::sync::mpsc;
@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::feed::FeedMsg;
 use super::metrics::RegistryMetrics;
 use super::replica::{Replica, DEFAULT_RING_CAPACITY};
-use super::subscription::{attach, Subscriber, SubscriberSet, SubscriptionEvent};
+use super::subscription::{attach, SharedChange, Subscriber, SubscriberSet, SubscriptionEvent};
 use crate::acl::writer::{scope, Writer};
 
 /// How long a write waits for its change to come back through the feed before it is
@@ -37,7 +37,7 @@ type WriteAck = Box<dyn FnOnce() + Send>;
 pub(crate) enum ShardMsg {
     /// Changes of this slice, in order, and the global index they bring the node to.
     Apply {
-        changes: Vec<Change>,
+        changes: Vec<Arc<SharedChange>>,
         index: u64,
         received: Instant,
     },
@@ -144,12 +144,7 @@ impl Actor for RegistryShard {
                 received,
             } => {
                 for change in changes {
-                    let entry = StoredEntry {
-                        key: change.key,
-                        value: change.value,
-                        version: change.version,
-                    };
-                    if let Some(change) = state.replica.apply(entry) {
+                    if let Some(change) = state.replica.apply_shared(change) {
                         let dropped = state.subscribers.fan_out(&change);
                         state.metrics.subscribers.sub(dropped as i64);
                     }

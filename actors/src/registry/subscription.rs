@@ -172,11 +172,11 @@ impl SubscriberSet {
 
     /// Sends `change` to every subscriber whose prefix covers its key; drops those that fail.
     /// Returns how many subscribers were dropped.
-    pub(crate) fn fan_out(&mut self, change: &Change) -> usize {
+    pub(crate) fn fan_out(&mut self, shared: &Arc<SharedChange>) -> usize {
         if self.count == 0 {
             return 0;
         }
-        let shared = SharedChange::new(change.clone());
+        let change: &Change = shared;
         let mut dropped = 0;
         for prefix in change.key.ancestors_inclusive() {
             let Some(subscribers) = self.by_prefix.get_mut(&prefix) else {
@@ -219,10 +219,7 @@ pub(crate) fn attach(
 ) -> bool {
     if let Some(from) = from {
         let backlog = match replica.changes_since(&subscriber.prefix, from) {
-            Some(changes) => changes
-                .into_iter()
-                .map(|change| SubscriptionEvent::Change(SharedChange::new(change)))
-                .collect(),
+            Some(changes) => changes.into_iter().map(SubscriptionEvent::Change).collect(),
             None => vec![SubscriptionEvent::Snapshot {
                 entries: replica.list(&subscriber.prefix),
                 index: replica.index(),
@@ -242,12 +239,12 @@ pub(crate) fn attach(
 mod tests {
     use super::*;
 
-    fn change(key: &str, version: u64) -> Change {
-        Change {
+    fn change(key: &str, version: u64) -> Arc<SharedChange> {
+        SharedChange::new(Change {
             key: KeyPath::parse(key).unwrap(),
             value: Some(serde_json::json!(version)),
             version,
-        }
+        })
     }
 
     #[tokio::test]
