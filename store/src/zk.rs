@@ -567,15 +567,18 @@ fn version(stat: &Stat) -> u64 {
     stat.mzxid.max(0) as u64
 }
 
-/// Maps a failed write; a connection dropped on a request too big for ZooKeeper's default packet
-/// limit is most likely that limit.
+/// Maps a failed write. Values over ZooKeeper's default packet limit only get here when the
+/// operator raised `--zookeeper-max-request-bytes`; a connection dropped on one may be a server
+/// whose `jute.maxbuffer` is lower after all, or the server failing for another reason: the
+/// error says both, and stays a 503 (not a 413 that would blame the value).
 fn write_error(err: ZkError, value_len: usize) -> StoreError {
     let limit = ZK_DEFAULT_MAX_PACKET - PACKET_OVERHEAD;
     if matches!(err, ZkError::ConnectionLoss) && value_len > limit {
-        return StoreError::TooLarge {
-            size: value_len,
-            limit,
-        };
+        return StoreError::Unavailable(format!(
+            "zookeeper dropped the connection during a write of a {value_len}-byte value; \
+             that is over zookeeper's default jute.maxbuffer ({ZK_DEFAULT_MAX_PACKET}), so check \
+             that the servers' jute.maxbuffer is at least --zookeeper-max-request-bytes"
+        ));
     }
     store_error(err)
 }

@@ -104,3 +104,26 @@ async fn the_request_limit_is_configurable() {
         .unwrap_err();
     assert!(error.to_string().contains("over the limit of"), "{error}");
 }
+
+/// An operator who raised the store's request limit above the servers' `jute.maxbuffer`: the
+/// server drops the connection on the big write. That is a 503 naming the likely cause, not a
+/// 413 blaming the value, and the store carries on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_on_a_big_write_says_to_check_jute_maxbuffer() {
+    let zk = start_zk().await;
+    let store = ZkStore::connect(&zk.connect_string(), SESSION)
+        .await
+        .expect("the store connects")
+        .with_max_request_bytes(2 * ZK_DEFAULT_MAX_PACKET);
+    // Over the server's packet limit, within the store's (raised) request limit and value limit.
+    let big = json!("z".repeat(DEFAULT_MAX_VALUE_BYTES - 16));
+    assert!(big.to_string().len() > ZK_DEFAULT_MAX_PACKET - 16);
+    assert!(big.to_string().len() <= DEFAULT_MAX_VALUE_BYTES);
+    let error = store.put(&key("/too/big"), &big, None).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(error.to_string().contains("jute.maxbuffer"), "{error}");
+    lathe_tests::wait::eventually("writes after the drop", Duration::from_secs(60), || async {
+        store.put(&key("/small"), &json!(1), None).await.ok()
+    })
+    .await;
+}
