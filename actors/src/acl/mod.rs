@@ -18,7 +18,7 @@ pub mod policy;
 pub mod records;
 pub mod writer;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use crate::registry::RegistryHandle;
@@ -55,7 +55,9 @@ impl Acl {
         });
         let acl = Acl { state: Some(state) };
         acl.refresh().await;
-        tokio::spawn(keep_current(acl.clone()));
+        if let Some(state) = &acl.state {
+            tokio::spawn(keep_current(Arc::downgrade(state)));
+        }
         acl
     }
 
@@ -106,13 +108,18 @@ impl Acl {
     }
 }
 
-/// Rebuilds the table on every change under `/lathe/acl`, and every [`REFRESH_EVERY`].
-async fn keep_current(acl: Acl) {
-    let Some(registry) = acl.registry().cloned() else {
-        return;
-    };
+/// Rebuilds the table on every change under `/lathe/acl`, and every [`REFRESH_EVERY`]. Holds
+/// the state weakly and ends once every [`Acl`] handle is gone (a node supervisor that restarts
+/// makes a new one: the old task must not live on beside it).
+async fn keep_current(state: Weak<AclState>) {
+    let alive = || state.upgrade().map(|state| Acl { state: Some(state) });
     loop {
-        let mut subscription = match registry.subscribe(&records::acl_key(), None).await {
+        let Some(registry) = alive().and_then(|acl| acl.registry().cloned()) else {
+            return;
+        };
+        let subscribed = registry.subscribe(&records::acl_key(), None).await;
+        drop(registry);
+        let mut subscription = match subscribed {
             Ok(subscription) => subscription,
             Err(error) => {
                 tracing::warn!(%error, "cannot watch the acl records: retrying");
@@ -126,7 +133,39 @@ async fn keep_current(acl: Acl) {
             tokio::time::timeout(REFRESH_EVERY, subscription.next()).await,
             Ok(None)
         ) {
+            let Some(acl) = alive() else { return };
             acl.refresh().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{start_registry, RegistryConfig};
+
+    /// The refresh task does not keep an ACL alive: once its handles are gone (a restarted node
+    /// supervisor made a new one), the table and its registry handle are freed.
+    #[tokio::test]
+    async fn the_refresh_task_lets_a_dropped_acl_go() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Arc::new(lathe_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let metrics = prometheus::Registry::new();
+        let (registry, _) = start_registry(RegistryConfig::default(), store, &metrics, None)
+            .await
+            .expect("the registry starts");
+        let acl = Acl::enabled(registry).await;
+        let state = Arc::downgrade(acl.state.as_ref().expect("enabled"));
+        drop(acl);
+        // The task may be in the middle of a refresh (its first one, on the subscription's
+        // snapshot): it lets go when that ends.
+        let deadline = tokio::time::Instant::now() + REFRESH_EVERY * 3;
+        while state.upgrade().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the refresh task still holds the acl"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
