@@ -126,6 +126,9 @@ pub(crate) struct NodeSupervisorState {
     restarts: RestartBudget,
     http_shutdown: watch::Sender<bool>,
     http: Option<tokio::task::JoinHandle<()>>,
+    /// The one-shot `--topology` deploy (bounded by its own deadline): owned here, so a node
+    /// that stops first does not leave it writing to a registry that is going away.
+    topology_deploy: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for NodeSupervisor {
@@ -195,9 +198,9 @@ impl Actor for NodeSupervisor {
             }
             _ => None,
         };
-        if let Some((file, source)) = args.topology {
-            tokio::spawn(deploy_on_start(registry.clone(), file, source));
-        }
+        let topology_deploy = args
+            .topology
+            .map(|(file, source)| tokio::spawn(deploy_on_start(registry.clone(), file, source)));
         let http_ip = args.http_listener.local_addr()?.ip();
         let mut task_config = TaskSupervisorConfig::new(&args.name, http_ip)
             .with_tree(root.child("tasks"))
@@ -262,6 +265,7 @@ impl Actor for NodeSupervisor {
             restarts: RestartBudget::new(RestartLimits::immediate(MAX_RESTARTS, RESTART_WINDOW)),
             http_shutdown,
             http: Some(http),
+            topology_deploy,
         })
     }
 
@@ -303,6 +307,9 @@ impl Actor for NodeSupervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut NodeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(deploy) = state.topology_deploy.take() {
+            deploy.abort();
+        }
         // Instances first, while the registry still takes their endpoint withdrawals.
         state.tasks.shutdown(TASK_DRAIN).await;
         let _ = state.http_shutdown.send(true);
