@@ -69,6 +69,9 @@ pub struct SchedulerState {
     /// When this node became leader (for the settle window); `None` while it does not lead.
     leading_since: Option<tokio::time::Instant>,
     running: bool,
+    /// The reconcile in flight, aborted if the scheduler stops (its writes are compare-and-set:
+    /// a plan cut short is what a crashed leader leaves, and the next reconcile finishes it).
+    reconcile: Option<tokio::task::JoinHandle<()>>,
     again: bool,
     /// Instances moved by rebalancing, held still until the instant given.
     held: BTreeMap<(String, u32), tokio::time::Instant>,
@@ -120,6 +123,7 @@ impl Actor for Scheduler {
             members: Vec::new(),
             leading_since: None,
             running: false,
+            reconcile: None,
             again: false,
             held: BTreeMap::new(),
             watchers,
@@ -178,6 +182,9 @@ impl Actor for Scheduler {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         state.watchers.iter().for_each(|w| w.abort());
+        if let Some(reconcile) = state.reconcile.take() {
+            reconcile.abort();
+        }
         Ok(())
     }
 }
@@ -209,7 +216,7 @@ impl SchedulerState {
         );
         let (settings, metrics) = (self.settings.clone(), self.metrics.clone());
         let scheduler = myself.clone();
-        tokio::spawn(async move {
+        self.reconcile = Some(tokio::spawn(async move {
             // A panic must still report back: otherwise `running` stays set and the leader
             // schedules nothing more (failover included) until the process restarts.
             let result = crate::panics::caught(async {
@@ -223,7 +230,7 @@ impl SchedulerState {
                 Err(SchedulerError::Panicked(panic))
             });
             let _ = scheduler.cast(SchedulerMsg::Reconciled(result));
-        });
+        }));
     }
 
     /// Publishes what a reconcile found, holds what it moved and comes back when it asked to.
