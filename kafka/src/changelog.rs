@@ -346,7 +346,7 @@ mod tests {
     }
 
     /// A fast round trip through librdkafka's in-process mock cluster (the real-broker tests are
-    /// in tests/tests/kafka_flows.rs): writes through the changelog, then a restore elsewhere
+    /// in tests/tests/kafka/flows.rs): writes through the changelog, then a restore elsewhere
     /// gets exactly the live keys of the instance back, and replaces what was there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_through_the_changelog_restore_into_an_empty_or_stale_store() {

@@ -7,6 +7,7 @@
 //! Nodes with `--acl` are started one by one (`NodeBuilder`), since `Cluster` waits on
 //! `/v1/members`, which needs a token there.
 
+#[path = "agent/support/mod.rs"]
 mod agent_support;
 
 use std::process::{Child, Command, Stdio};

@@ -8,6 +8,7 @@
 //! shift undone, a node SIGKILLed), and `/consoles/lathe.html` renders from Prometheus. And
 //! `lathe up --prometheus` starts one that scrapes its nodes, and stops it with them.
 
+#[path = "agent/support/mod.rs"]
 mod agent_support;
 
 use std::collections::BTreeSet;

@@ -5,6 +5,7 @@
 //! ZooKeeper digest ACLs that keep a foreign client out, the CLI and the agent with `--ca`, and
 //! the refusal to expose a port unsafely without `--insecure`.
 
+#[path = "agent/support/mod.rs"]
 mod agent_support;
 
 use std::io::Read;

@@ -1,7 +1,7 @@
 //! An instance of a group with `state = { changelog = true }` restores its state before `start`
 //! runs, and shows how far the restore got in its instance record (what `/v1/tasks` lists). The
 //! changelog here is a gate the test opens; the Kafka changelog itself is tested against a real
-//! broker in tests/tests/kafka_state.rs.
+//! broker in tests/tests/kafka/state.rs.
 
 use std::sync::Arc;
 

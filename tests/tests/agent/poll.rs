@@ -1,12 +1,11 @@
 //! `mode = "poll"`: the agent follows the registry with blocking queries (one at a time, for the
 //! common prefix of its watches) instead of an SSE stream, and sees every change.
 
-mod agent_support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use agent_support::{free_addr, registry_list, toml_str, AgentProcess};
+use crate::support::{free_addr, registry_list, toml_str, AgentProcess};
 use lathe_tests::node::NodeBuilder;
 use lathe_tests::scenario::put_ok;
 use lathe_tests::wait::wait_until;
@@ -76,13 +75,13 @@ fn polling_follows_every_watch_with_one_query_at_a_time() {
     });
     let registry = &agent.status()["registry"];
     assert_eq!(registry["transport"], "poll", "{registry:#}");
-    let sse = agent_support::metric_with(
+    let sse = crate::support::metric_with(
         &status,
         "lathe_agent_registry_requests_total",
         "kind=\"sse\"",
     );
     assert_eq!(sse, 0.0, "no SSE stream in poll mode");
-    let polls = agent_support::metric_with(
+    let polls = crate::support::metric_with(
         &status,
         "lathe_agent_registry_requests_total",
         "kind=\"poll\"",

@@ -4,14 +4,13 @@
 //! idempotently by the offset it keeps per partition. Every acknowledged message is counted
 //! exactly once: also across a 10 s broker outage, and when the group grows (a new partition
 //! for its new instance); an emit Kafka cannot acknowledge fails with one line; bad input keeps
-//! its one-line errors. (A tally whose node is SIGKILLed: `kafka_state.rs`.)
+//! its one-line errors. (A tally whose node is SIGKILLed: `state.rs`.)
 
-mod kafka_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use kafka_support::*;
+use crate::support::*;
 use lathe_tests::http;
 use lathe_tests::kafka::KafkaBroker;
 use lathe_tests::scenario::{assert_error, zk_cluster_with};

@@ -2,15 +2,14 @@
 //! versions) on real nodes while v4.2.1 scales 5 → 7 → 3: `vcl.load` + `vcl.use` each time,
 //! older VCLs discarded, and a request loop through Varnish sees no failed request.
 
-mod agent_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_support::seed::{deploy, deploy_seed, endpoints, with_tasks, RequestLoop, CONVERGE};
-use agent_support::varnish::Varnish;
-use agent_support::{free_addr, registry_list, repo_file, toml_str, AgentProcess};
+use crate::support::seed::{deploy, deploy_seed, endpoints, with_tasks, RequestLoop, CONVERGE};
+use crate::support::varnish::Varnish;
+use crate::support::{free_addr, registry_list, repo_file, toml_str, AgentProcess};
 use lathe_tests::node::Cluster;
 use lathe_tests::scenario::zk_cluster;
 use lathe_tests::wait::wait_until;

@@ -2,7 +2,7 @@
 //! the sub-modules real HAProxy and Varnish processes, the seed topology with scaling and a request
 //! loop (the TCP proxy that cuts an agent off is the harness's `lathe_tests::proxy`). Every
 //! process is stopped when dropped.
-#![allow(dead_code, unreachable_pub)] // each test binary uses a part; test-only items
+#![allow(dead_code, unreachable_pub)] // each test module uses a part; test-only items
 
 pub mod haproxy;
 pub mod seed;

@@ -2,12 +2,11 @@
 //! blocked): it learns from its peer that it is behind, says so in `/status`, and catches up once
 //! access returns. A claim no registry node confirms (anyone can `POST /v1/gossip`) is ignored.
 
-mod agent_support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use agent_support::{free_addr, metric_with, registry_list, toml_str, AgentProcess};
+use crate::support::{free_addr, metric_with, registry_list, toml_str, AgentProcess};
 use lathe_tests::http;
 use lathe_tests::node::NodeBuilder;
 use lathe_tests::proxy::TcpProxy;

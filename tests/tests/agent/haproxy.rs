@@ -2,14 +2,13 @@
 //! nodes: 3 → 5 (the 4 slots run out: one hitless reload) → 2 (runtime API, no reload), with a
 //! request loop through HAProxy that sees no failed request.
 
-mod agent_support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use agent_support::haproxy::Haproxy;
-use agent_support::seed::{deploy, deploy_seed, endpoints, with_tasks, RequestLoop, CONVERGE};
-use agent_support::{free_addr, registry_list, repo_file, toml_str, AgentProcess};
+use crate::support::haproxy::Haproxy;
+use crate::support::seed::{deploy, deploy_seed, endpoints, with_tasks, RequestLoop, CONVERGE};
+use crate::support::{free_addr, registry_list, repo_file, toml_str, AgentProcess};
 use lathe_tests::node::Cluster;
 use lathe_tests::scenario::zk_cluster;
 use lathe_tests::wait::wait_until;

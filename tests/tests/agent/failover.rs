@@ -1,13 +1,12 @@
 //! Kill the registry node lathe-agent streams from: it resumes from another node at the index it
 //! had, and misses none of the changes written meanwhile.
 
-mod agent_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_support::{free_addr, registry_list, toml_str, AgentProcess};
+use crate::support::{free_addr, registry_list, toml_str, AgentProcess};
 use lathe_tests::scenario::{entries_under, put_ok, zk_cluster};
 use lathe_tests::wait::wait_until;
 use serde_json::json;

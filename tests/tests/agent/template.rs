@@ -2,12 +2,11 @@
 //! rejects leaves the live file alone and shows in `/status`, an unchanged render is skipped, a
 //! burst of changes is debounced, and no change is acted on twice.
 
-mod agent_support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use agent_support::{free_addr, registry_list, toml_str, AgentProcess};
+use crate::support::{free_addr, registry_list, toml_str, AgentProcess};
 use lathe_tests::node::NodeBuilder;
 use lathe_tests::scenario::put_ok;
 use lathe_tests::wait::wait_until;
@@ -141,7 +140,7 @@ fn rejected_renders_keep_the_old_file_and_are_reported() {
         let action = action(&agent);
         action["index"].as_u64() > Some(index_before) && action["result"] == "unchanged"
     });
-    let streams = agent_support::metric_with(&status, "lathe_agent_registry_requests_total", "");
+    let streams = crate::support::metric_with(&status, "lathe_agent_registry_requests_total", "");
     assert_eq!(streams, 1.0, "one SSE stream served every change");
     let watch = agent.watch("app");
     assert_eq!(

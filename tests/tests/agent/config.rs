@@ -1,11 +1,10 @@
 //! A bad lathe-agent configuration is one line naming the file position and the key (or the
 //! variable), with exit code 2, before anything starts; `--check` accepts the documented example.
 
-mod agent_support;
 
 use std::process::{Command, Output, Stdio};
 
-use agent_support::{agent_binary, free_addr, repo_file, toml_str};
+use crate::support::{agent_binary, free_addr, repo_file, toml_str};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(agent_binary());

@@ -4,9 +4,8 @@
 //! instance moves to another node, restores its counts and offsets from the changelog before it
 //! starts, and the counts end equal to exactly the acknowledged messages.
 
-mod kafka_support;
 
-use kafka_support::*;
+use crate::support::*;
 use lathe_tests::kafka::KafkaBroker;
 use lathe_tests::scenario::zk_cluster_with;
 use lathe_tests::wait::wait_until;

@@ -1,6 +1,6 @@
 //! Shared pieces of the `kafka_*` tests: nodes that send flows through a real broker, the
 //! emitter/tally topology, emits, the tallies' counts, and a producer that keeps emitting.
-#![allow(dead_code, unreachable_pub)] // each test binary uses a part; test-only items
+#![allow(dead_code, unreachable_pub)] // each test module uses a part; test-only items
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,9 @@
+//! Flows and task state over a real Kafka-protocol broker process.
+//!
+//! One test binary for these (they share their set-up), so the workspace links fewer test
+//! executables.
+
+mod support;
+mod broker;
+mod flows;
+mod state;
