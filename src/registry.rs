@@ -171,23 +171,39 @@ impl KeyPath {
     }
 }
 
-/// Why a node name is refused: it must be one registry segment of at most [`MAX_NODE_NAME_LEN`]
-/// bytes, so that every `/lathe` record naming the node stays under [`MAX_KEY_LEN`].
-pub fn check_node_name(name: &str) -> Result<(), String> {
+/// Why a node name is refused (see [`check_node_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeNameError {
+    /// Longer than [`MAX_NODE_NAME_LEN`] bytes.
+    #[error("node name is {len} bytes, longer than the limit of {MAX_NODE_NAME_LEN} bytes")]
+    TooLong { len: usize },
+    /// A valid path, but of more than one segment (or written with a `/`).
+    #[error("node name {name:?} must be one segment of A-Z a-z 0-9 . _ -")]
+    NotOneSegment { name: String },
+    /// Not a registry path at all.
+    #[error("node name {name:?} is not one registry segment: {source}")]
+    BadSegment {
+        name: String,
+        #[source]
+        source: KeyPathError,
+    },
+}
+
+/// Checks a node name: it must be one registry segment of at most [`MAX_NODE_NAME_LEN`] bytes, so
+/// that every `/lathe` record naming the node stays under [`MAX_KEY_LEN`].
+pub fn check_node_name(name: &str) -> Result<(), NodeNameError> {
     if name.len() > MAX_NODE_NAME_LEN {
-        return Err(format!(
-            "node name is {} bytes, longer than the limit of {MAX_NODE_NAME_LEN} bytes",
-            name.len()
-        ));
+        return Err(NodeNameError::TooLong { len: name.len() });
     }
     match KeyPath::parse(name) {
         Ok(path) if path.depth() == 1 && !name.contains('/') => Ok(()),
-        Ok(_) => Err(format!(
-            "node name {name:?} must be one segment of A-Z a-z 0-9 . _ -"
-        )),
-        Err(e) => Err(format!(
-            "node name {name:?} is not one registry segment: {e}"
-        )),
+        Ok(_) => Err(NodeNameError::NotOneSegment {
+            name: name.to_string(),
+        }),
+        Err(source) => Err(NodeNameError::BadSegment {
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 
@@ -320,7 +336,8 @@ mod tests {
             assert!(check_node_name(bad).is_err(), "{bad:?} passed");
         }
         let long = check_node_name(&"n".repeat(MAX_NODE_NAME_LEN + 1)).unwrap_err();
-        assert!(long.contains("limit of 128"), "{long}");
+        assert_eq!(long, NodeNameError::TooLong { len: 129 });
+        assert!(long.to_string().contains("limit of 128"), "{long}");
     }
 
     #[test]

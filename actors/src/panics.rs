@@ -8,15 +8,24 @@ use futures::FutureExt;
 
 use crate::tasks::panic_message;
 
-/// Runs `future` to completion; a panic inside it comes back as `Err(message)`.
+/// A panic caught by [`caught`]; its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Panic {
+    pub(crate) message: String,
+}
+
+/// Runs `future` to completion; a panic inside it comes back as `Err(Panic)`.
 ///
 /// Unwind safety is asserted: callers only keep state that a panic cannot leave half-changed
 /// (owned inputs, and actor state touched again only through messages).
-pub(crate) async fn caught<F: Future>(future: F) -> Result<F::Output, String> {
+pub(crate) async fn caught<F: Future>(future: F) -> Result<F::Output, Panic> {
     AssertUnwindSafe(future)
         .catch_unwind()
         .await
-        .map_err(|panic| panic_message(&*panic))
+        .map_err(|panic| Panic {
+            message: panic_message(&*panic),
+        })
 }
 
 #[cfg(test)]
@@ -37,7 +46,9 @@ mod tests {
         .await;
         assert_eq!(
             panicked,
-            Err("invalid registry path of 1015 bytes".to_string())
+            Err(Panic {
+                message: "invalid registry path of 1015 bytes".to_string()
+            })
         );
     }
 }

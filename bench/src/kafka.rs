@@ -51,7 +51,7 @@ pub(crate) fn kafka_phase(runtime: &Runtime, plan: &Plan, report: &mut Report) {
     };
     let settings = match KafkaSettings::parse(&broker.bootstrap(), &[]) {
         Ok(settings) => settings,
-        Err(why) => return report.failed("9. kafka", "1 broker", &why, NO_GOAL),
+        Err(why) => return report.failed("9. kafka", "1 broker", &why.to_string(), NO_GOAL),
     };
     let n = plan.kafka_messages;
     progress(&format!(

@@ -17,4 +17,4 @@ pub mod settings;
 
 pub use changelog::KafkaChangelog;
 pub use flows::KafkaFlows;
-pub use settings::KafkaSettings;
+pub use settings::{KafkaSettings, SettingsError};

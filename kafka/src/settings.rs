@@ -22,6 +22,23 @@ const FIXED: &[&str] = &[
     "enable.auto.offset.store",
 ];
 
+/// Why `--kafka` or a `--kafka-option` was refused; one line saying what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// `--kafka` is empty or blank.
+    #[error("no brokers given (host:port[,host:port...])")]
+    NoBrokers,
+    /// One broker of `--kafka` is not a host and a non-zero port.
+    #[error("{0:?} is not host:port")]
+    BadBroker(String),
+    /// A `--kafka-option` has no `=` or no key.
+    #[error("option {0:?} is not KEY=VALUE")]
+    BadOption(String),
+    /// A `--kafka-option` names a property Lathe sets itself.
+    #[error("option {0:?} is set by lathe and cannot be changed")]
+    FixedOption(String),
+}
+
 /// Validated Kafka settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSettings {
@@ -35,7 +52,7 @@ pub struct KafkaSettings {
 impl KafkaSettings {
     /// Parses `host:port[,host:port...]` and `KEY=VALUE` options; an error is one line saying
     /// what is wrong.
-    pub fn parse(brokers: &str, options: &[String]) -> Result<KafkaSettings, String> {
+    pub fn parse(brokers: &str, options: &[String]) -> Result<KafkaSettings, SettingsError> {
         let brokers = parse_brokers(brokers)?;
         let mut all = BTreeMap::from([
             (
@@ -51,12 +68,10 @@ impl KafkaSettings {
             let (key, value) = option
                 .split_once('=')
                 .filter(|(k, _)| !k.trim().is_empty())
-                .ok_or_else(|| format!("option {option:?} is not KEY=VALUE"))?;
+                .ok_or_else(|| SettingsError::BadOption(option.clone()))?;
             let key = key.trim();
             if FIXED.contains(&key) {
-                return Err(format!(
-                    "option {key:?} is set by lathe and cannot be changed"
-                ));
+                return Err(SettingsError::FixedOption(key.to_string()));
             }
             all.insert(key.to_string(), value.trim().to_string());
         }
@@ -83,9 +98,9 @@ impl KafkaSettings {
 }
 
 /// `host:port[,host:port...]`: every part a non-empty host and a port number.
-pub fn parse_brokers(value: &str) -> Result<Vec<String>, String> {
+pub fn parse_brokers(value: &str) -> Result<Vec<String>, SettingsError> {
     if value.trim().is_empty() {
-        return Err("no brokers given (host:port[,host:port...])".into());
+        return Err(SettingsError::NoBrokers);
     }
     value
         .split(',')
@@ -93,14 +108,14 @@ pub fn parse_brokers(value: &str) -> Result<Vec<String>, String> {
             let broker = broker.trim();
             let (host, port) = broker
                 .rsplit_once(':')
-                .ok_or_else(|| format!("{broker:?} is not host:port"))?;
+                .ok_or_else(|| SettingsError::BadBroker(broker.to_string()))?;
             let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
             let host_ok = !host.is_empty()
                 && host.chars().all(|c| {
                     c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':')
                 });
             if !host_ok || !port_ok {
-                return Err(format!("{broker:?} is not host:port"));
+                return Err(SettingsError::BadBroker(broker.to_string()));
             }
             Ok(broker.to_string())
         })
@@ -131,14 +146,16 @@ mod tests {
         for bad in [
             "", "k", "k:", ":9092", "k:port", "k:0", "k:70000", "a b:1", "k:1,",
         ] {
-            let error = KafkaSettings::parse(bad, &[]).unwrap_err();
+            let error = KafkaSettings::parse(bad, &[]).unwrap_err().to_string();
             assert!(!error.contains('\n'), "one line: {error}");
         }
-        assert!(KafkaSettings::parse("k:1", &["acks=1".into()])
-            .unwrap_err()
-            .contains("set by lathe"));
-        assert!(KafkaSettings::parse("k:1", &["nokey".into()])
-            .unwrap_err()
-            .contains("KEY=VALUE"));
+        assert_eq!(
+            KafkaSettings::parse("k:1", &["acks=1".into()]).unwrap_err(),
+            SettingsError::FixedOption("acks".into())
+        );
+        assert_eq!(
+            KafkaSettings::parse("k:1", &["nokey".into()]).unwrap_err(),
+            SettingsError::BadOption("nokey".into())
+        );
     }
 }

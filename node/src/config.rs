@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use lathe_actors::http::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BLOCKING_QUERIES, DEFAULT_MAX_CONNECTIONS,
@@ -361,10 +362,11 @@ pub(crate) struct FlagError {
     pub(crate) reason: String,
 }
 
-fn bad(flag: &'static str, reason: impl Into<String>) -> FlagError {
+/// `reason` with its whole chain of causes (`{:#}`), on one line.
+fn bad(flag: &'static str, reason: impl std::fmt::Display) -> FlagError {
     FlagError {
         flag,
-        reason: reason.into(),
+        reason: format!("{reason:#}"),
     }
 }
 
@@ -732,82 +734,80 @@ impl Args {
 }
 
 /// `http://HOST:PORT[/]` (this build speaks plain HTTP to the ResourceManager).
-fn check_http_url(url: &str) -> Result<(), String> {
+fn check_http_url(url: &str) -> anyhow::Result<()> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} is not http://HOST:PORT (https is not supported)"))?;
+        .ok_or_else(|| anyhow!("{url:?} is not http://HOST:PORT (https is not supported)"))?;
     let authority = rest.split('/').next().unwrap_or("");
     let (host, port) = authority
         .rsplit_once(':')
-        .ok_or_else(|| format!("{url:?} has no port"))?;
+        .ok_or_else(|| anyhow!("{url:?} has no port"))?;
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("{url:?} is not http://HOST:PORT"));
+        bail!("{url:?} is not http://HOST:PORT");
     }
     Ok(())
 }
 
 /// Reads and validates a topology file: its errors carry file:line:column.
 /// `--prometheus-url`: `http://HOST[:PORT][/PATH]`, returned without a trailing `/`.
-fn check_prometheus_url(url: &str) -> Result<String, String> {
+fn check_prometheus_url(url: &str) -> anyhow::Result<String> {
     let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!(
-            "{url:?} must start with http:// (https is not supported)"
-        ));
+        bail!("{url:?} must start with http:// (https is not supported)");
     };
     let host = rest.split('/').next().unwrap_or_default();
     let host_char = |c: char| c.is_ascii_alphanumeric() || ".-_:[]".contains(c);
     if host.is_empty() || !host.chars().all(host_char) {
-        return Err(format!("{url:?} names no host: use http://HOST:PORT"));
+        bail!("{url:?} names no host: use http://HOST:PORT");
     }
     if rest.contains(char::is_whitespace) {
-        return Err(format!("{url:?} is not a URL: it holds a space"));
+        bail!("{url:?} is not a URL: it holds a space");
     }
     Ok(url.trim_end_matches('/').to_string())
 }
 
-fn read_topology(path: &std::path::Path) -> Result<(String, String), String> {
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_topology(path: &std::path::Path) -> anyhow::Result<(String, String)> {
+    let source =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = path
         .file_name()
         .map(|name| name.to_string_lossy().to_string())
         .unwrap_or_else(|| path.display().to_string());
-    lathe::topology::parse(&file, &source).map_err(|e| e.to_string())?;
+    lathe::topology::parse(&file, &source)?;
     Ok((file, source))
 }
 
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
     addr.to_socket_addrs()
-        .map_err(|e| format!("{addr:?} is not HOST:PORT ({e})"))?
+        .map_err(|e| anyhow!("{addr:?} is not HOST:PORT ({e})"))?
         .next()
-        .ok_or_else(|| format!("{addr:?} resolves to no address"))
+        .ok_or_else(|| anyhow!("{addr:?} resolves to no address"))
 }
 
-fn check_segment(value: &str) -> Result<(), String> {
+fn check_segment(value: &str) -> anyhow::Result<()> {
     if value.is_empty()
         || !value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
-        return Err(format!("{value:?} must be made of A-Z a-z 0-9 . _ -"));
+        bail!("{value:?} must be made of A-Z a-z 0-9 . _ -");
     }
     Ok(())
 }
 
-fn check_zookeeper(value: &str) -> Result<(), String> {
+fn check_zookeeper(value: &str) -> anyhow::Result<()> {
     let (hosts, chroot) = match value.find('/') {
         Some(i) => value.split_at(i),
         None => (value, ""),
     };
     if !chroot.is_empty() {
-        lathe::KeyPath::parse(chroot).map_err(|e| format!("bad chroot {chroot:?}: {e}"))?;
+        lathe::KeyPath::parse(chroot).with_context(|| format!("bad chroot {chroot:?}"))?;
     }
     for host in hosts.split(',') {
         let (name, port) = host
             .rsplit_once(':')
-            .ok_or_else(|| format!("{host:?} is not HOST:PORT"))?;
+            .ok_or_else(|| anyhow!("{host:?} is not HOST:PORT"))?;
         if name.is_empty() || port.parse::<u16>().is_err() {
-            return Err(format!("{host:?} is not HOST:PORT"));
+            bail!("{host:?} is not HOST:PORT");
         }
     }
     Ok(())

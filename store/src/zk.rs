@@ -33,7 +33,7 @@ use zookeeper_client::{
     Client, CreateMode, Error as ZkError, MultiWriteResult, SessionState, Stat,
 };
 
-pub use self::auth::{acls, connector, ZkAuth};
+pub use self::auth::{acls, connector, ZkAuth, ZkAuthError};
 use self::pipeline::{Command, Pipeline};
 use self::session::{is_unavailable, store_error, Op, Shared};
 use self::tree::{list_tree, split_ensemble, Layout, Node};

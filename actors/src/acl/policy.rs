@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use lathe::KeyPath;
+use lathe::{KeyPath, KeyPathError};
 use serde::{Deserialize, Serialize};
 
 /// Where the ACL records live in the registry.
@@ -86,25 +86,59 @@ impl fmt::Display for Permission {
     }
 }
 
+/// Why a rule is refused, by [`Rule::parse`] or [`Rule::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// Not two or three `:`-separated parts.
+    #[error("rule {text:?}: expected RESOURCE[:PREFIX]:ACCESS")]
+    Shape { text: String },
+    #[error(
+        "rule {text:?}: unknown resource {resource:?} (key, cluster, topology, operator, agent, \
+         acl)"
+    )]
+    UnknownResource { text: String, resource: String },
+    #[error("rule {text:?}: access must be read or write, not {access:?}")]
+    BadAccess { text: String, access: String },
+    #[error("rule {text:?}: bad prefix: {source}")]
+    BadPrefix {
+        text: String,
+        #[source]
+        source: KeyPathError,
+    },
+    /// A `key` rule without a prefix.
+    #[error("a key rule needs a prefix (e.g. /app, or / for all)")]
+    KeyWithoutPrefix,
+    /// A prefix on a rule other than `key`.
+    #[error("a {} rule takes no prefix", format!("{:?}", .resource).to_lowercase())]
+    PrefixNotTaken { resource: Resource },
+}
+
 impl Rule {
     /// Parses the CLI form `RESOURCE[:PREFIX]:ACCESS`, e.g. `key:/app:write`, `cluster:read`.
-    pub fn parse(text: &str) -> Result<Rule, String> {
+    pub fn parse(text: &str) -> Result<Rule, RuleError> {
         let parts: Vec<&str> = text.split(':').collect();
         let (resource, prefix, access) = match parts.as_slice() {
             [resource, access] => (*resource, None, *access),
             [resource, prefix, access] => (*resource, Some(*prefix), *access),
-            _ => return Err(format!("rule {text:?}: expected RESOURCE[:PREFIX]:ACCESS")),
+            _ => return Err(RuleError::Shape { text: text.into() }),
         };
-        let resource: Resource = serde_json::from_value(resource.into()).map_err(|_| {
-            format!(
-                "rule {text:?}: unknown resource {resource:?} (key, cluster, topology, \
-                operator, agent, acl)"
-            )
-        })?;
-        let access: Access = serde_json::from_value(access.into())
-            .map_err(|_| format!("rule {text:?}: access must be read or write, not {access:?}"))?;
+        let resource: Resource =
+            serde_json::from_value(resource.into()).map_err(|_| RuleError::UnknownResource {
+                text: text.into(),
+                resource: resource.into(),
+            })?;
+        let access: Access =
+            serde_json::from_value(access.into()).map_err(|_| RuleError::BadAccess {
+                text: text.into(),
+                access: access.into(),
+            })?;
         let prefix = prefix
-            .map(|p| KeyPath::parse(p).map_err(|e| format!("rule {text:?}: bad prefix: {e}")))
+            .map(|p| {
+                KeyPath::parse(p).map_err(|source| RuleError::BadPrefix {
+                    text: text.into(),
+                    source,
+                })
+            })
             .transpose()?;
         let rule = Rule {
             resource,
@@ -116,13 +150,11 @@ impl Rule {
     }
 
     /// A `key` rule has a prefix; no other rule has one.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RuleError> {
         match (self.resource, &self.prefix) {
-            (Resource::Key, None) => {
-                Err("a key rule needs a prefix (e.g. /app, or / for all)".into())
-            }
+            (Resource::Key, None) => Err(RuleError::KeyWithoutPrefix),
             (Resource::Key, Some(_)) => Ok(()),
-            (other, Some(_)) => Err(format!("a {other:?} rule takes no prefix").to_lowercase()),
+            (resource, Some(_)) => Err(RuleError::PrefixNotTaken { resource }),
             (_, None) => Ok(()),
         }
     }

@@ -48,6 +48,26 @@ pub fn current() -> Option<Writer> {
     WRITER.try_with(Writer::clone).ok()
 }
 
+/// Why a store server refuses a write forwarded by a joined node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteRefusal {
+    /// No live token has the hash the write carries.
+    #[error("acl: the token of this write is unknown or revoked")]
+    UnknownToken,
+    /// The token no longer grants the permission the write was admitted with.
+    #[error("acl: token {accessor} lacks {permission}")]
+    Lacks {
+        accessor: String,
+        permission: Permission,
+    },
+    /// The key is not under the prefix the write was admitted for.
+    #[error("acl: the write of {key} is outside the {permission} it was admitted for")]
+    Outside {
+        key: KeyPath,
+        permission: Permission,
+    },
+}
+
 /// The ACL a store server checks forwarded writes against; set once the node's registry (and
 /// with it its ACL table) runs, which is after the store server starts.
 #[derive(Clone, Default)]
@@ -59,26 +79,26 @@ impl WriteGate {
     }
 
     /// Whether a forwarded write of `key` by `writer` may go ahead; `Err` says why not.
-    pub fn check(&self, key: &KeyPath, writer: Option<&Writer>) -> Result<(), String> {
+    pub fn check(&self, key: &KeyPath, writer: Option<&Writer>) -> Result<(), WriteRefusal> {
         let acl = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
         let (Some(acl), Some(writer)) = (acl.filter(Acl::is_enabled), writer) else {
             return Ok(());
         };
         let identity = acl
             .identify_hash(&writer.token_hash)
-            .ok_or("acl: the token of this write is unknown or revoked")?;
+            .ok_or(WriteRefusal::UnknownToken)?;
         if !identity.allows(&writer.permission) {
-            return Err(format!(
-                "acl: token {} lacks {}",
-                identity.accessor, writer.permission
-            ));
+            return Err(WriteRefusal::Lacks {
+                accessor: identity.accessor.clone(),
+                permission: writer.permission.clone(),
+            });
         }
         if let Permission::KeyWrite(allowed) = &writer.permission {
             if !key.is_under(allowed) {
-                return Err(format!(
-                    "acl: the write of {key} is outside the {} it was admitted for",
-                    writer.permission
-                ));
+                return Err(WriteRefusal::Outside {
+                    key: key.clone(),
+                    permission: writer.permission.clone(),
+                });
             }
         }
         Ok(())
@@ -167,16 +187,19 @@ mod tests {
             "the nodes' own writes"
         );
         let outside = gate.check(&key("/other"), Some(&app_write)).unwrap_err();
-        assert!(outside.contains("outside"), "{outside}");
+        assert!(outside.to_string().contains("outside"), "{outside}");
         let claimed = writer(&hash_secret("secret"), Permission::Deploy);
         let lacks = gate.check(&key("/task/x"), Some(&claimed)).unwrap_err();
-        assert!(lacks.contains("lacks topology write"), "{lacks}");
+        assert!(
+            lacks.to_string().contains("lacks topology write"),
+            "{lacks}"
+        );
         let unknown = writer(&hash_secret("guess"), Permission::KeyWrite(key("/app/x")));
         assert!(gate.check(&key("/app/x"), Some(&unknown)).is_err());
 
         registry.delete(&token_key, None, false).await.unwrap();
         acl.refresh().await;
         let revoked = gate.check(&key("/app/x"), Some(&app_write)).unwrap_err();
-        assert!(revoked.contains("revoked"), "{revoked}");
+        assert_eq!(revoked, WriteRefusal::UnknownToken);
     }
 }

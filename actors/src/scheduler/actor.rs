@@ -227,7 +227,7 @@ impl SchedulerState {
             .await
             .unwrap_or_else(|panic| {
                 tracing::error!(%panic, "reconcile panicked: it will run again");
-                Err(SchedulerError::Panicked(panic))
+                Err(SchedulerError::Panicked(panic.message))
             });
             let _ = scheduler.cast(SchedulerMsg::Reconciled(result));
         }));

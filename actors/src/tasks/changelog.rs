@@ -40,6 +40,20 @@ pub(crate) fn logs_state(services: &NodeServices, group: &str) -> bool {
     services.changelog.is_some() && services.flows.changelog(group)
 }
 
+/// Why an instance's state could not be restored from the changelog before its `start`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RestoreError {
+    /// The group logs its state but this node was started without a state store.
+    #[error("state changelog: this node keeps no task state")]
+    NoStates,
+    /// The instance's local state could not be opened.
+    #[error("state changelog: {0}")]
+    Local(#[source] lathe::StateError),
+    /// Reading the log back into the local state failed.
+    #[error("cannot restore the state from the changelog: {0:#}")]
+    Read(#[source] anyhow::Error),
+}
+
 /// Before an instance's `start`: restores its state when its group logs state. `progress` is
 /// told how many log records were read so far.
 pub(crate) async fn restore_before_start(
@@ -47,7 +61,7 @@ pub(crate) async fn restore_before_start(
     group: &str,
     index: u32,
     progress: RestoreProgress,
-) -> Result<(), String> {
+) -> Result<(), RestoreError> {
     let Some(changelog) = &services.changelog else {
         return Ok(());
     };
@@ -59,16 +73,14 @@ pub(crate) async fn restore_before_start(
         return Ok(());
     }
     let Some(states) = &services.states else {
-        return Err("state changelog: this node keeps no task state".into());
+        return Err(RestoreError::NoStates);
     };
-    let local = states
-        .instance(group, index)
-        .map_err(|e| format!("state changelog: {e}"))?;
+    let local = states.instance(group, index).map_err(RestoreError::Local)?;
     let started = Instant::now();
     let entries = changelog
         .restore(group, index, &local, progress)
         .await
-        .map_err(|e| format!("cannot restore the state from the changelog: {e:#}"))?;
+        .map_err(RestoreError::Read)?;
     let seconds = started.elapsed().as_secs_f64();
     services.metrics.observe_restore(group, seconds);
     tracing::info!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, InvalidUri, PathAndQuery, Scheme};
 use http::Uri;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -165,7 +165,7 @@ impl Forwarder {
     }
 
     /// The authority of an instance's `HOST:PORT`, parsed once per address.
-    fn authority(&self, addr: &str) -> Result<Authority, String> {
+    fn authority(&self, addr: &str) -> Result<Authority, InvalidUri> {
         if let Some(authority) = self
             .authorities
             .read()
@@ -174,7 +174,7 @@ impl Forwarder {
         {
             return Ok(authority.clone());
         }
-        let authority = Authority::try_from(addr).map_err(|e| e.to_string())?;
+        let authority = Authority::try_from(addr)?;
         let mut authorities = self.authorities.write().unwrap_or_else(|e| e.into_inner());
         if authorities.len() >= MAX_AUTHORITIES {
             authorities.clear();

@@ -10,6 +10,7 @@
 //! A failed start or a crashed `run` fails the actor, and its supervisor decides about a restart.
 //! The actor publishes its endpoint once it serves and withdraws it before it drains.
 
+use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +18,11 @@ use std::time::Duration;
 use futures::FutureExt;
 use lathe::catalog::{TaskDescriptor, TaskFactory};
 use lathe::layout::Assignment;
-use lathe::{Endpoint, HttpTask, TaskContext, TaskIdentity};
+use lathe::{Endpoint, HttpTask, LookupError, TaskContext, TaskError, TaskIdentity};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 
-use super::changelog::{restore_before_start, RestoreProgress};
+use super::changelog::{restore_before_start, RestoreError, RestoreProgress};
 use super::http_server::{panic_message, HttpInstance, HttpServer};
 use super::mirror::AbortOnDrop;
 use super::plain::spawn_plain;
@@ -54,6 +55,35 @@ pub(crate) struct TaskActorArgs {
     pub(crate) incarnation: u64,
 }
 
+/// Why an instance did not start: what its actor stops with, and the supervisor reports.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// The task metadata of the group did not load in time.
+    #[error("start failed: {0}")]
+    Metadata(#[source] LookupError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// The task's `start` returned an error.
+    #[error("start failed: {0}")]
+    Failed(#[source] TaskError),
+    /// The task's `start` panicked; the panic's message.
+    #[error("start panicked: {0}")]
+    Panicked(String),
+    /// A plain task's thread could not be spawned.
+    #[error("cannot start a thread for the task: {0}")]
+    Thread(#[source] std::io::Error),
+    /// An HTTP task's port could not be bound.
+    #[error("cannot listen on {ip}:0: {source}")]
+    Listen {
+        ip: IpAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An HTTP task's server could not start on its bound port.
+    #[error("cannot serve the task: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
 /// What a started instance is.
 pub(crate) enum Serving {
     Http {
@@ -66,7 +96,7 @@ pub(crate) enum Serving {
 #[derive(RactorMessage)]
 pub(crate) enum TaskActorMsg {
     /// The start job ended: serving, or why not.
-    Started(Result<Serving, String>),
+    Started(Result<Serving, StartError>),
     /// A plain task's `run` failed or panicked.
     Crashed(String),
     /// A plain task's `run` returned by itself.
@@ -126,8 +156,10 @@ impl Actor for TaskActor {
             let (group, index) = (assignment.group.clone(), assignment.index);
             tokio::spawn(async move {
                 let loaded = match metadata.wait_loaded(METADATA_LOAD_TIMEOUT).await {
-                    Err(error) => Err(format!("start failed: {error}")),
-                    Ok(()) => restore_before_start(&services, &group, index, progress).await,
+                    Err(error) => Err(StartError::Metadata(error)),
+                    Ok(()) => restore_before_start(&services, &group, index, progress)
+                        .await
+                        .map_err(StartError::from),
                 };
                 let started = match loaded {
                     Err(error) => Err(error),
@@ -136,9 +168,7 @@ impl Actor for TaskActor {
                         TaskFactory::Plain(make) => match spawn_plain(make(), ctx, actor.clone()) {
                             // The thread reports `Started` itself.
                             Ok(()) => return,
-                            Err(error) => {
-                                Err(format!("cannot start a thread for the task: {error}"))
-                            }
+                            Err(error) => Err(StartError::Thread(error)),
                         },
                     },
                 };
@@ -301,18 +331,21 @@ async fn start_http(
     task: Box<dyn HttpTask>,
     ctx: TaskContext,
     services: &NodeServices,
-) -> Result<Serving, String> {
+) -> Result<Serving, StartError> {
     let task: Arc<dyn HttpTask> = Arc::from(task);
     let listener = tokio::net::TcpListener::bind((services.http_ip, 0))
         .await
-        .map_err(|e| format!("cannot listen on {}:0: {e}", services.http_ip))?;
+        .map_err(|source| StartError::Listen {
+            ip: services.http_ip,
+            source,
+        })?;
     match std::panic::AssertUnwindSafe(task.start(&ctx))
         .catch_unwind()
         .await
     {
         Ok(Ok(())) => {}
-        Ok(Err(error)) => return Err(format!("start failed: {error}")),
-        Err(panic) => return Err(format!("start panicked: {}", panic_message(&*panic))),
+        Ok(Err(error)) => return Err(StartError::Failed(error)),
+        Err(panic) => return Err(StartError::Panicked(panic_message(&*panic))),
     }
     let identity = ctx.identity().clone();
     let instance = Arc::new(HttpInstance::new(
@@ -325,6 +358,6 @@ async fn start_http(
         .local
         .register(&identity.group, identity.index, instance.clone());
     let server = HttpServer::start(listener, instance, Some(local), services.http_limits)
-        .map_err(|e| format!("cannot serve the task: {e}"))?;
+        .map_err(StartError::Serve)?;
     Ok(Serving::Http { server, task })
 }

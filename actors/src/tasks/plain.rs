@@ -7,7 +7,7 @@ use lathe::{Task, TaskContext};
 use ractor::ActorRef;
 
 use super::http_server::panic_message;
-use super::instance::{Serving, TaskActorMsg};
+use super::instance::{Serving, StartError, TaskActorMsg};
 
 /// Starts the thread; an error means no thread could be created.
 pub(crate) fn spawn_plain(
@@ -23,13 +23,10 @@ pub(crate) fn spawn_plain(
         };
         match catch_unwind(AssertUnwindSafe(|| task.start(&ctx))) {
             Ok(Ok(())) => report(TaskActorMsg::Started(Ok(Serving::Plain))),
-            Ok(Err(error)) => {
-                return report(TaskActorMsg::Started(Err(format!("start failed: {error}"))))
-            }
+            Ok(Err(error)) => return report(TaskActorMsg::Started(Err(StartError::Failed(error)))),
             Err(panic) => {
-                return report(TaskActorMsg::Started(Err(format!(
-                    "start panicked: {}",
-                    panic_message(&*panic)
+                return report(TaskActorMsg::Started(Err(StartError::Panicked(
+                    panic_message(&*panic),
                 ))))
             }
         }

@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 pub use action::{ActionConfig, ActionType};
 pub use load::{load, load_str, ConfigError};
-pub use values::{parse_addr, parse_duration, Addr, Dur, Prefix, Window};
+pub use values::{parse_addr, parse_duration, Addr, Dur, Prefix, ValueError, Window};
 
 /// How the agent follows the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

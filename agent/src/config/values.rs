@@ -13,8 +13,25 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
+/// Why a value of the configuration was refused; the raw value is quoted in the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A duration whose number does not parse.
+    #[error("invalid duration {0:?}: expected e.g. 200ms, 2s or 1m")]
+    DurationNumber(String),
+    /// A duration with a unit other than `ms`, `s` or `m`.
+    #[error("invalid duration {0:?}: unit must be ms, s or m")]
+    DurationUnit(String),
+    /// A duration over one day (or not finite).
+    #[error("invalid duration {0:?}: at most one day")]
+    DurationTooLong(String),
+    /// An address without a host or a valid port.
+    #[error("invalid address {0:?}: expected HOST:PORT")]
+    Address(String),
+}
+
 /// Parses `200ms`, `2s`, `1.5s`, `1m`; a bare number is seconds.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+pub fn parse_duration(raw: &str) -> Result<Duration, ValueError> {
     let raw = raw.trim();
     let split = raw
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -22,15 +39,15 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let (number, unit) = raw.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("invalid duration {raw:?}: expected e.g. 200ms, 2s or 1m"))?;
+        .map_err(|_| ValueError::DurationNumber(raw.into()))?;
     let seconds = match unit {
         "ms" => number / 1000.0,
         "" | "s" => number,
         "m" => number * 60.0,
-        _ => return Err(format!("invalid duration {raw:?}: unit must be ms, s or m")),
+        _ => return Err(ValueError::DurationUnit(raw.into())),
     };
     if !seconds.is_finite() || seconds > 86_400.0 {
-        return Err(format!("invalid duration {raw:?}: at most one day"));
+        return Err(ValueError::DurationTooLong(raw.into()));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -111,7 +128,7 @@ impl Addr {
 }
 
 /// Checks `HOST:PORT` (an optional `http://` is dropped; `https://` is kept: TLS).
-pub fn parse_addr(raw: &str) -> Result<Addr, String> {
+pub fn parse_addr(raw: &str) -> Result<Addr, ValueError> {
     let bare = raw
         .trim()
         .trim_start_matches("http://")
@@ -119,9 +136,9 @@ pub fn parse_addr(raw: &str) -> Result<Addr, String> {
     let (host, port) = bare
         .trim_start_matches("https://")
         .rsplit_once(':')
-        .ok_or_else(|| format!("invalid address {raw:?}: expected HOST:PORT"))?;
+        .ok_or_else(|| ValueError::Address(raw.into()))?;
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("invalid address {raw:?}: expected HOST:PORT"));
+        return Err(ValueError::Address(raw.into()));
     }
     Ok(Addr(bare.to_string()))
 }
@@ -163,7 +180,14 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("2h").unwrap_err().contains("unit"));
+        assert_eq!(
+            parse_duration("2h"),
+            Err(ValueError::DurationUnit("2h".into()))
+        );
+        assert!(parse_duration("2h")
+            .unwrap_err()
+            .to_string()
+            .contains("unit"));
         assert!(parse_duration("fast").is_err());
     }
 

@@ -111,7 +111,7 @@ async fn run_sse(
         };
         let events = match parser.feed(&chunk) {
             Ok(events) => events,
-            Err(e) => return SessionEnd::BadStream(e),
+            Err(e) => return SessionEnd::BadStream(e.to_string()),
         };
         for data in events {
             match parse_event(&data) {
@@ -120,7 +120,7 @@ async fn run_sse(
                         return SessionEnd::Stopped;
                     }
                 }
-                Err(e) => return SessionEnd::BadStream(e),
+                Err(e) => return SessionEnd::BadStream(e.to_string()),
             }
         }
     }

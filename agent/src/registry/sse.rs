@@ -35,11 +35,36 @@ struct WireEvent {
     entries: Option<Vec<Entry>>,
 }
 
+/// Why a watch stream is dropped: an event too large, or one that is not a watch event.
+#[derive(Debug, thiserror::Error)]
+pub enum SseError {
+    /// The event being read grew over the parser's limit.
+    #[error("an event of the stream is over {limit} bytes: dropping the stream")]
+    TooLarge { limit: usize },
+    /// A payload that is not the JSON of a watch event.
+    #[error("bad watch event {data:?}: {source}")]
+    BadJson {
+        data: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A watch event without a field its op needs.
+    #[error("watch event without {field}: {data}")]
+    Missing { field: &'static str, data: String },
+    #[error("watch event with unknown op {0:?}")]
+    UnknownOp(String),
+}
+
 /// Parses the JSON of one `data:` payload.
-pub fn parse_event(data: &str) -> Result<StreamEvent, String> {
-    let wire: WireEvent =
-        serde_json::from_str(data).map_err(|e| format!("bad watch event {data:?}: {e}"))?;
-    let missing = |field: &str| format!("watch event without {field}: {data}");
+pub fn parse_event(data: &str) -> Result<StreamEvent, SseError> {
+    let wire: WireEvent = serde_json::from_str(data).map_err(|source| SseError::BadJson {
+        data: data.to_string(),
+        source,
+    })?;
+    let missing = |field: &'static str| SseError::Missing {
+        field,
+        data: data.to_string(),
+    };
     match wire.op.as_str() {
         "snapshot" => Ok(StreamEvent::Snapshot {
             index: wire.index.ok_or_else(|| missing("index"))?,
@@ -50,7 +75,7 @@ pub fn parse_event(data: &str) -> Result<StreamEvent, String> {
             value: (wire.op == "put").then_some(wire.value),
             version: wire.version.ok_or_else(|| missing("version"))?,
         })),
-        other => Err(format!("watch event with unknown op {other:?}")),
+        other => Err(SseError::UnknownOp(other.to_string())),
     }
 }
 
@@ -84,17 +109,16 @@ impl SseParser {
 
     /// Feeds bytes; returns the payloads of the events they complete, or an error once the event
     /// being read is over the limit (the stream is then to be dropped).
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, String> {
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, SseError> {
         let mut events = Vec::new();
         for &byte in chunk {
             if byte != b'\n' {
                 self.line.push(byte);
                 let pending = self.line.len() + self.data.as_ref().map_or(0, String::len);
                 if pending > self.max_event_bytes {
-                    return Err(format!(
-                        "an event of the stream is over {} bytes: dropping the stream",
-                        self.max_event_bytes
-                    ));
+                    return Err(SseError::TooLarge {
+                        limit: self.max_event_bytes,
+                    });
                 }
                 continue;
             }
@@ -151,7 +175,7 @@ mod tests {
         let mut parser = SseParser::with_max_event_bytes(1024);
         assert!(parser.feed(&[b'x'; 1000]).unwrap().is_empty());
         let error = parser.feed(&[b'x'; 100]).unwrap_err();
-        assert!(error.contains("over 1024 bytes"), "{error}");
+        assert!(error.to_string().contains("over 1024 bytes"), "{error}");
         let mut parser = SseParser::with_max_event_bytes(1024);
         let line = format!("data: {}\n", "y".repeat(100));
         let mut result = Ok(Vec::new());

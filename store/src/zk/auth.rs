@@ -7,6 +7,11 @@ use std::fmt;
 
 use zookeeper_client::{Acls, Connector};
 
+/// `--zookeeper-auth` is not `user:password` with both parts non-empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected USER:PASSWORD, both non-empty")]
+pub struct ZkAuthError;
+
 /// A digest identity, `user:password`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ZkAuth {
@@ -16,13 +21,13 @@ pub struct ZkAuth {
 
 impl ZkAuth {
     /// Parses `user:password` (a non-empty user without `:`, a non-empty password).
-    pub fn parse(text: &str) -> Result<ZkAuth, String> {
+    pub fn parse(text: &str) -> Result<ZkAuth, ZkAuthError> {
         match text.split_once(':') {
             Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(ZkAuth {
                 user: user.to_string(),
                 password: password.to_string(),
             }),
-            _ => Err("expected USER:PASSWORD, both non-empty".to_string()),
+            _ => Err(ZkAuthError),
         }
     }
 

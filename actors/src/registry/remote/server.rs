@@ -112,7 +112,7 @@ impl Actor for StoreServer {
         let refused = move |key: &KeyPath, writer: Option<&Writer>| {
             let refusal = gate.check(key, writer).err()?;
             tracing::warn!(%key, %refusal, "refused a write forwarded by a joined node");
-            Some(StoreError::Forbidden(refusal))
+            Some(StoreError::Forbidden(refusal.to_string()))
         };
         // Store calls run off the handler: RocksDB syncs to disk on every write.
         tokio::spawn(async move {
