@@ -103,6 +103,10 @@ pub(crate) struct Args {
     /// The most REST connections open at once; past it a connection gets 503 and Retry-After
     #[arg(long, env = "LATHE_HTTP_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     http_max_connections: usize,
+    /// Host names browsers may address REST and the dashboard by, besides IP addresses and
+    /// localhost (others get 403: a guard against DNS rebinding)
+    #[arg(long, env = "LATHE_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
+    http_allowed_hosts: Vec<String>,
     /// The most /v1/watch streams open at once on this node (503 and Retry-After past it)
     #[arg(long, env = "LATHE_MAX_WATCHERS", default_value_t = DEFAULT_MAX_WATCHERS)]
     max_watchers: usize,
@@ -235,6 +239,8 @@ pub(crate) struct NodeConfig {
     pub(crate) zookeeper_max_request_bytes: usize,
     pub(crate) http_header_timeout: Duration,
     pub(crate) http_max_connections: usize,
+    /// `--http-allowed-hosts`.
+    pub(crate) http_allowed_hosts: Vec<String>,
     pub(crate) max_watchers: usize,
     pub(crate) max_blocking_queries: usize,
     pub(crate) task_http_header_timeout: Duration,
@@ -469,6 +475,18 @@ impl Args {
                 return Err(bad(flag, format!("must be between 1 and {MAX_CAP}")));
             }
         }
+        for host in &self.http_allowed_hosts {
+            let name_like = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !name_like {
+                return Err(bad(
+                    "--http-allowed-hosts",
+                    format!("{host:?} is not a host name (letters, digits, '.', '-', no port)"),
+                ));
+            }
+        }
         if self.zookeeper_max_request_bytes < 4096 {
             return Err(bad(
                 "--zookeeper-max-request-bytes",
@@ -506,6 +524,7 @@ impl Args {
             zookeeper_max_request_bytes: self.zookeeper_max_request_bytes,
             http_header_timeout: Duration::from_secs(self.http_header_timeout),
             http_max_connections: self.http_max_connections,
+            http_allowed_hosts: self.http_allowed_hosts,
             max_watchers: self.max_watchers,
             max_blocking_queries: self.max_blocking_queries,
             task_http_header_timeout: Duration::from_secs(self.task_http_header_timeout),
@@ -847,6 +866,19 @@ mod tests {
         .unwrap();
         assert_eq!(config.name.as_deref(), Some("n1"));
         assert_eq!(config.tags, vec!["lb"]);
+    }
+
+    #[test]
+    fn http_allowed_hosts() {
+        assert!(parse(&[]).unwrap().http_allowed_hosts.is_empty());
+        let config = parse(&["--http-allowed-hosts", "lathe.corp.example,node-1"]).unwrap();
+        assert_eq!(config.http_allowed_hosts, ["lathe.corp.example", "node-1"]);
+        let with_port = parse(&["--http-allowed-hosts", "lathe.example:7500"]).unwrap_err();
+        assert_eq!(
+            with_port,
+            "--http-allowed-hosts: \"lathe.example:7500\" is not a host name (letters, digits, \
+             '.', '-', no port)"
+        );
     }
 
     #[test]

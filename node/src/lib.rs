@@ -162,7 +162,8 @@ async fn run(config: NodeConfig, catalog: Catalog) -> anyhow::Result<()> {
             config.max_watchers,
             config.max_blocking_queries,
         )
-        .with_quota(config.max_keys, config.max_registry_bytes),
+        .with_quota(config.max_keys, config.max_registry_bytes)
+        .with_allowed_hosts(config.http_allowed_hosts.clone()),
         // A TLS handshake gets the same deadline as a request head.
         rest_tls: config.rest_tls.as_ref().map(|tls| {
             lathe_actors::http::RestTls::new(tls.config.clone(), config.http_header_timeout)

@@ -495,6 +495,70 @@ fn browsers_cannot_change_state_cross_origin_even_without_acl() {
     assert!(metric_value(addr, "lathe_api_denied_total").expect("the counter") >= 4.0);
 }
 
+/// A raw HTTP/1.1 request with the given `Host` and a browser's user agent: the status code.
+fn browser_status(addr: &str, host: &str, method: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the node");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n\
+         Content-Type: application/json\r\nContent-Length: 1\r\nConnection: close\r\n\r\n1"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+/// DNS rebinding: a page whose name now resolves to the node is "same-origin" with it, so a
+/// browser's request by a name the node does not know is refused (reads too); by IP address,
+/// localhost or a name given to --http-allowed-hosts it is served. Other clients use any name.
+#[test]
+fn browsers_reach_a_node_only_by_ip_localhost_or_an_allowed_name() {
+    let node = NodeBuilder::new()
+        .name("acl-rebind")
+        .cookie(TEST_COOKIE)
+        .arg("--http-allowed-hosts")
+        .arg("lathe.test")
+        .start();
+    let addr = node.http_addr();
+    let port = addr.rsplit(':').next().unwrap();
+    let rebound = format!("evil.example:{port}");
+    assert_eq!(browser_status(addr, &rebound, "GET", "/v1/kv/?recurse"), 403);
+    assert_eq!(browser_status(addr, &rebound, "GET", "/ui"), 403);
+    assert_eq!(browser_status(addr, &rebound, "PUT", "/v1/kv/app/x"), 403);
+    assert_eq!(browser_status(addr, addr, "PUT", "/v1/kv/app/x"), 200);
+    let local = format!("localhost:{port}");
+    assert_eq!(browser_status(addr, &local, "GET", "/v1/kv/app/x"), 200);
+    let allowed = format!("lathe.test:{port}");
+    assert_eq!(browser_status(addr, &allowed, "GET", "/ui"), 200);
+    // The CLI, agents and curl are not browsers: any name.
+    let curl = call("GET", addr, "/v1/kv/app/x", &[("Host", &rebound)], None);
+    assert_eq!(curl.status, 200, "{}", curl.text);
+    let refused = call(
+        "GET",
+        addr,
+        "/v1/kv/app/x",
+        &[("Host", &rebound), ("User-Agent", "Mozilla/5.0")],
+        None,
+    );
+    let message = assert_error(&refused, 403, "a rebound browser read");
+    assert!(message.contains("--http-allowed-hosts"), "{message}");
+    let bad = std::process::Command::new(node_binary())
+        .args(["--http-allowed-hosts", "evil.example:80"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("--http-allowed-hosts"), "{stderr}");
+}
+
 const FRONTPAGE: &str = r#"
 [task.http.frontpage.v4-2-1]
 crate = "http_frontpage"

@@ -10,6 +10,11 @@
 //! browsers (the CLI, agents, `curl -d`, which labels any body a form) send none of those and are
 //! not held to the content type; the dashboard is same-origin and only reads.
 //!
+//! DNS rebinding: a page on `http://evil.example:8500` can have its name re-resolved to
+//! `127.0.0.1` and then read and write a node on this machine "same-origin" (its `Origin` matches
+//! its `Host`). So any request from a browser (every method) must address the node by an IP
+//! address, `localhost`, or a name given to `--http-allowed-hosts`; otherwise 403.
+//!
 //! Tokens: `Authorization: Bearer <secret>` or `X-Lathe-Token: <secret>`. Missing or unknown →
 //! 401; known without the permission the route needs → 403 naming it. `/v1/health`, `/metrics`,
 //! the `/ui` page and `POST /v1/acl/bootstrap` need none. Denials count in
@@ -27,7 +32,7 @@ use crate::acl::{Acl, Permission};
 const TOKEN_HEADER: &str = "x-lathe-token";
 const DENIED: &str = "lathe_api_denied_total";
 const DENIED_HELP: &str = "Requests the REST API refused before their route: missing-token and \
-    unknown-token (401), permission and cross-origin (403), content-type (415)";
+    unknown-token (401), permission, cross-origin and host (403), content-type (415)";
 
 /// What a route asks of its caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,11 +68,13 @@ impl Denials {
 pub(crate) fn admit(
     acl: &Acl,
     denials: &Denials,
+    allowed_hosts: &[String],
     method: &Method,
     path: &str,
     headers: &HeaderMap,
 ) -> Result<Option<Writer>, ApiError> {
-    check_browser(method, headers)
+    check_host(headers, allowed_hosts)
+        .and_then(|()| check_browser(method, headers))
         .inspect_err(|(reason, _)| denials.count(reason))
         .map_err(|(_, e)| e)?;
     if !acl.is_enabled() {
@@ -169,6 +176,58 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, message)
 }
 
+/// Whether a request comes from a browser: it sends `Origin`, `Referer`, a `Sec-Fetch-*` header
+/// or a `Mozilla/` user agent; the CLI, agents, Prometheus and `curl` send none of those.
+fn from_browser(headers: &HeaderMap) -> bool {
+    headers.contains_key(ORIGIN)
+        || headers.contains_key("referer")
+        || headers
+            .keys()
+            .any(|name| name.as_str().starts_with("sec-fetch-"))
+        || headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|agent| agent.starts_with("Mozilla/"))
+}
+
+/// A browser's request must name the node by an IP address, `localhost` or an allowed name.
+fn check_host(headers: &HeaderMap, allowed: &[String]) -> Result<(), (&'static str, ApiError)> {
+    if !from_browser(headers) {
+        return Ok(());
+    }
+    let Some(host) = headers.get(HOST) else {
+        return Ok(());
+    };
+    let host = host.to_str().unwrap_or("?");
+    if host_allowed(host, allowed) {
+        return Ok(());
+    }
+    Err((
+        "host",
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "request refused: Host {host} is not an IP address, localhost or a name given to \
+                    --http-allowed-hosts (a page can steer a browser here by DNS rebinding)"
+            ),
+        ),
+    ))
+}
+
+/// Whether a `Host` header (`name[:port]`, `[v6]:port`) is an IP address, `localhost` (or a
+/// `.localhost` name, which always resolves to loopback) or one of `allowed` (any port).
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.');
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
 /// The browser checks of a state-changing request: `Err((reason, error))`.
 fn check_browser(method: &Method, headers: &HeaderMap) -> Result<(), (&'static str, ApiError)> {
     if !matches!(
@@ -203,12 +262,7 @@ fn check_browser(method: &Method, headers: &HeaderMap) -> Result<(), (&'static s
             ),
         ));
     }
-    let browser = headers.contains_key(ORIGIN)
-        || headers.contains_key("referer")
-        || headers
-            .keys()
-            .any(|name| name.as_str().starts_with("sec-fetch-"))
-        || text("user-agent").is_some_and(|agent| agent.starts_with("Mozilla/"));
+    let browser = from_browser(headers);
     if let Some(content_type) = text(CONTENT_TYPE.as_str()).filter(|_| browser) {
         let media = content_type
             .split(';')
@@ -345,6 +399,50 @@ mod tests {
         );
         assert_eq!(presented_token(&headers(&[("x-lathe-token", " ")])), None);
         assert_eq!(presented_token(&headers(&[])), None);
+    }
+
+    #[test]
+    fn browsers_must_address_the_node_by_ip_localhost_or_an_allowed_name() {
+        let allowed = vec!["lathe.corp.example".to_string()];
+        for host in [
+            "127.0.0.1:8500",
+            "10.1.2.3",
+            "[::1]:8500",
+            "localhost:8500",
+            "LOCALHOST",
+            "ui.localhost:1",
+            "lathe.corp.example:8500",
+            "Lathe.Corp.Example.",
+        ] {
+            assert!(host_allowed(host, &allowed), "{host}");
+        }
+        for host in [
+            "evil.example:8500",
+            "localhost.evil.example",
+            "corp.example",
+            "",
+        ] {
+            assert!(!host_allowed(host, &allowed), "{host}");
+        }
+        // A rebound page: a browser, same-origin by its own name.
+        let rebound = headers(&[
+            ("host", "evil.example:8500"),
+            ("origin", "http://evil.example:8500"),
+            ("user-agent", "Mozilla/5.0"),
+        ]);
+        let (reason, error) = check_host(&rebound, &allowed).unwrap_err();
+        assert_eq!(reason, "host");
+        assert_eq!(error.status, StatusCode::FORBIDDEN);
+        assert!(
+            error.message.contains("--http-allowed-hosts"),
+            "{}",
+            error.message
+        );
+        // The CLI, agents and curl use names freely; browsers by IP or an allowed name.
+        let cli = headers(&[("host", "node1.internal:8500"), ("user-agent", "lathe/0.1")]);
+        assert!(check_host(&cli, &allowed).is_ok());
+        let by_ip = headers(&[("host", "127.0.0.1:8500"), ("sec-fetch-mode", "cors")]);
+        assert!(check_host(&by_ip, &allowed).is_ok());
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct ApiLimits {
     /// The registry quota REST writes are held to (Lathe's own records are not).
     pub max_keys: usize,
     pub max_registry_bytes: usize,
+    /// Host names (besides IP addresses and `localhost`) a browser may address this node by
+    /// (`--http-allowed-hosts`); see `guard.rs` on DNS rebinding.
+    pub allowed_hosts: Vec<String>,
     /// Connections closed at the cap because they had sent no request.
     evicted: Arc<std::sync::OnceLock<prometheus::IntCounter>>,
 }
@@ -59,6 +62,7 @@ impl ApiLimits {
             blocking: Cap::new("blocking queries", max_blocking_queries),
             max_keys: DEFAULT_MAX_KEYS,
             max_registry_bytes: DEFAULT_MAX_REGISTRY_BYTES,
+            allowed_hosts: Vec::new(),
             evicted: Arc::default(),
         }
     }
@@ -67,6 +71,12 @@ impl ApiLimits {
     pub fn with_quota(mut self, keys: usize, bytes: usize) -> Self {
         self.max_keys = keys;
         self.max_registry_bytes = bytes;
+        self
+    }
+
+    /// The same limits letting browsers address the node by `hosts` too.
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.allowed_hosts = hosts;
         self
     }
 

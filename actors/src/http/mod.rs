@@ -135,15 +135,21 @@ pub async fn serve_tls(
              requests: requests::ApiRequests,
              state_metrics: state_metrics::StateMetrics,
              denials: guard::Denials| async move {
-                let writer =
-                    match guard::admit(&context.acl, &denials, &method, path.as_str(), &headers) {
-                        Ok(writer) => writer,
-                        Err(denied) => {
-                            let response = error_response(&method, denied);
-                            requests.count(&method, path.as_str(), &query, response.status());
-                            return response;
-                        }
-                    };
+                let writer = match guard::admit(
+                    &context.acl,
+                    &denials,
+                    &context.limits.allowed_hosts,
+                    &method,
+                    path.as_str(),
+                    &headers,
+                ) {
+                    Ok(writer) => writer,
+                    Err(denied) => {
+                        let response = error_response(&method, denied);
+                        requests.count(&method, path.as_str(), &query, response.status());
+                        return response;
+                    }
+                };
                 if path.as_str() == "/metrics" {
                     state_metrics.refresh(&context.registry).await;
                 }
