@@ -530,7 +530,10 @@ fn browsers_reach_a_node_only_by_ip_localhost_or_an_allowed_name() {
     let addr = node.http_addr();
     let port = addr.rsplit(':').next().unwrap();
     let rebound = format!("evil.example:{port}");
-    assert_eq!(browser_status(addr, &rebound, "GET", "/v1/kv/?recurse"), 403);
+    assert_eq!(
+        browser_status(addr, &rebound, "GET", "/v1/kv/?recurse"),
+        403
+    );
     assert_eq!(browser_status(addr, &rebound, "GET", "/ui"), 403);
     assert_eq!(browser_status(addr, &rebound, "PUT", "/v1/kv/app/x"), 403);
     assert_eq!(browser_status(addr, addr, "PUT", "/v1/kv/app/x"), 200);
