@@ -7,7 +7,9 @@
 //!
 //! **One copy of each value.** A change becomes one [`SharedChange`] when the feed applies it;
 //! the feed's slot and ring, the shard's slot and ring and every subscriber hold that same
-//! allocation. Only reads (`get`, `list`) copy a value out.
+//! allocation. Only reads (`get`, `list`) copy a value out. (A change's JSON encoding, made once
+//! for `/v1/watch` streams, lives as long as the change does: a watched value costs its parsed
+//! form plus its text.)
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
