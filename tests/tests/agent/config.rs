@@ -1,7 +1,6 @@
 //! A bad lathe-agent configuration is one line naming the file position and the key (or the
 //! variable), with exit code 2, before anything starts; `--check` accepts the documented example.
 
-
 use std::process::{Command, Output, Stdio};
 
 use crate::support::{agent_binary, free_addr, repo_file, toml_str};

@@ -1,7 +1,6 @@
 //! Kill the registry node lathe-agent streams from: it resumes from another node at the index it
 //! had, and misses none of the changes written meanwhile.
 
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};

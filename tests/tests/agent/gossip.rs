@@ -2,7 +2,6 @@
 //! blocked): it learns from its peer that it is behind, says so in `/status`, and catches up once
 //! access returns. A claim no registry node confirms (anyone can `POST /v1/gossip`) is ignored.
 
-
 use std::path::Path;
 use std::time::Duration;
 

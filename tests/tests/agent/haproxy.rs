@@ -2,7 +2,6 @@
 //! nodes: 3 → 5 (the 4 slots run out: one hitless reload) → 2 (runtime API, no reload), with a
 //! request loop through HAProxy that sees no failed request.
 
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

@@ -4,11 +4,11 @@
 //! One test binary for these (they share their set-up), so the workspace links fewer test
 //! executables.
 
-mod support;
 mod config;
 mod failover;
 mod gossip;
 mod haproxy;
 mod poll;
+mod support;
 mod template;
 mod varnish;

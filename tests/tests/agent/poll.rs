@@ -1,7 +1,6 @@
 //! `mode = "poll"`: the agent follows the registry with blocking queries (one at a time, for the
 //! common prefix of its watches) instead of an SSE stream, and sees every change.
 
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! rejects leaves the live file alone and shows in `/status`, an unchanged render is skipped, a
 //! burst of changes is debounced, and no change is acted on twice.
 
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! versions) on real nodes while v4.2.1 scales 5 → 7 → 3: `vcl.load` + `vcl.use` each time,
 //! older VCLs discarded, and a request loop through Varnish sees no failed request.
 
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -4,6 +4,6 @@
 //! One test binary for these (they share their set-up), so the workspace links fewer test
 //! executables.
 
-mod nodes;
-mod leader;
 mod fencing;
+mod leader;
+mod nodes;

@@ -6,7 +6,6 @@
 //! for its new instance); an emit Kafka cannot acknowledge fails with one line; bad input keeps
 //! its one-line errors. (A tally whose node is SIGKILLed: `state.rs`.)
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! One test binary for these (they share their set-up), so the workspace links fewer test
 //! executables.
 
-mod support;
 mod broker;
 mod flows;
 mod state;
+mod support;

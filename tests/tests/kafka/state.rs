@@ -4,7 +4,6 @@
 //! instance moves to another node, restores its counts and offsets from the changelog before it
 //! starts, and the counts end equal to exactly the acknowledged messages.
 
-
 use crate::support::*;
 use lathe_tests::kafka::KafkaBroker;
 use lathe_tests::scenario::zk_cluster_with;

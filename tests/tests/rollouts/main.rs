@@ -4,6 +4,6 @@
 //! One test binary for these (they share their set-up), so the workspace links fewer test
 //! executables.
 
-mod slow;
 mod gates;
 mod shift;
+mod slow;
