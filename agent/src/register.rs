@@ -73,6 +73,29 @@ pub async fn run(
     }
 }
 
+/// Why no registry node took a registration (or deregistration): what the last one tried said.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// The agent has no registry node to ask.
+    #[error("no registry node configured")]
+    NoNode,
+    /// The node answered with an error status: it and the body.
+    #[error("{method} {url}: {status} {text}")]
+    Refused {
+        method: reqwest::Method,
+        url: String,
+        status: reqwest::StatusCode,
+        text: String,
+    },
+    /// The request did not get an answer.
+    #[error("{method} {url}: {error}")]
+    Failed {
+        method: reqwest::Method,
+        url: String,
+        error: reqwest::Error,
+    },
+}
+
 /// Sends the request to each registry node in turn until one accepts it; returns that node.
 async fn send(
     http: &reqwest::Client,
@@ -80,22 +103,28 @@ async fn send(
     name: &str,
     body: Option<&serde_json::Value>,
     registry: &[Addr],
-) -> Result<String, String> {
-    let mut last = "no registry node configured".to_string();
+) -> Result<String, SendError> {
+    let mut last = SendError::NoNode;
     for node in registry {
         let url = node.url(&format!("/v1/agents/{name}"));
         let mut request = http.request(method.clone(), &url);
         if let Some(body) = body {
             request = request.json(body);
         }
+        let method = method.clone();
         match request.send().await {
             Ok(response) if response.status().is_success() => return Ok(node.0.clone()),
             Ok(response) => {
                 let status = response.status();
                 let text = response.text().await.unwrap_or_default();
-                last = format!("{method} {url}: {status} {text}");
+                last = SendError::Refused {
+                    method,
+                    url,
+                    status,
+                    text,
+                };
             }
-            Err(error) => last = format!("{method} {url}: {error}"),
+            Err(error) => last = SendError::Failed { method, url, error },
         }
     }
     Err(last)

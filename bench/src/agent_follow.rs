@@ -161,7 +161,7 @@ fn wait_serving(
     haproxy: &MasterWorker,
     expected: &BTreeSet<String>,
     deadline: Duration,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let serving = haproxy.serving(BACKEND);
@@ -169,7 +169,7 @@ fn wait_serving(
             return Ok(());
         }
         if started.elapsed() > deadline {
-            return Err(format!("haproxy serves {serving:?}, expected {expected:?}"));
+            bail!("haproxy serves {serving:?}, expected {expected:?}");
         }
         std::thread::sleep(POLL);
     }
@@ -228,7 +228,7 @@ pub(crate) fn follow(node: &str, changes: usize) -> anyhow::Result<FollowRun> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let haproxy = MasterWorker::start(&rendered, &dir.path().join("admin.sock"), dir.path())?;
-    wait_serving(&haproxy, &pool.expected(), START_DEADLINE).map_err(anyhow::Error::msg)?;
+    wait_serving(&haproxy, &pool.expected(), START_DEADLINE)?;
     wait_applied(&status, START_DEADLINE)?;
     let reloads_before = haproxy.reloads().ok();
     let (mut latency, mut writes, mut failed) = (Vec::new(), Vec::new(), Vec::new());
@@ -239,7 +239,7 @@ pub(crate) fn follow(node: &str, changes: usize) -> anyhow::Result<FollowRun> {
         writes.push(sent.elapsed());
         match wait_serving(&haproxy, &pool.expected(), CHANGE_DEADLINE) {
             Ok(()) => latency.push(sent.elapsed()),
-            Err(why) => failed.push(why),
+            Err(why) => failed.push(format!("{why:#}")),
         }
         // Untimed: the action has finished with this change before the next one comes.
         wait_applied(&status, CHANGE_DEADLINE)?;

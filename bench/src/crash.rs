@@ -176,7 +176,7 @@ fn wait_running(
                 }
                 last = format!("{status}, {restarts} restarts, endpoint {endpoint:?}");
             }
-            Err(err) => last = err,
+            Err(err) => last = format!("{err:#}"),
         }
         std::thread::sleep(POLL);
     }
@@ -184,8 +184,8 @@ fn wait_running(
 }
 
 /// Instance 0's status, restarts and endpoint from `/v1/tasks`.
-fn instance(node: &NodeProcess) -> Result<(String, u64, Option<String>), String> {
-    let reply = http::try_get_json(node.http_addr(), "/v1/tasks")?;
+fn instance(node: &NodeProcess) -> anyhow::Result<(String, u64, Option<String>)> {
+    let reply = http::try_get_json(node.http_addr(), "/v1/tasks").map_err(anyhow::Error::msg)?;
     let task = reply
         .body
         .as_array()
@@ -194,7 +194,7 @@ fn instance(node: &NodeProcess) -> Result<(String, u64, Option<String>), String>
                 .iter()
                 .find(|t| t["group"] == GROUP && t["index"] == 0)
         })
-        .ok_or_else(|| format!("{GROUP}/0 not in /v1/tasks: {}", reply.text))?;
+        .ok_or_else(|| anyhow::anyhow!("{GROUP}/0 not in /v1/tasks: {}", reply.text))?;
     Ok((
         task["status"].as_str().unwrap_or_default().to_string(),
         task["restarts"].as_u64().unwrap_or_default(),

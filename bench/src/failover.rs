@@ -142,7 +142,7 @@ fn one_trial(
         .node((victim + 1) % cluster.len())
         .http_addr()
         .to_string();
-    let before = instances(&survivor).map_err(anyhow::Error::msg)?;
+    let before = instances(&survivor)?;
     let moved: BTreeSet<(String, u64)> = before
         .iter()
         .filter(|(_, i)| i.node == victim_name && i.status == "running")
@@ -158,7 +158,7 @@ fn one_trial(
     cluster.node_mut(victim).kill();
     match watch_failover(&survivor, &victim_name, &moved, killed_at) {
         Ok(measured) => into.done.push(measured),
-        Err(why) => into.failed.push(why),
+        Err(why) => into.failed.push(format!("{why:#}")),
     }
     cluster.node_mut(victim).restart();
     settle(cluster)
@@ -168,8 +168,7 @@ fn one_trial(
 fn pick_victim(cluster: &Cluster, kind: Victim, trial: usize) -> anyhow::Result<usize> {
     let addr = cluster.node(0).http_addr();
     let leader = leader(addr).context("no leader named in /v1/members")?;
-    let hosts: BTreeSet<String> = instances(addr)
-        .map_err(anyhow::Error::msg)?
+    let hosts: BTreeSet<String> = instances(addr)?
         .into_values()
         .filter(|i| i.status == "running")
         .map(|i| i.node)
@@ -192,7 +191,7 @@ fn watch_failover(
     victim: &str,
     moved: &BTreeSet<(String, u64)>,
     killed_at: Instant,
-) -> Result<Trial, String> {
+) -> anyhow::Result<Trial> {
     let client = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(1))
         .build();
@@ -226,7 +225,7 @@ fn watch_failover(
                     }
                 }
             }
-            Err(err) => last = err,
+            Err(err) => last = format!("{err:#}"),
         }
         if serving.len() == moved.len() {
             return Ok(Trial {
@@ -237,11 +236,11 @@ fn watch_failover(
         }
         std::thread::sleep(POLL);
     }
-    Err(format!(
+    bail!(
         "{} of {} instances serving elsewhere after {TRIAL_DEADLINE:?} (last seen {last})",
         serving.len(),
         moved.len()
-    ))
+    )
 }
 
 fn answers_200(client: &ureq::Agent, endpoint: &str) -> bool {
@@ -298,7 +297,7 @@ fn settle(cluster: &mut Cluster) -> anyhow::Result<()> {
                     last = "an instance does not answer GET /get/index".into();
                 }
             }
-            Err(err) => last = err,
+            Err(err) => last = format!("{err:#}"),
         }
         // Pacing of a settle check (not a measurement).
         std::thread::sleep(Duration::from_millis(100));
@@ -307,9 +306,12 @@ fn settle(cluster: &mut Cluster) -> anyhow::Result<()> {
 }
 
 /// `/v1/tasks` by (group, index).
-fn instances(addr: &str) -> Result<Instances, String> {
-    let reply = http::try_get_json(addr, "/v1/tasks")?;
-    let list = reply.body.as_array().ok_or(reply.text.clone())?;
+fn instances(addr: &str) -> anyhow::Result<Instances> {
+    let reply = http::try_get_json(addr, "/v1/tasks").map_err(anyhow::Error::msg)?;
+    let list = reply
+        .body
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!(reply.text.clone()))?;
     Ok(list
         .iter()
         .map(|task| {

@@ -61,6 +61,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context};
 use report::Report;
 
 /// How big a run is.
@@ -190,14 +191,16 @@ impl Phase {
         (Phase::Pressure, "pressure"),
     ];
 
-    fn parse_list(list: &str) -> Result<Vec<Phase>, String> {
+    fn parse_list(list: &str) -> anyhow::Result<Vec<Phase>> {
         list.split(',')
             .map(|name| {
                 Phase::ALL
                     .iter()
                     .find(|(_, known)| *known == name.trim())
                     .map(|(phase, _)| *phase)
-                    .ok_or_else(|| format!("unknown phase {name:?} (phases: {})", Phase::names()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("unknown phase {name:?} (phases: {})", Phase::names())
+                    })
             })
             .collect()
     }
@@ -215,7 +218,7 @@ struct Options {
 
 const USAGE: &str = "usage: lathe-bench [--quick] [--json FILE] [--only PHASE[,PHASE...]]";
 
-fn parse_args() -> Result<Options, String> {
+fn parse_args() -> anyhow::Result<Options> {
     let mut options = Options {
         quick: false,
         json: None,
@@ -226,15 +229,15 @@ fn parse_args() -> Result<Options, String> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--json" => {
-                let file = args.next().ok_or("--json needs a file name")?;
+                let file = args.next().context("--json needs a file name")?;
                 options.json = Some(PathBuf::from(file));
             }
             "--only" => {
-                let list = args.next().ok_or("--only needs phase names")?;
+                let list = args.next().context("--only needs phase names")?;
                 options.phases = Phase::parse_list(&list)?;
             }
-            "-h" | "--help" => return Err(format!("{USAGE}\nphases: {}", Phase::names())),
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
+            "-h" | "--help" => bail!("{USAGE}\nphases: {}", Phase::names()),
+            other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
     Ok(options)
@@ -244,7 +247,7 @@ fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(options) => options,
         Err(message) => {
-            eprintln!("lathe-bench: {message}");
+            eprintln!("lathe-bench: {message:#}");
             return ExitCode::from(2);
         }
     };
@@ -342,12 +345,12 @@ mod tests {
 
     #[test]
     fn phases_by_name() {
-        assert_eq!(Phase::parse_list("lb"), Ok(vec![Phase::Lb]));
+        assert_eq!(Phase::parse_list("lb").unwrap(), vec![Phase::Lb]);
         assert_eq!(
-            Phase::parse_list("placement, zookeeper"),
-            Ok(vec![Phase::Placement, Phase::Zookeeper])
+            Phase::parse_list("placement, zookeeper").unwrap(),
+            vec![Phase::Placement, Phase::Zookeeper]
         );
-        let error = Phase::parse_list("lb,nope").unwrap_err();
+        let error = Phase::parse_list("lb,nope").unwrap_err().to_string();
         assert!(
             error.contains("\"nope\"") && error.contains("embedded"),
             "{error}"

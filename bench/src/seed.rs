@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{anyhow, bail, ensure, Context};
 use lathe_tests::http;
 use lathe_tests::node::{Cluster, NodeBuilder};
 use lathe_tests::wait::try_wait_until;
@@ -83,7 +83,9 @@ impl SeedCluster {
         let addr = cluster.node(0).http_addr().to_string();
         crate::progress("LB phase: deploying config/my_topology.toml");
         deploy(&addr)?;
-        let tasks = try_wait_until(CONVERGE, || running_tasks(&addr)).map_err(|seen| {
+        // The condition's error as text: try_wait_until quotes it the way it always did.
+        let running = || running_tasks(&addr).map_err(|e| format!("{e:#}"));
+        let tasks = try_wait_until(CONVERGE, running).map_err(|seen| {
             anyhow::anyhow!("not all {INSTANCES} running after {CONVERGE:?}: {seen}")
         })?;
         let backends = backends(&addr, &tasks)?;
@@ -114,9 +116,12 @@ struct Task {
 }
 
 /// `/v1/tasks` once all [`INSTANCES`] are running; `Err(what is seen)` before.
-fn running_tasks(addr: &str) -> Result<Vec<Task>, String> {
-    let reply = http::try_get_json(addr, "/v1/tasks")?;
-    let all = reply.body.as_array().ok_or(reply.text.clone())?;
+fn running_tasks(addr: &str) -> anyhow::Result<Vec<Task>> {
+    let reply = http::try_get_json(addr, "/v1/tasks").map_err(anyhow::Error::msg)?;
+    let all = reply
+        .body
+        .as_array()
+        .ok_or_else(|| anyhow!(reply.text.clone()))?;
     let running: Vec<Task> = all
         .iter()
         .filter(|task| task["status"] == "running")
@@ -126,11 +131,13 @@ fn running_tasks(addr: &str) -> Result<Vec<Task>, String> {
             node: task["node"].as_str().unwrap_or_default().to_string(),
         })
         .collect();
-    if running.len() == INSTANCES {
-        Ok(running)
-    } else {
-        Err(format!("{} of {} running", running.len(), all.len()))
-    }
+    ensure!(
+        running.len() == INSTANCES,
+        "{} of {} running",
+        running.len(),
+        all.len()
+    );
+    Ok(running)
 }
 
 /// `/v1/services/{group as a path}` once it lists an HTTP endpoint for every running instance.

@@ -162,21 +162,53 @@ impl CacheHost {
     }
 
     /// Answers another instance's request for a key `index` of `group` owns.
-    async fn answer(&self, request: GetRequest) -> Result<Vec<u8>, String> {
+    async fn answer(&self, request: GetRequest) -> Result<Vec<u8>, AskError> {
         let cache = self
             .find(&request.group, request.index, &request.name)
-            .ok_or_else(|| {
-                format!(
-                    "{}/{} has no cache {:?} on node {}",
-                    request.group, request.index, request.name, self.node
-                )
+            .ok_or_else(|| AskError::NoCache {
+                group: request.group.clone(),
+                index: request.index,
+                name: request.name.clone(),
+                node: self.node.clone(),
             })?;
-        cache
-            .serve(&request.key)
-            .await
-            .map(|value| value.to_vec())
-            .map_err(|e| e.to_string())
+        let value = cache.serve(&request.key).await?;
+        Ok(value.to_vec())
     }
+}
+
+/// Why the owner of a key did not give its value. It crosses to the asking node as text
+/// ([`CacheRequest::Get`]'s reply), which comes back as [`AskError::Remote`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AskError {
+    /// The owning instance has no cache of that name (not created yet, or dropped).
+    #[error("{group}/{index} has no cache {name:?} on node {node}")]
+    NoCache {
+        group: String,
+        index: u32,
+        name: String,
+        node: String,
+    },
+    /// The owner's cache could not serve the key (its loader failed).
+    #[error(transparent)]
+    Serve(#[from] CacheError),
+    /// The owner's node has no cache server in the cluster's process groups.
+    #[error("node {0} serves no cache")]
+    NoServer(String),
+    /// The owner's node did not answer within [`PEER_TIMEOUT`].
+    #[error("node {0} did not answer in {PEER_TIMEOUT:?}")]
+    Timeout(String),
+    /// The owner's node dropped the call without answering.
+    #[error("node {0} dropped the request")]
+    Dropped(String),
+    /// The call could not be sent to the owner's node.
+    #[error("cannot reach node {node}: {error}")]
+    Unreachable {
+        node: String,
+        error: ractor::MessagingErr<()>,
+    },
+    /// The owner's node answered with an error: the text it sent.
+    #[error("{0}")]
+    Remote(String),
 }
 
 #[derive(Default)]
@@ -262,7 +294,7 @@ impl GroupCache {
         host: &CacheHost,
         owner: &lathe::Endpoint,
         key: &str,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Bytes, AskError> {
         let request = GetRequest {
             group: self.group.clone(),
             index: owner.index,
@@ -272,10 +304,11 @@ impl GroupCache {
         if owner.node == host.node {
             return host.answer(request).await.map(Bytes::from);
         }
+        let node = || owner.node.clone();
         let server = pg::get_members(&server_group(&owner.node))
             .into_iter()
             .next()
-            .ok_or_else(|| format!("node {} serves no cache", owner.node))?;
+            .ok_or_else(|| AskError::NoServer(node()))?;
         let server: ActorRef<CacheRequest> = server.into();
         match server
             .call(
@@ -284,15 +317,15 @@ impl GroupCache {
             )
             .await
         {
-            Ok(ractor::rpc::CallResult::Success(answer)) => answer.map(Bytes::from),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(format!(
-                "node {} did not answer in {PEER_TIMEOUT:?}",
-                owner.node
-            )),
-            Ok(ractor::rpc::CallResult::SenderError) => {
-                Err(format!("node {} dropped the request", owner.node))
+            Ok(ractor::rpc::CallResult::Success(answer)) => {
+                answer.map(Bytes::from).map_err(AskError::Remote)
             }
-            Err(error) => Err(format!("cannot reach node {}: {error}", owner.node)),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(AskError::Timeout(node())),
+            Ok(ractor::rpc::CallResult::SenderError) => Err(AskError::Dropped(node())),
+            Err(error) => Err(AskError::Unreachable {
+                node: node(),
+                error: error.map(|_| ()),
+            }),
         }
     }
 }
@@ -384,7 +417,8 @@ pub struct GetRequest {
     pub key: String,
 }
 
-/// What other nodes ask this node's cache server.
+/// What other nodes ask this node's cache server. The reply's error is text: the wire protocol
+/// between nodes.
 #[derive(RactorClusterMessage)]
 pub enum CacheRequest {
     #[rpc]
@@ -420,7 +454,7 @@ impl Actor for CacheServer {
         tokio::spawn(async move {
             match request {
                 CacheRequest::Get(request, reply) => {
-                    let _ = reply.send(host.answer(request).await);
+                    let _ = reply.send(host.answer(request).await.map_err(|e| e.to_string()));
                 }
             }
         });

@@ -298,11 +298,13 @@ impl FlowHost {
         } else {
             remote(&owner.node, request).await
         };
-        result.map(|()| taken_by).map_err(not_taken)
+        result
+            .map(|()| taken_by)
+            .map_err(|e| not_taken(e.to_string()))
     }
 
     /// Gives a message to this node's consuming instance.
-    async fn take(&self, request: DeliverRequest) -> Result<(), String> {
+    async fn take(&self, request: DeliverRequest) -> Result<(), DeliverError> {
         let handler = {
             let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
             handlers
@@ -310,12 +312,10 @@ impl FlowHost {
                 .filter(|c| !c.stopping.load(Ordering::Acquire))
                 .map(|c| c.handler.clone())
         };
-        let handler = handler.ok_or_else(|| {
-            format!(
-                "{}/{} on node {} does not consume (not started, stopped, or its task never \
-                 called ctx.consume)",
-                request.group, request.index, self.node
-            )
+        let handler = handler.ok_or_else(|| DeliverError::NotConsuming {
+            group: request.group.clone(),
+            index: request.index,
+            node: self.node.clone(),
         })?;
         handler
             .handle(FlowMessage {
@@ -326,15 +326,61 @@ impl FlowHost {
                 position: None,
             })
             .await
-            .map_err(|reason| format!("{}/{} refused it: {reason}", request.group, request.index))
+            .map_err(|reason| DeliverError::Refused {
+                group: request.group,
+                index: request.index,
+                reason,
+            })
     }
 }
 
-async fn remote(node: &str, request: DeliverRequest) -> Result<(), String> {
+/// Why a message was not taken by the consuming instance it was handed to. It crosses to the
+/// sending node as text ([`FlowRequest::Deliver`]'s reply), which comes back as
+/// [`DeliverError::Remote`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeliverError {
+    /// The instance is not consuming on its node (not started, stopping, or never consumed).
+    #[error(
+        "{group}/{index} on node {node} does not consume (not started, stopped, or its task \
+         never called ctx.consume)"
+    )]
+    NotConsuming {
+        group: String,
+        index: u32,
+        node: String,
+    },
+    /// The instance's handler returned an error: its text.
+    #[error("{group}/{index} refused it: {reason}")]
+    Refused {
+        group: String,
+        index: u32,
+        reason: String,
+    },
+    /// The node has no flow server in the cluster's process groups.
+    #[error("node {0} takes no flows (not reachable)")]
+    NoServer(String),
+    /// The node did not answer within [`DELIVERY_TIMEOUT`].
+    #[error("node {0} did not answer in {DELIVERY_TIMEOUT:?}")]
+    Timeout(String),
+    /// The node's flow server dropped the call without answering.
+    #[error("node {0} dropped the message")]
+    Dropped(String),
+    /// The call could not be sent to the node's flow server.
+    #[error("cannot reach node {node}: {error}")]
+    Unreachable {
+        node: String,
+        error: ractor::MessagingErr<()>,
+    },
+    /// The other node answered that its instance did not take it: the text it sent.
+    #[error("{0}")]
+    Remote(String),
+}
+
+async fn remote(node: &str, request: DeliverRequest) -> Result<(), DeliverError> {
     let server = pg::get_members(&server_group(node))
         .into_iter()
         .next()
-        .ok_or_else(|| format!("node {node} takes no flows (not reachable)"))?;
+        .ok_or_else(|| DeliverError::NoServer(node.to_string()))?;
     let server: ActorRef<FlowRequest> = server.into();
     match server
         .call(
@@ -343,12 +389,13 @@ async fn remote(node: &str, request: DeliverRequest) -> Result<(), String> {
         )
         .await
     {
-        Ok(ractor::rpc::CallResult::Success(answer)) => answer,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(format!(
-            "node {node} did not answer in {DELIVERY_TIMEOUT:?}"
-        )),
-        Ok(ractor::rpc::CallResult::SenderError) => Err(format!("node {node} dropped the message")),
-        Err(error) => Err(format!("cannot reach node {node}: {error}")),
+        Ok(ractor::rpc::CallResult::Success(answer)) => answer.map_err(DeliverError::Remote),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(DeliverError::Timeout(node.to_string())),
+        Ok(ractor::rpc::CallResult::SenderError) => Err(DeliverError::Dropped(node.to_string())),
+        Err(error) => Err(DeliverError::Unreachable {
+            node: node.to_string(),
+            error: error.map(|_| ()),
+        }),
     }
 }
 
@@ -363,7 +410,8 @@ pub struct DeliverRequest {
     pub from: String,
 }
 
-/// What other nodes send this node's flow server.
+/// What other nodes send this node's flow server. The reply's error is text: the wire protocol
+/// between nodes.
 #[derive(RactorClusterMessage)]
 pub enum FlowRequest {
     #[rpc]
@@ -399,7 +447,7 @@ impl Actor for FlowServer {
         tokio::spawn(async move {
             match request {
                 FlowRequest::Deliver(request, reply) => {
-                    let _ = reply.send(host.take(request).await);
+                    let _ = reply.send(host.take(request).await.map_err(|e| e.to_string()));
                 }
             }
         });

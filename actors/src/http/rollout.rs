@@ -150,7 +150,7 @@ async fn run_command(
         let record: RolloutRecord = serde_json::from_value(entry.value)
             .map_err(|e| ApiError::internal(format!("unreadable roll-out at {path}: {e}")))?;
         let next = rollout::command(&record, command, rollout::unix_ms())
-            .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
+            .map_err(|why| ApiError::new(StatusCode::CONFLICT, why.to_string()))?;
         let value = serde_json::to_value(&next).map_err(|e| ApiError::internal(e.to_string()))?;
         match context
             .registry

@@ -58,7 +58,7 @@ pub(crate) async fn tree(context: &ApiContext, query: &str) -> Result<Response, 
             };
             fetch_tree(&member)
                 .await
-                .map_err(|error| ApiError::new(StatusCode::BAD_GATEWAY, error))?
+                .map_err(|error| ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()))?
         }
         None => cluster_tree(context).await,
     };
@@ -81,7 +81,7 @@ async fn cluster_tree(context: &ApiContext) -> Value {
         } else {
             fetch_tree(member)
                 .await
-                .unwrap_or_else(|error| json!({ "node": member.name, "error": error }))
+                .unwrap_or_else(|error| json!({ "node": member.name, "error": error.to_string() }))
         };
         entry["status"] = json!(member.status);
         entry
@@ -89,50 +89,106 @@ async fn cluster_tree(context: &ApiContext) -> Value {
     json!({ "nodes": futures::future::join_all(entries).await })
 }
 
+/// Why another member's tree could not be fetched (the 502's message, or the member's `error`).
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// The member lists no HTTP address this node can reach.
+    #[error("member {0} has no usable http address")]
+    NoAddress(String),
+    /// The request failed, or its answer was not a tree.
+    #[error("cannot fetch the tree of {name} from {addr}: {why}")]
+    Failed {
+        name: String,
+        addr: SocketAddr,
+        why: AnswerError,
+    },
+    /// The member did not answer within [`FETCH_TIMEOUT`].
+    #[error("cannot fetch the tree of {name} from {addr}: no answer within {FETCH_TIMEOUT:?}")]
+    TimedOut { name: String, addr: SocketAddr },
+}
+
+/// What went wrong asking a member for its tree.
+#[derive(Debug, thiserror::Error)]
+enum AnswerError {
+    /// The member's address does not make a URI.
+    #[error("bad address {uri}: {error}")]
+    BadUri {
+        uri: String,
+        error: http::uri::InvalidUri,
+    },
+    /// The request could not be built (a token that is not a header value).
+    #[error("bad request: {0}")]
+    BadRequest(http::Error),
+    /// No connection, or the connection failed.
+    #[error(transparent)]
+    Request(#[from] hyper_util::client::legacy::Error),
+    /// The answer's body could not be read (or was over [`MAX_TREE_BYTES`]).
+    #[error("cannot read the answer: {0}")]
+    Read(Box<dyn std::error::Error + Send + Sync>),
+    /// The member answered an error status: it and the body.
+    #[error("answered {status}: {body}")]
+    Status {
+        status: http::StatusCode,
+        body: String,
+    },
+    /// The answer is JSON without a `tree`.
+    #[error("answered without a tree")]
+    NoTree,
+    /// The answer is not JSON.
+    #[error("answered bad json: {0}")]
+    Json(serde_json::Error),
+}
+
 /// `GET http://<member>/v1/tree?node=<member>`: the member answers with its own tree.
-async fn fetch_tree(member: &Member) -> Result<Value, String> {
+async fn fetch_tree(member: &Member) -> Result<Value, FetchError> {
     let name = &member.name;
     let addr = member
         .http_addr
-        .ok_or_else(|| format!("member {name} has no usable http address"))?;
+        .ok_or_else(|| FetchError::NoAddress(name.clone()))?;
     let uri = format!("http://{addr}/v1/tree?node={name}");
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let request = async {
-        let uri: http::Uri = uri.parse().map_err(|e| format!("bad address {uri}: {e}"))?;
+        let uri: http::Uri = uri.parse().map_err(|error| AnswerError::BadUri {
+            uri: uri.clone(),
+            error,
+        })?;
         let mut request = http::Request::get(uri);
         if let Some(token) = CALLER_TOKEN.try_with(Clone::clone).ok().flatten() {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request
             .body(Empty::new())
-            .map_err(|e| format!("bad request: {e}"))?;
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
+            .map_err(AnswerError::BadRequest)?;
+        let response = client.request(request).await?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), MAX_TREE_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("cannot read the answer: {e}"))?
+            .map_err(AnswerError::Read)?
             .to_bytes();
         if !status.is_success() {
-            return Err(format!(
-                "answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ));
+            return Err(AnswerError::Status {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
         }
         match serde_json::from_slice::<Value>(&body) {
             Ok(answer) if answer.get("tree").is_some() => Ok(answer),
-            Ok(_) => Err("answered without a tree".to_string()),
-            Err(e) => Err(format!("answered bad json: {e}")),
+            Ok(_) => Err(AnswerError::NoTree),
+            Err(e) => Err(AnswerError::Json(e)),
         }
     };
     match tokio::time::timeout(FETCH_TIMEOUT, request).await {
         Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(error)) => Err(format!(
-            "cannot fetch the tree of {name} from {addr}: {error}"
-        )),
-        Err(_) => Err(format!(
-            "cannot fetch the tree of {name} from {addr}: no answer within {FETCH_TIMEOUT:?}"
-        )),
+        Ok(Err(why)) => Err(FetchError::Failed {
+            name: name.clone(),
+            addr,
+            why,
+        }),
+        Err(_) => Err(FetchError::TimedOut {
+            name: name.clone(),
+            addr,
+        }),
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lathe_resources::{ContainerEvent, ContainerId, ContainerState};
+use lathe_resources::{ContainerEvent, ContainerId, ContainerState, ResourceError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use tokio::sync::watch;
@@ -24,7 +24,7 @@ use super::worker::{Job, Outcome, Worker};
 use super::ResourceManagerSpec;
 use crate::follow::follow;
 use crate::membership::{MemberStatus, MemberView, MembershipHandle};
-use crate::registry::RegistryHandle;
+use crate::registry::{RegistryError, RegistryHandle};
 use crate::scheduler::demand::CapacityDemand;
 
 /// How often the backend is polled and the demand looked at again.
@@ -44,7 +44,7 @@ pub enum ResourceManagerMsg {
     Tick,
     RecordsRead {
         epoch: u64,
-        result: Result<Vec<ContainerRecord>, String>,
+        result: Result<Vec<ContainerRecord>, RegistryError>,
     },
     Worker {
         epoch: u64,
@@ -91,7 +91,7 @@ pub struct ResourceManagerState {
     /// Nodes whose request is on the backend's thread.
     requesting: BTreeSet<String>,
     polling: bool,
-    /// The last poll error, logged once until polls work again.
+    /// The text of the last poll error, logged once until polls work again.
     poll_error: Option<String>,
     next_index: u64,
     failures: u32,
@@ -249,7 +249,7 @@ impl ResourceManagerState {
     }
 
     /// Takes over the containers a previous leader asked for.
-    fn adopt(&mut self, result: Result<Vec<ContainerRecord>, String>) {
+    fn adopt(&mut self, result: Result<Vec<ContainerRecord>, RegistryError>) {
         let records = match result {
             Ok(records) => records,
             Err(error) => {
@@ -299,6 +299,7 @@ impl ResourceManagerState {
             }
             Outcome::Polled(Err(error)) => {
                 self.polling = false;
+                let error = error.to_string();
                 if self.poll_error.as_ref() != Some(&error) {
                     tracing::warn!(%error, "cannot poll the resource manager");
                     self.poll_error = Some(error);
@@ -326,13 +327,9 @@ impl ResourceManagerState {
                     }
                 }
             }
-            Outcome::Released {
-                id,
-                result,
-                unknown,
-            } => match result {
+            Outcome::Released { id, result } => match result {
                 Ok(()) => tracing::info!(container = %id, "container release asked"),
-                Err(_) if unknown => {
+                Err(ResourceError::UnknownContainer(_)) => {
                     tracing::info!(container = %id, "released container already gone");
                     self.forget(&id);
                 }

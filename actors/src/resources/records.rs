@@ -7,7 +7,7 @@ use lathe::layout;
 use lathe_resources::ContainerId;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::RegistryHandle;
+use crate::registry::{RegistryError, RegistryHandle};
 
 /// How often a record write or delete is tried before it is given up (and logged).
 const ATTEMPTS: u32 = 5;
@@ -32,11 +32,8 @@ pub struct ContainerRecord {
 pub(crate) async fn read(
     registry: &RegistryHandle,
     backend: &str,
-) -> Result<Vec<ContainerRecord>, String> {
-    let (entries, _) = registry
-        .list(&layout::resources(backend))
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<Vec<ContainerRecord>, RegistryError> {
+    let (entries, _) = registry.list(&layout::resources(backend)).await?;
     Ok(entries
         .into_iter()
         .filter_map(|entry| serde_json::from_value(entry.value).ok())

@@ -8,7 +8,7 @@
 
 use std::sync::mpsc;
 
-use lathe_resources::{ContainerEvent, ContainerId, NodeLaunch, ResourceManager};
+use lathe_resources::{ContainerEvent, ContainerId, NodeLaunch, ResourceError, ResourceManager};
 
 /// Makes a fresh backend (at start, and whenever leadership changes hands).
 pub type BackendFactory = std::sync::Arc<dyn Fn() -> Box<dyn ResourceManager> + Send + Sync>;
@@ -24,21 +24,20 @@ pub(crate) enum Job {
     Reset,
 }
 
-/// What came of a job (errors as text: they are logged, never matched).
+/// What came of a job.
 #[derive(Debug)]
 pub enum Outcome {
-    Polled(Result<Vec<ContainerEvent>, String>),
+    Polled(Result<Vec<ContainerEvent>, ResourceError>),
     Requested {
         node: String,
-        result: Result<ContainerId, String>,
+        result: Result<ContainerId, ResourceError>,
     },
     Released {
         id: ContainerId,
-        result: Result<(), String>,
-        /// The backend does not know the container (any more).
-        unknown: bool,
+        /// [`ResourceError::UnknownContainer`]: the backend does not know it (any more).
+        result: Result<(), ResourceError>,
     },
-    Adopted(Vec<(ContainerId, Result<(), String>)>),
+    Adopted(Vec<(ContainerId, Result<(), ResourceError>)>),
 }
 
 /// The handle of the backend's thread; the thread ends when this is dropped.
@@ -63,27 +62,19 @@ impl Worker {
                             backend = factory();
                             continue;
                         }
-                        Job::Poll => Outcome::Polled(backend.poll().map_err(|e| e.to_string())),
+                        Job::Poll => Outcome::Polled(backend.poll()),
                         Job::Request(launch) => Outcome::Requested {
                             node: launch.name.clone(),
-                            result: backend.request(&launch).map_err(|e| e.to_string()),
+                            result: backend.request(&launch),
                         },
                         Job::Release(id) => {
                             let result = backend.release(&id);
-                            let unknown = matches!(
-                                result,
-                                Err(lathe_resources::ResourceError::UnknownContainer(_))
-                            );
-                            Outcome::Released {
-                                id,
-                                result: result.map_err(|e| e.to_string()),
-                                unknown,
-                            }
+                            Outcome::Released { id, result }
                         }
                         Job::Adopt(ids) => Outcome::Adopted(
                             ids.into_iter()
                                 .map(|id| {
-                                    let result = backend.adopt(&id).map_err(|e| e.to_string());
+                                    let result = backend.adopt(&id);
                                     (id, result)
                                 })
                                 .collect(),

@@ -58,7 +58,7 @@ pub fn parse_prometheus(
     requests: &serde_json::Value,
     buckets: &serde_json::Value,
     groups: &BTreeSet<String>,
-) -> Result<BTreeMap<String, Traffic>, String> {
+) -> Result<BTreeMap<String, Traffic>, AnswerError> {
     let mut found: BTreeMap<String, Traffic> = BTreeMap::new();
     for (labels, count) in vector(requests)? {
         let Some(group) = labels.get("group").filter(|g| groups.contains(**g)) else {
@@ -86,17 +86,31 @@ pub fn parse_prometheus(
     Ok(found)
 }
 
+/// What is wrong with an answer of Prometheus's `/api/v1/query`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AnswerError {
+    /// Its `status` is not `success`: the whole answer.
+    #[error("prometheus answered {0}")]
+    NotSuccess(serde_json::Value),
+    /// Its `data.result` is not an array: the whole answer.
+    #[error("not an instant vector: {0}")]
+    NotVector(serde_json::Value),
+    /// A sample whose `value` has no number: the sample.
+    #[error("a sample without a value: {0}")]
+    NoValue(serde_json::Value),
+}
+
 /// One sample of an instant vector: its labels and value.
 type Sample<'a> = (BTreeMap<&'a str, &'a str>, u64);
 
 /// The samples of an instant-vector answer.
-fn vector(answer: &serde_json::Value) -> Result<Vec<Sample<'_>>, String> {
+fn vector(answer: &serde_json::Value) -> Result<Vec<Sample<'_>>, AnswerError> {
     if answer["status"] != "success" {
-        return Err(format!("prometheus answered {answer}"));
+        return Err(AnswerError::NotSuccess(answer.clone()));
     }
     let results = answer["data"]["result"]
         .as_array()
-        .ok_or_else(|| format!("not an instant vector: {answer}"))?;
+        .ok_or_else(|| AnswerError::NotVector(answer.clone()))?;
     results
         .iter()
         .map(|sample| {
@@ -112,7 +126,7 @@ fn vector(answer: &serde_json::Value) -> Result<Vec<Sample<'_>>, String> {
             let value = sample["value"][1]
                 .as_str()
                 .and_then(|v| v.parse::<f64>().ok())
-                .ok_or_else(|| format!("a sample without a value: {sample}"))?;
+                .ok_or_else(|| AnswerError::NoValue(sample.clone()))?;
             Ok((labels, value.max(0.0).round() as u64))
         })
         .collect()

@@ -275,8 +275,11 @@ fn judge(
     }
     let metrics = if record.healthy_since_ms.is_some() {
         match metric_gate(group, record, traffic) {
-            Err(over) => return Verdict::Failed(format!("{over} since the batch became healthy")),
-            Ok(waiting) => waiting,
+            Gate::Over(over) => {
+                return Verdict::Failed(format!("{over} since the batch became healthy"))
+            }
+            Gate::Waiting(why) => Some(why),
+            Gate::Open => None,
         }
     } else {
         None
@@ -308,23 +311,29 @@ fn judge(
     Verdict::Waiting
 }
 
-/// The metric gate of a healthy batch: `Err` when a figure is over its threshold, `Ok(Some(why))`
-/// while it cannot pass yet, `Ok(None)` when it passes (or the group has no gate). Sets the
-/// baseline the first time it sees the counters, and again when they went down.
-fn metric_gate(
-    group: &GroupSpec,
-    record: &mut RolloutRecord,
-    traffic: Option<&Traffic>,
-) -> Result<Option<String>, String> {
+/// What the metric gate of a healthy batch says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Gate {
+    /// The batch passes (or the group has no gate).
+    Open,
+    /// It cannot pass yet: why.
+    Waiting(String),
+    /// A figure is over its threshold: which, by how much.
+    Over(String),
+}
+
+/// The metric gate of a healthy batch. Sets the baseline the first time it sees the counters,
+/// and again when they went down.
+fn metric_gate(group: &GroupSpec, record: &mut RolloutRecord, traffic: Option<&Traffic>) -> Gate {
     let policy = &group.rollout;
     if !policy.gated() {
-        return Ok(None);
+        return Gate::Open;
     }
     let Some(now) = traffic else {
-        return Ok(Some(format!(
+        return Gate::Waiting(format!(
             "the response counters of {} are not read",
             group.name
-        )));
+        ));
     };
     let window = record
         .gate_baseline
@@ -332,13 +341,29 @@ fn metric_gate(
         .and_then(|baseline| gate::since(now, baseline));
     let Some(window) = window else {
         record.gate_baseline = Some(now.clone());
-        return Ok(Some(format!("0 of {} answers", policy.min_requests)));
+        return Gate::Waiting(format!("0 of {} answers", policy.min_requests));
     };
     match gate::judge(policy, &window) {
-        Judgement::Pass => Ok(None),
-        Judgement::TooFew(n) => Ok(Some(format!("{n} of {} answers", policy.min_requests))),
-        Judgement::Over(why) => Err(why),
+        Judgement::Pass => Gate::Open,
+        Judgement::TooFew(n) => Gate::Waiting(format!("{n} of {} answers", policy.min_requests)),
+        Judgement::Over(why) => Gate::Over(why),
     }
+}
+
+/// Why a roll-out command does not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command does not apply in the roll-out's state: which state, and why not.
+    #[error("the roll-out of {group} to {to} is {state}: {why}")]
+    NotNow {
+        group: String,
+        to: String,
+        state: &'static str,
+        why: &'static str,
+    },
+    /// Not `pause`, `resume` or `undo`.
+    #[error("unknown roll-out command {0:?}: use pause, resume or undo")]
+    Unknown(String),
 }
 
 /// `lathe rollout pause|resume|undo`: the record after `command`, or why it does not apply.
@@ -346,16 +371,16 @@ pub fn command(
     record: &RolloutRecord,
     command: &str,
     now_ms: u64,
-) -> Result<RolloutRecord, String> {
+) -> Result<RolloutRecord, CommandError> {
     let mut next = record.clone();
     let state = record.state;
-    let refuse = |what: &str| {
-        Err(format!(
-            "the roll-out of {} to {} is {}: {what}",
-            record.group,
-            record.to,
-            state.name()
-        ))
+    let refuse = |why: &'static str| {
+        Err(CommandError::NotNow {
+            group: record.group.clone(),
+            to: record.to.to_string(),
+            state: state.name(),
+            why,
+        })
     };
     match (command, state) {
         ("pause", RolloutState::Rolling) => {
@@ -387,11 +412,7 @@ pub fn command(
             ));
         }
         ("undo", _) => return refuse("it is already going back"),
-        (other, _) => {
-            return Err(format!(
-                "unknown roll-out command {other:?}: use pause, resume or undo"
-            ))
-        }
+        (other, _) => return Err(CommandError::Unknown(other.to_string())),
     }
     next.updated_ms = now_ms;
     Ok(next)

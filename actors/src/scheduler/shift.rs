@@ -21,29 +21,48 @@ mod commands;
 
 pub use commands::{list, read, shift_key, start, start_record, steer, ShiftError, StartShift};
 
+/// The shape of a split, for the messages of [`SplitError`].
+const SHAPE: &str = "a split must be [[\"group\", ...], [weight, ...]]";
+
+/// What is wrong with a value that should be a split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    /// Not an array of two arrays.
+    #[error("{SHAPE}")]
+    Shape,
+    /// No group, or not as many weights as groups.
+    #[error("{SHAPE}, as many weights as groups")]
+    Counts,
+    /// A group name that is not a string.
+    #[error("group names are strings")]
+    GroupName,
+    /// A weight that is not a finite number of at least 0.
+    #[error("weights are numbers of at least 0")]
+    Weight,
+}
+
 /// A split's groups and weights; `Err` says what is wrong with the value.
-pub fn parse_split(value: &Value) -> Result<Vec<(String, f64)>, String> {
-    let shape = "a split must be [[\"group\", ...], [weight, ...]]";
-    let parts = value.as_array().ok_or(shape)?;
+pub fn parse_split(value: &Value) -> Result<Vec<(String, f64)>, SplitError> {
+    let parts = value.as_array().ok_or(SplitError::Shape)?;
     let [groups, weights] = parts.as_slice() else {
-        return Err(shape.into());
+        return Err(SplitError::Shape);
     };
     let (groups, weights) = (
-        groups.as_array().ok_or(shape)?,
-        weights.as_array().ok_or(shape)?,
+        groups.as_array().ok_or(SplitError::Shape)?,
+        weights.as_array().ok_or(SplitError::Shape)?,
     );
     if groups.is_empty() || groups.len() != weights.len() {
-        return Err(format!("{shape}, as many weights as groups"));
+        return Err(SplitError::Counts);
     }
     groups
         .iter()
         .zip(weights)
         .map(|(group, weight)| {
-            let group = group.as_str().ok_or("group names are strings")?;
+            let group = group.as_str().ok_or(SplitError::GroupName)?;
             let weight = weight
                 .as_f64()
                 .filter(|w| w.is_finite() && *w >= 0.0)
-                .ok_or("weights are numbers of at least 0")?;
+                .ok_or(SplitError::Weight)?;
             Ok((group.to_string(), weight))
         })
         .collect()
@@ -261,6 +280,31 @@ fn roll_back(mut record: ShiftRecord, reason: String, now_ms: u64) -> Step {
     Step { record, write }
 }
 
+/// Why a shift command does not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command does not apply in the shift's state: which state, and why not.
+    #[error("the shift of {key} to {to} is {state}: {why}")]
+    NotNow {
+        key: String,
+        to: String,
+        state: &'static str,
+        why: &'static str,
+    },
+    /// A resume found no value at the shift's key.
+    #[error("{0} is gone")]
+    Gone(String),
+    /// A resume found a value at the shift's key that is not a split.
+    #[error(transparent)]
+    BadSplit(#[from] SplitError),
+    /// A resume found a split that no longer names the group the traffic moves to.
+    #[error("{key} no longer names {to}")]
+    NotInSplit { key: String, to: String },
+    /// Not `pause`, `resume` or `undo`.
+    #[error("unknown shift command {0:?}: use pause, resume or undo")]
+    Unknown(String),
+}
+
 /// `pause`, `resume` or `undo` of a shift: the record after it and the split to write, or why
 /// the command does not apply. `current` is the key's value now (a resume goes on from it).
 pub fn command(
@@ -268,14 +312,14 @@ pub fn command(
     command: &str,
     current: Option<&Value>,
     now_ms: u64,
-) -> Result<Step, String> {
-    let refuse = |what: &str| {
-        Err(format!(
-            "the shift of {} to {} is {}: {what}",
-            record.key,
-            record.to,
-            record.state.name()
-        ))
+) -> Result<Step, CommandError> {
+    let refuse = |why: &'static str| {
+        Err(CommandError::NotNow {
+            key: record.key.clone(),
+            to: record.to.clone(),
+            state: record.state.name(),
+            why,
+        })
     };
     let mut next = record.clone();
     next.updated_ms = now_ms;
@@ -290,10 +334,13 @@ pub fn command(
         }
         ("pause", _) => refuse("only a shifting shift can pause"),
         ("resume", ShiftState::Paused) => {
-            let current = current.ok_or_else(|| format!("{} is gone", record.key))?;
+            let current = current.ok_or_else(|| CommandError::Gone(record.key.clone()))?;
             let split = parse_split(current)?;
             if !split.iter().any(|(g, _)| *g == record.to) {
-                return Err(format!("{} no longer names {}", record.key, record.to));
+                return Err(CommandError::NotInSplit {
+                    key: record.key.clone(),
+                    to: record.to.clone(),
+                });
             }
             next.state = ShiftState::Shifting;
             next.reason = None;
@@ -311,9 +358,7 @@ pub fn command(
             Ok(roll_back(next, "undone by a person".into(), now_ms))
         }
         ("undo", _) => refuse("the original split is already back"),
-        (other, _) => Err(format!(
-            "unknown shift command {other:?}: use pause, resume or undo"
-        )),
+        (other, _) => Err(CommandError::Unknown(other.to_string())),
     }
 }
 

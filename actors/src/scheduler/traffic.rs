@@ -115,7 +115,7 @@ async fn from_prometheus(
     client: &HttpClient,
     url: &str,
     groups: &BTreeSet<String>,
-) -> Result<BTreeMap<String, Traffic>, String> {
+) -> Result<BTreeMap<String, Traffic>, ReadError> {
     let query = |promql: String| async move {
         let url = format!(
             "{}/api/v1/query?query={}",
@@ -123,7 +123,7 @@ async fn from_prometheus(
             encode(&promql)
         );
         let text = get(client, &url).await?;
-        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
+        serde_json::from_str::<serde_json::Value>(&text).map_err(ReadError::Json)
     };
     let selector = gate::promql_selector(groups);
     let requests = query(format!(
@@ -134,7 +134,7 @@ async fn from_prometheus(
         "sum by (group, le) (lathe_http_request_duration_seconds_bucket{selector})"
     ))
     .await?;
-    gate::parse_prometheus(&requests, &buckets, groups)
+    Ok(gate::parse_prometheus(&requests, &buckets, groups)?)
 }
 
 /// `text` percent-encoded for a URL's query (all but letters, digits and `-_.~`).
@@ -149,18 +149,44 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-async fn get(client: &HttpClient, url: &str) -> Result<String, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
-    let response = client.get(uri).await.map_err(|e| e.to_string())?;
+/// Why the counters could not be read from a node's `/metrics` or from Prometheus (logged).
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// The URL is not a URI.
+    #[error(transparent)]
+    Url(#[from] http::uri::InvalidUri),
+    /// No connection, or the connection failed.
+    #[error(transparent)]
+    Request(#[from] hyper_util::client::legacy::Error),
+    /// An answer with an error status.
+    #[error("GET {url} answered {status}")]
+    Status {
+        url: String,
+        status: http::StatusCode,
+    },
+    /// The answer's body could not be read.
+    #[error(transparent)]
+    Body(#[from] hyper::Error),
+    /// The answer is not UTF-8.
+    #[error(transparent)]
+    Text(#[from] std::string::FromUtf8Error),
+    /// Prometheus's answer is not JSON.
+    #[error(transparent)]
+    Json(serde_json::Error),
+    /// Prometheus's answer is JSON, but not the instant vector asked for.
+    #[error(transparent)]
+    Answer(#[from] gate::AnswerError),
+}
+
+async fn get(client: &HttpClient, url: &str) -> Result<String, ReadError> {
+    let uri: http::Uri = url.parse()?;
+    let response = client.get(uri).await?;
     if !response.status().is_success() {
-        return Err(format!("GET {url} answered {}", response.status()));
+        return Err(ReadError::Status {
+            url: url.to_string(),
+            status: response.status(),
+        });
     }
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    String::from_utf8(body.to_bytes().to_vec()).map_err(|e| e.to_string())
+    let body = response.into_body().collect().await?;
+    Ok(String::from_utf8(body.to_bytes().to_vec())?)
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use lathe::layout::{InstanceState, InstanceStatus};
-use ractor::{Actor, ActorCell, ActorId, ActorRef};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 
 use super::instance::{TaskActor, TaskActorArgs, TaskActorMsg, FINISHED};
 use super::metrics::InstanceCounts;
@@ -349,7 +349,7 @@ impl TaskSupervisorState {
         &mut self,
         myself: &ActorRef<TaskSupervisorMsg>,
         actor: ActorId,
-        exit: Result<Option<String>, String>,
+        exit: Result<Option<String>, ActorProcessingErr>,
     ) {
         let Some(key) = self.actors.remove(&actor) else {
             return;
@@ -374,7 +374,7 @@ impl TaskSupervisorState {
             }
             (_, exit) => {
                 let reason = match exit {
-                    Err(error) => error,
+                    Err(error) => error.to_string(),
                     Ok(reason) => format!(
                         "stopped unexpectedly: {}",
                         reason.unwrap_or_else(|| "no reason given".into())

@@ -179,7 +179,7 @@ impl Actor for TaskSupervisor {
         state: &mut TaskSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         let (cell, exit) = match event {
-            SupervisionEvent::ActorFailed(cell, error) => (cell, Err(error.to_string())),
+            SupervisionEvent::ActorFailed(cell, error) => (cell, Err(error)),
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, Ok(reason)),
             _ => return Ok(()),
         };

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::load::resolve_path;
 use super::values::{Addr, Dur};
-use crate::actions::render;
+use crate::actions::{render, ActionError};
 
 /// What an action does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -128,30 +128,61 @@ fn type_name(kind: ActionType) -> &'static str {
     }
 }
 
-impl TryFrom<RawAction> for ActionConfig {
-    type Error = String;
+/// Why an `[[watch.action]]` table was refused (serde puts the table's path and position in
+/// front of it).
+#[derive(Debug, thiserror::Error)]
+pub enum ActionConfigError {
+    /// A key set that the action's type does not use.
+    #[error("key `{key}` does not apply to type = \"{ty}\"")]
+    NotForType { key: &'static str, ty: &'static str },
+    /// A key the action's type needs that is not set.
+    #[error("type = \"{ty}\" needs key `{key}`")]
+    Missing { key: &'static str, ty: &'static str },
+    /// `slots = 0`.
+    #[error("key `slots` must be at least 1")]
+    NoSlots,
+    /// `backends = {}`.
+    #[error("key `backends` needs at least one backend = \"group\"")]
+    NoBackends,
+    /// The template file could not be read.
+    #[error("key `template`: cannot read {}: {error}", path.display())]
+    TemplateUnreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The template does not compile.
+    #[error("key `template`: {0}")]
+    Template(ActionError),
+}
 
-    fn try_from(raw: RawAction) -> Result<Self, String> {
+impl TryFrom<RawAction> for ActionConfig {
+    type Error = ActionConfigError;
+
+    fn try_from(raw: RawAction) -> Result<Self, ActionConfigError> {
         let kind = raw.kind;
         let ty = type_name(kind);
         let present = raw.present();
         if let Some(key) = present.iter().find(|k| !allowed(kind).contains(k)) {
-            return Err(format!("key `{key}` does not apply to type = \"{ty}\""));
+            return Err(ActionConfigError::NotForType { key, ty });
         }
         if let Some(key) = required(kind).iter().find(|k| !present.contains(k)) {
-            return Err(format!("type = \"{ty}\" needs key `{key}`"));
+            return Err(ActionConfigError::Missing { key, ty });
         }
         if raw.slots == Some(0) {
-            return Err("key `slots` must be at least 1".to_string());
+            return Err(ActionConfigError::NoSlots);
         }
         if raw.backends.as_ref().is_some_and(BTreeMap::is_empty) {
-            return Err("key `backends` needs at least one backend = \"group\"".to_string());
+            return Err(ActionConfigError::NoBackends);
         }
         let template = resolve_path(&raw.template);
-        let template_source = std::fs::read_to_string(&template)
-            .map_err(|e| format!("key `template`: cannot read {}: {e}", template.display()))?;
+        let template_source = std::fs::read_to_string(&template).map_err(|error| {
+            ActionConfigError::TemplateUnreadable {
+                path: template.clone(),
+                error,
+            }
+        })?;
         render::compile(&template.display().to_string(), &template_source)
-            .map_err(|e| format!("key `template`: {e}"))?;
+            .map_err(ActionConfigError::Template)?;
         // `check = ""` turns the default check off.
         let check = raw.check.or_else(|| match kind {
             ActionType::Template => None,

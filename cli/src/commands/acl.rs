@@ -37,7 +37,7 @@ pub(super) fn put_policy(
         return Err(CliError::Local("a policy needs a \"rules\" array".into()));
     };
     for rule in rules {
-        list.push(parse_rule(rule).map_err(CliError::Local)?);
+        list.push(parse_rule(rule).map_err(|e| CliError::Local(format!("{e:#}")))?);
     }
     if list.is_empty() {
         return Err(CliError::Local(
@@ -156,15 +156,15 @@ fn print_new_token(out: &Output, route: &str, body: &Value) -> Result<(), CliErr
 }
 
 /// `RESOURCE[:PREFIX]:ACCESS` → `{"resource", "prefix"?, "access"}` (the node validates it).
-fn parse_rule(text: &str) -> Result<Value, String> {
+fn parse_rule(text: &str) -> anyhow::Result<Value> {
     match text.split(':').collect::<Vec<_>>().as_slice() {
         [resource, access] => Ok(json!({ "resource": resource, "access": access })),
         [resource, prefix, access] => {
             Ok(json!({ "resource": resource, "prefix": prefix, "access": access }))
         }
-        _ => Err(format!(
+        _ => anyhow::bail!(
             "rule {text:?}: expected RESOURCE[:PREFIX]:ACCESS, e.g. key:/app:write or cluster:read"
-        )),
+        ),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::{anyhow, bail};
 use serde_json::Value;
 
 use super::endpoints::Endpoints;
@@ -64,14 +65,17 @@ impl Deployer {
     fn poll<T>(
         &self,
         deadline: Duration,
-        check: impl FnMut() -> Result<T, String>,
-    ) -> Result<Result<T, String>, UpError> {
+        check: impl FnMut() -> anyhow::Result<T>,
+    ) -> Result<anyhow::Result<T>, UpError> {
         poll(&self.stop, deadline, check)
     }
 
     fn wait_all_alive(&self) -> Result<(), UpError> {
         let outcome = self.poll(CLUSTER_DEADLINE, || {
-            let reply = self.client.get("/v1/members").map_err(|e| e.one_line())?;
+            let reply = self
+                .client
+                .get("/v1/members")
+                .map_err(|e| anyhow!(e.one_line()))?;
             let members = crate::table::items(&reply.body, &["members"]).cloned();
             let alive: Vec<&str> = members
                 .iter()
@@ -85,15 +89,14 @@ impl Deployer {
                 .map(String::as_str)
                 .filter(|name| !alive.contains(name))
                 .collect();
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("not alive yet: {}", missing.join(", ")))
+            if !missing.is_empty() {
+                bail!("not alive yet: {}", missing.join(", "));
             }
+            Ok(())
         })?;
         outcome.map_err(|observed| {
             UpError::Failed(format!(
-                "the nodes did not all see each other alive within {} s ({observed})",
+                "the nodes did not all see each other alive within {} s ({observed:#})",
                 CLUSTER_DEADLINE.as_secs()
             ))
         })?;
@@ -124,14 +127,14 @@ impl Deployer {
                     status: 400,
                     message,
                 }) => Ok(Err(message)),
-                Err(err) => Err(err.one_line()),
+                Err(err) => Err(anyhow!(err.one_line())),
             }
         })?;
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(UpError::Refused(refusal(&self.file, &name, &message))),
             Err(observed) => Err(UpError::Failed(format!(
-                "cannot deploy {}: {observed}",
+                "cannot deploy {}: {observed:#}",
                 self.file.display()
             ))),
         }
@@ -142,18 +145,21 @@ impl Deployer {
     fn wait_running(&self, groups: &[GroupInfo]) -> Result<(), UpError> {
         let wanted: u64 = groups.iter().map(|g| g.tasks).sum();
         let outcome = self.poll(self.tasks_deadline, || {
-            let reply = self.client.get("/v1/tasks").map_err(|e| e.one_line())?;
+            let reply = self
+                .client
+                .get("/v1/tasks")
+                .map_err(|e| anyhow!(e.one_line()))?;
             let instances = reply.body.as_array().cloned().unwrap_or_default();
             let not_running = not_running(groups, &instances);
-            if not_running.is_empty() {
-                Ok(())
-            } else {
-                Err(not_running.join("\n"))
+            if !not_running.is_empty() {
+                bail!(not_running.join("\n"));
             }
+            Ok(())
         })?;
         match outcome {
             Ok(()) => say!("lathe up: {wanted} of {wanted} instances running"),
             Err(observed) => {
+                let observed = format!("{observed:#}");
                 let count = observed.lines().count();
                 say!(
                     "lathe up: after {} s, {count} of {wanted} instances are not running (going \
@@ -168,12 +174,12 @@ impl Deployer {
 }
 
 /// Polls `check` every [`POLL`] until it gives `Ok`, the deadline passes (`Ok(Err(last observed))`)
-/// or `stop` is raised (`Err(Interrupted)`).
+/// or `stop` is raised (`Err(Interrupted)`). `check`'s `Err` says what it saw instead.
 pub(crate) fn poll<T>(
     stop: &AtomicBool,
     deadline: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
-) -> Result<Result<T, String>, UpError> {
+    mut check: impl FnMut() -> anyhow::Result<T>,
+) -> Result<anyhow::Result<T>, UpError> {
     let started = Instant::now();
     loop {
         if stop.load(Ordering::SeqCst) {

@@ -38,11 +38,10 @@ impl Endpoints<'_> {
             let mut urls = Vec::new();
             let _ = poll(self.stop, REGISTER_DEADLINE, || {
                 urls = self.urls(group).unwrap_or_default();
-                if urls.len() as u64 >= group.tasks {
-                    Ok(())
-                } else {
-                    Err(format!("{} of {} registered", urls.len(), group.tasks))
+                if (urls.len() as u64) < group.tasks {
+                    anyhow::bail!("{} of {} registered", urls.len(), group.tasks);
                 }
+                Ok(())
             })?;
             if !urls.is_empty() {
                 say!("{}: {}", group.name, urls.join(" "));
@@ -70,7 +69,9 @@ impl Endpoints<'_> {
             .collect();
         let mut last_read = shown.clone();
         loop {
-            let _ = poll(self.stop, WATCH_INTERVAL, || Err::<(), _>(String::new()))?;
+            let _ = poll(self.stop, WATCH_INTERVAL, || {
+                Err::<(), _>(anyhow::anyhow!("waiting for the next read"))
+            })?;
             for name in &entries {
                 let Some(group) = self.groups.iter().find(|g| &g.name == name) else {
                     continue;

@@ -36,7 +36,7 @@ pub(crate) struct ScrapeSettings {
 }
 
 /// Fills the template's fields; a `{{name}}` it does not know is an error naming it.
-pub(crate) fn render_config(template: &str, settings: &ScrapeSettings) -> Result<String, String> {
+pub(crate) fn render_config(template: &str, settings: &ScrapeSettings) -> anyhow::Result<String> {
     let rules_dir = settings.rules_dir.display().to_string();
     let fields = [
         ("{{targets_url}}", settings.targets_url.as_str()),
@@ -57,9 +57,7 @@ pub(crate) fn render_config(template: &str, settings: &ScrapeSettings) -> Result
         Some(at) => {
             let rest = &rendered[at..];
             let field = rest.find("}}").map_or(rest, |end| &rest[..end + 2]);
-            Err(format!(
-                "unknown field {field} in the prometheus.yml template"
-            ))
+            anyhow::bail!("unknown field {field} in the prometheus.yml template")
         }
         None => Ok(rendered),
     }
@@ -119,7 +117,7 @@ impl Prometheus {
             refresh_interval: "5s".into(),
             rules_dir: config_dir.join("rules"),
         };
-        let config = render_config(&template, &settings).map_err(usage)?;
+        let config = render_config(&template, &settings).map_err(|e| usage(format!("{e:#}")))?;
         let dir = data_dir.join("prometheus");
         std::fs::create_dir_all(dir.join("data"))
             .map_err(|e| usage(format!("cannot create {}: {e}", dir.display())))?;
@@ -229,7 +227,7 @@ mod tests {
         let error =
             render_config("a: {{targets_url}}\nb: {{colour}} x\n", &settings()).unwrap_err();
         assert_eq!(
-            error,
+            error.to_string(),
             "unknown field {{colour}} in the prometheus.yml template"
         );
     }

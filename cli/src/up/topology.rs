@@ -28,8 +28,8 @@ impl GroupInfo {
 }
 
 /// The groups of a topology file, sorted by name.
-pub(crate) fn groups(source: &str) -> Result<Vec<GroupInfo>, String> {
-    let table: toml::Table = toml::from_str(source).map_err(|err| err.to_string())?;
+pub(crate) fn groups(source: &str) -> anyhow::Result<Vec<GroupInfo>> {
+    let table: toml::Table = toml::from_str(source)?;
     let mut groups = Vec::new();
     collect(&table, "", &mut groups);
     groups.sort_by(|a, b| a.name.cmp(&b.name));

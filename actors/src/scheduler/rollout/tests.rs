@@ -319,7 +319,9 @@ fn commands_move_between_states_or_say_why_not() {
     assert_eq!(paused.state, RolloutState::Paused);
     let error = command(&paused, "pause", 11).unwrap_err();
     assert!(
-        error.contains("is paused: only a rolling roll-out can pause"),
+        error
+            .to_string()
+            .contains("is paused: only a rolling roll-out can pause"),
         "{error}"
     );
     let resumed = command(&paused, "resume", 20).unwrap();
@@ -346,6 +348,7 @@ fn commands_move_between_states_or_say_why_not() {
     );
     assert!(command(&done, "fast-forward", 50)
         .unwrap_err()
+        .to_string()
         .contains("use pause, resume or undo"));
 }
 

@@ -7,7 +7,7 @@ use lathe::KeyPath;
 use lathe_store::StoreError;
 use serde_json::Value;
 
-use super::{command, parse_split, percent_of};
+use super::{command, parse_split, percent_of, CommandError, SplitError};
 use crate::registry::{RegistryError, RegistryHandle};
 use crate::scheduler::rollout::unix_ms;
 
@@ -25,7 +25,7 @@ pub enum ShiftError {
     #[error("no value at {0} to shift")]
     NoValue(KeyPath),
     #[error("{key}: {why}")]
-    BadSplit { key: KeyPath, why: String },
+    BadSplit { key: KeyPath, why: SplitError },
     #[error("{key} splits between {groups:?}: {to} is not one of them")]
     NotInSplit {
         key: KeyPath,
@@ -47,8 +47,8 @@ pub enum ShiftError {
     #[error("unreadable shift of {key}: {why}")]
     Unreadable { key: KeyPath, why: String },
     /// A command that does not apply to the shift's state (or an unknown one).
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] CommandError),
     #[error("cannot encode the shift of {key}: {why}")]
     Encode { key: KeyPath, why: String },
     #[error("the shift of {0} changed meanwhile: retry")]

@@ -211,9 +211,10 @@ fn a_split_changed_by_hand_pauses_and_commands_steer() {
         (ShiftState::RolledBack, Some(seed()))
     );
     let again = command(&undone.record, "undo", None, 3_000).unwrap_err();
-    assert!(again.contains("already back"), "{again}");
+    assert!(again.to_string().contains("already back"), "{again}");
     assert!(command(&record(), "jump", None, 0)
         .unwrap_err()
+        .to_string()
         .contains("use pause"));
 }
 
