@@ -190,8 +190,8 @@ fn membership_zookeeper_discovers_members_without_seeds_and_survives_its_loss() 
 
 #[test]
 /// A paused node's session expires; it comes back with a new session and a newer incarnation.
-/// (Whether it fences meanwhile depends on timing: see tests/tests/failovers/fencing.rs for a node that stays
-/// cut off.)
+/// (Whether it fences meanwhile depends on timing: see tests/tests/failovers/fencing.rs for a
+/// node that stays cut off.)
 fn membership_zookeeper_session_expiry_is_followed_by_a_new_session_and_member_node() {
     let _serial = serial();
     // `make test` installs ZooKeeper: a missing one is a failure, not a skip.

@@ -503,7 +503,7 @@ fn browser_status(addr: &str, host: &str, method: &str, path: &str) -> u16 {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0 (X11; Linux)\r\n\
          Content-Type: application/json\r\nContent-Length: 1\r\nConnection: close\r\n\r\n1"
     );
     stream.write_all(head.as_bytes()).unwrap();
