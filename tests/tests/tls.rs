@@ -653,3 +653,35 @@ fn a_cluster_over_tls_places_instances_and_keeps_other_cas_out() {
         first.log_tail(20)
     );
 }
+
+/// Without ZooKeeper, nodes under cluster TLS that only know one seed still reach each other:
+/// membership dials (over TLS) every member it learns from its peers.
+#[test]
+fn a_cluster_over_tls_without_zookeeper_meshes_through_one_seed() {
+    let pki = Pki::new();
+    let node = |name: &str| {
+        cluster_tls(
+            NodeBuilder::new().name(name),
+            &pki,
+            "node.pem",
+            "node-key.pem",
+            "ca.pem",
+        )
+    };
+    let first = node("mesh-1").start();
+    let second = node("mesh-2").join(first.cluster_addr()).start();
+    let third = node("mesh-3").join(first.cluster_addr()).start();
+    for member in [&first, &second, &third] {
+        wait_until("every node alive everywhere over TLS", DEADLINE, || {
+            alive_members(member.http_addr()).len() == 3
+        });
+    }
+    // The two joiners hold a session with each other, not only with the seed: with the seed
+    // gone, each still sees the other alive.
+    drop(first);
+    for (member, other) in [(&second, "mesh-3"), (&third, "mesh-2")] {
+        wait_until("the joiners still see each other", DEADLINE, || {
+            alive_members(member.http_addr()).iter().any(|n| n == other)
+        });
+    }
+}

@@ -3,7 +3,8 @@
 //! Every second the membership actor asks [`Reconnector::plan`] for targets:
 //! - seeds, while no session is up, each with exponential back-off (1 s … [`SEED_BACKOFF_MAX`]);
 //! - known non-dead members whose session is closed, every time;
-//! - dead members, with back-off up to [`DEAD_BACKOFF_MAX`] (a partition heals from either side).
+//! - dead members, with back-off up to [`DEAD_BACKOFF_MAX`] (a partition heals from either side);
+//! - members a peer told of (under cluster TLS) and not met yet, with the seeds' back-off.
 //!
 //! Connecting happens in a spawned task that reports back by message; `Ok` only means the TCP
 //! connection opened: authentication (or refusal) shows up later in the NodeServer events.
@@ -25,6 +26,8 @@ pub(crate) const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 const SEED_BACKOFF_MAX: Duration = Duration::from_secs(8);
 const DEAD_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most members learned from peers and not met yet that a node keeps dialing.
+const MAX_LEARNED: usize = 1024;
 
 /// Something to connect to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,13 +38,18 @@ pub(crate) enum Target {
         addr: SocketAddr,
         dead: bool,
     },
+    /// A member a peer holds alive that this node has not heard from itself.
+    Learned {
+        name: String,
+        addr: SocketAddr,
+    },
 }
 
 impl Target {
     /// The longest back-off between attempts; `None`: tried on every reconnect tick.
     fn backoff_cap(&self) -> Option<Duration> {
         match self {
-            Target::Seed(_) => Some(SEED_BACKOFF_MAX),
+            Target::Seed(_) | Target::Learned { .. } => Some(SEED_BACKOFF_MAX),
             Target::Member { dead: true, .. } => Some(DEAD_BACKOFF_MAX),
             Target::Member { dead: false, .. } => None,
         }
@@ -50,7 +58,7 @@ impl Target {
     pub(crate) fn address(&self) -> String {
         match self {
             Target::Seed(seed) => seed.clone(),
-            Target::Member { addr, .. } => addr.to_string(),
+            Target::Member { addr, .. } | Target::Learned { addr, .. } => addr.to_string(),
         }
     }
 }
@@ -79,6 +87,8 @@ pub(crate) struct Reconnector {
     in_flight: HashSet<String>,
     /// Addresses the seeds resolved to, to tell a refusing seed from a refusing member.
     seed_addrs: HashSet<SocketAddr>,
+    /// Members peers told of that are not in the table yet (`PeerMessage::Members`).
+    learned: HashMap<String, SocketAddr>,
 }
 
 impl Reconnector {
@@ -88,6 +98,15 @@ impl Reconnector {
             backoff: HashMap::new(),
             in_flight: HashSet::new(),
             seed_addrs: HashSet::new(),
+            learned: HashMap::new(),
+        }
+    }
+
+    /// Remembers a member a peer holds alive, to dial until it is in the table. Bounded: a peer
+    /// cannot make this node remember more than [`MAX_LEARNED`] addresses.
+    pub(crate) fn learn(&mut self, name: String, addr: SocketAddr) {
+        if self.learned.len() < MAX_LEARNED || self.learned.contains_key(&name) {
+            self.learned.insert(name, addr);
         }
     }
 
@@ -113,6 +132,18 @@ impl Reconnector {
             }
         } else {
             targets.extend(self.seeds.iter().map(|s| Target::Seed(s.clone())));
+        }
+        self.learned.retain(|name, _| !table.knows(name));
+        for (name, addr) in &self.learned {
+            let addr_text = addr.to_string();
+            let busy =
+                sessions.is_connected(name, &addr_text) || sessions.is_handshaking(&addr_text, now);
+            if !busy {
+                targets.push(Target::Learned {
+                    name: name.clone(),
+                    addr: *addr,
+                });
+            }
         }
         for (info, status) in table.peers() {
             let addr = info.cluster_addr.to_string();

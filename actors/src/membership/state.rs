@@ -61,6 +61,15 @@ impl MembershipState {
                 MEMBERS_GROUP,
                 &PeerMessage::Heartbeat(self.table.own().clone()),
             );
+            if self.config.tls.is_some() {
+                let alive = self
+                    .table
+                    .peers()
+                    .filter(|(_, status)| *status == MemberStatus::Alive)
+                    .map(|(info, _)| (info.name.clone(), info.cluster_addr))
+                    .collect();
+                cast_remote(MEMBERS_GROUP, &PeerMessage::Members(alive));
+            }
         }
     }
 
@@ -174,6 +183,14 @@ impl MembershipState {
                 );
                 self.changed(transitions, now);
                 self.stop_awaiting(&name, myself);
+            }
+            PeerMessage::Members(members) => {
+                for (name, addr) in members {
+                    let unknown = !self.table.knows(&name);
+                    if unknown && !self.config.is_own_address(&addr) {
+                        self.reconnect.learn(name, addr);
+                    }
+                }
             }
             PeerMessage::LeaveAck { from } => {
                 if let Some(leaving) = &mut self.leaving {
@@ -340,7 +357,10 @@ impl MembershipState {
             (Target::Member { name, addr, .. }, Attempt::Failed(error)) => {
                 tracing::debug!(member = %name, %addr, %error, "cannot reach member")
             }
-            (Target::Member { .. }, Attempt::OwnAddress) => {}
+            (Target::Learned { name, addr }, Attempt::Failed(error)) => {
+                tracing::debug!(member = %name, %addr, %error, "cannot reach a member a peer named")
+            }
+            (Target::Member { .. } | Target::Learned { .. }, Attempt::OwnAddress) => {}
         }
     }
 

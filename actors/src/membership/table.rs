@@ -325,6 +325,11 @@ impl MemberTable {
         self.members.get(name).map(|r| r.status)
     }
 
+    /// Whether `name` is this node or a member it knows (alive, suspect or dead).
+    pub(crate) fn knows(&self, name: &str) -> bool {
+        name == self.own.name || self.members.contains_key(name)
+    }
+
     /// Other members with their status, for reconnecting and leaving.
     pub(crate) fn peers(&self) -> impl Iterator<Item = (&MemberInfo, MemberStatus)> {
         self.members.values().map(|r| (&r.info, r.status))
