@@ -121,3 +121,34 @@ fn a_seed_that_is_this_node_is_dropped_and_an_opened_one_remembered() {
     reconnect.done(&Target::Seed("other:2".into()), &Attempt::OwnAddress, t0);
     assert!(!reconnect.has_seeds());
 }
+
+/// Members a peer named (cluster TLS gossip) are dialed with the seeds' back-off until they are
+/// in the table; a member already known is not learned again.
+#[test]
+fn learned_members_are_dialed_until_known() {
+    let t0 = Instant::now();
+    let now = t0 + 5 * SECOND;
+    let (mut table, sessions) = (table(t0), SessionTracker::default());
+    let mut reconnect = Reconnector::new(Vec::new());
+    reconnect.learn("d".to_string(), ([127, 0, 0, 1], 7003).into());
+    let first = reconnect.plan(&table, &sessions, now);
+    assert!(
+        names(&first).contains(&"127.0.0.1:7003".to_string()),
+        "{first:?}"
+    );
+    fail_all(&mut reconnect, &first, now);
+    // Backed off: not on the next tick.
+    let next = reconnect.plan(&table, &sessions, now + SECOND / 2);
+    assert!(
+        !names(&next).contains(&"127.0.0.1:7003".to_string()),
+        "{next:?}"
+    );
+    fail_all(&mut reconnect, &next, now + SECOND / 2);
+    // Once its heartbeat arrived it is a member like the others, no longer a learned target.
+    table.on_heartbeat(info("d", 7003), now + 2 * SECOND);
+    let later = reconnect.plan(&table, &sessions, now + 10 * SECOND);
+    assert!(
+        !later.iter().any(|t| matches!(t, Target::Learned { .. })),
+        "{later:?}"
+    );
+}
