@@ -116,6 +116,7 @@ fn varnish_director_follows_the_front_pages_without_failed_requests() {
         || varnish.backends().is_ok_and(|b| b == ten),
     );
 
+    let reloads_before = agent.metric("lathe_agent_reloads_total");
     let requests = RequestLoop::start(format!("http://{}/get/index", varnish.http), ":)");
     let grow = scale(&cluster, &source, &varnish, 7);
     println!("v4.2.1 5 → 7: varnish followed {grow:?} after the registry changed");
@@ -146,8 +147,8 @@ fn varnish_director_follows_the_front_pages_without_failed_requests() {
     assert!(stale.is_empty(), "old VCLs not discarded:\n{list}");
     let action = agent.watch("frontpage")["actions"][0].clone();
     assert_eq!(action["ok"], true, "{action:#}");
-    assert!(
-        agent.metric("lathe_agent_reloads_total") >= 3.0,
-        "one vcl.use per change"
-    );
+    // Each of the two changes needs a VCL of its own (Varnish was seen serving each set), so at
+    // least two switches since; more when a change reached the agent in steps.
+    let switches = agent.metric("lathe_agent_reloads_total") - reloads_before;
+    assert!(switches >= 2.0, "one vcl.use per change: {switches}");
 }
