@@ -61,16 +61,22 @@ impl MembershipState {
                 MEMBERS_GROUP,
                 &PeerMessage::Heartbeat(self.table.own().clone()),
             );
-            if self.config.tls.is_some() {
-                let alive = self
-                    .table
-                    .peers()
-                    .filter(|(_, status)| *status == MemberStatus::Alive)
-                    .map(|(info, _)| (info.name.clone(), info.cluster_addr))
-                    .collect();
-                cast_remote(MEMBERS_GROUP, &PeerMessage::Members(alive));
-            }
         }
+    }
+
+    /// Under cluster TLS, tells peers which members this node holds alive (once per reconnect
+    /// tick: a peer cannot dial what it learns any sooner).
+    fn send_members(&self) {
+        if self.config.tls.is_none() {
+            return;
+        }
+        let alive = self
+            .table
+            .peers()
+            .filter(|(_, status)| *status == MemberStatus::Alive)
+            .map(|(info, _)| (info.name.clone(), info.cluster_addr))
+            .collect();
+        cast_remote(MEMBERS_GROUP, &PeerMessage::Members(alive));
     }
 
     pub(crate) fn on_heartbeat_tick(&mut self, now: Instant) {
@@ -329,6 +335,7 @@ impl MembershipState {
         if self.leaving.is_some() {
             return;
         }
+        self.send_members();
         for target in self.reconnect.plan(&self.table, &self.sessions, now) {
             let config = self.config.clone();
             let own = move |addr: &std::net::SocketAddr| config.is_own_address(addr);

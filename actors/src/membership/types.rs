@@ -138,10 +138,10 @@ pub enum PeerMessage {
     LeaveAck { from: String },
     /// "I hold you dead at this incarnation": the receiver bumps its incarnation to come back.
     Refute { name: String, incarnation: u64 },
-    /// Under cluster TLS, with each heartbeat: the members the sender holds alive, by name and
-    /// cluster address. ractor_cluster's own transitive connects are plain TCP, which a TLS port
-    /// refuses, so without ZooKeeper this is how a node that joined through one seed finds the
-    /// others (it dials them itself, over TLS).
+    /// Under cluster TLS, every reconnect tick (1 s): the members the sender holds alive, by name
+    /// and cluster address. ractor_cluster's own transitive connects are plain TCP, which a TLS
+    /// port refuses, so without ZooKeeper this is how a node that joined through one seed finds
+    /// the others (it dials them itself, over TLS).
     Members(Vec<(String, SocketAddr)>),
 }
 
